@@ -1,0 +1,1 @@
+"""The pytest adapter of pytest-miniature; the library lives in ``miniature``."""

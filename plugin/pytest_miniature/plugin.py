@@ -1,0 +1,246 @@
+"""pytest plugin: options, config, fixtures, config-driven check items, and the terminal summary.
+
+Loaded in every pytest run of an environment that has it, so it imports nothing heavy at
+module level; the library is imported inside hooks, and models load only when a check runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from miniature.config import Settings
+    from miniature.runner import Runner
+
+
+@dataclass
+class MiniatureState:
+    settings: Settings
+    pyproject: Path | None
+    runner: Runner | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def get_runner(self) -> Runner:
+        if self.runner is None:
+            from miniature.runner import Runner
+
+            self.runner = Runner(self.settings)
+        return self.runner
+
+
+state_key = pytest.StashKey[MiniatureState]()
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 but got {text!r}")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("miniature", "pytest-miniature: gate compressed models on behaving like their reference")
+    group.addoption("--reference", metavar="SPEC", help="reference model: hf:<id or dir>, onnx:<file>, a path or an alias")
+    group.addoption(
+        "--candidate", action="append", default=[], metavar="SPEC",
+        help="candidate (compressed) model; repeat for several. Tests using the `candidate` fixture run once per candidate.",
+    )
+    group.addoption("--miniature-eval", metavar="SPEC", help="eval set: a csv/tsv/jsonl/json/parquet file, or name[:config]:split[slice]")
+    group.addoption("--miniature-cache-dir", metavar="DIR", help="where model outputs are cached (default: .miniature_cache beside pyproject.toml)")
+    group.addoption("--miniature-no-cache", action="store_true", help="neither read nor write the output cache")
+    group.addoption("--miniature-batch-size", type=positive_int, metavar="N", help="inference batch size (default 32)")
+    group.addoption("--miniature-max-length", type=positive_int, metavar="N", help="truncate inputs to N tokens (default 256)")
+    group.addoption("--miniature-task", choices=["text-classification"], help="task of the models under test")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from miniature.config import find_pyproject, load_settings
+    from miniature.data.spec import parse_dataset_spec
+    from miniature.errors import UsageError
+    from miniature.models.spec import parse_model_spec
+
+    config.addinivalue_line("markers", "miniature: a model-behaviour gate of pytest-miniature")
+    option = config.option
+    here = Path(config.invocation_params.dir)
+    try:
+        pyproject = find_pyproject(Path(config.rootpath))
+        settings = load_settings(pyproject, {
+            "task": option.miniature_task,
+            "batch_size": option.miniature_batch_size,
+            "max_length": option.miniature_max_length,
+            "cache_dir": Path(here, option.miniature_cache_dir) if option.miniature_cache_dir else None,
+        })
+        if option.miniature_no_cache:
+            settings.cache_dir = None
+        aliases, base = settings.models, settings.base_dir
+        # Specs from the command line resolve against where pytest was invoked; from pyproject, against its folder.
+        if option.reference:
+            settings.reference = parse_model_spec(option.reference, aliases=aliases, base_dir=here)
+        elif settings.reference:
+            settings.reference = parse_model_spec(settings.reference, aliases=aliases, base_dir=base)
+        if option.candidate:
+            settings.candidates = [parse_model_spec(c, aliases=aliases, base_dir=here) for c in option.candidate]
+        else:
+            settings.candidates = [parse_model_spec(c, aliases=aliases, base_dir=base) for c in settings.candidates]
+        names = [c.name for c in settings.candidates]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise UsageError(f"Candidate(s) {', '.join(duplicated)} given more than once")
+        if option.miniature_eval:
+            settings.eval = parse_dataset_spec(option.miniature_eval, base_dir=here)
+        elif settings.eval:
+            settings.eval = parse_dataset_spec(settings.eval, base_dir=base)
+    except UsageError as exc:
+        raise pytest.UsageError(f"pytest-miniature: {exc}") from None
+    config.stash[state_key] = MiniatureState(settings, pyproject)
+
+
+def _state(config: pytest.Config) -> MiniatureState:
+    return config.stash[state_key]
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def miniature_runner(request: pytest.FixtureRequest) -> Runner:
+    """The session's Runner: every model runs at most once per dataset, whatever the number of tests."""
+    return _state(request.config).get_runner()
+
+
+@pytest.fixture(scope="session")
+def reference(miniature_runner: Runner):
+    """The reference model (``--reference`` or ``reference`` in [tool.miniature])."""
+    spec = miniature_runner.settings.reference
+    if spec is None:
+        pytest.fail("pytest-miniature: no reference model; pass --reference SPEC or set reference in [tool.miniature]", pytrace=False)
+    return miniature_runner.model(spec)
+
+
+_NO_CANDIDATE = "no-candidate"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "candidate" not in metafunc.fixturenames:
+        return
+    specs = _state(metafunc.config).settings.candidates or [_NO_CANDIDATE]
+    ids = [getattr(s, "name", s) for s in specs]
+    metafunc.parametrize("candidate", specs, ids=ids, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def candidate(request: pytest.FixtureRequest, miniature_runner: Runner):
+    """Each candidate model in turn (``--candidate``, repeatable, or ``candidates`` in [tool.miniature])."""
+    spec = getattr(request, "param", _NO_CANDIDATE)
+    if spec == _NO_CANDIDATE:
+        pytest.fail("pytest-miniature: no candidate model; pass --candidate SPEC or set candidates in [tool.miniature]", pytrace=False)
+    return miniature_runner.model(spec)
+
+
+@pytest.fixture(scope="session")
+def eval_set(miniature_runner: Runner):
+    """The evaluation set (``--miniature-eval`` or ``eval`` in [tool.miniature]), loaded once."""
+    spec = miniature_runner.settings.eval
+    if spec is None:
+        pytest.fail("pytest-miniature: no eval set; pass --miniature-eval SPEC or set eval in [tool.miniature]", pytrace=False)
+    return miniature_runner.dataset(spec)
+
+
+# -- config-driven checks ---------------------------------------------------------------------------
+
+
+class MiniatureFile(pytest.File):
+    """The pyproject.toml whose [tool.miniature.thresholds] the check items come from."""
+
+    def collect(self):  # items are added in pytest_collection_modifyitems
+        return []
+
+
+class MiniatureCheckItem(pytest.Item):
+    """One built-in gate for one candidate, collected from [tool.miniature.thresholds]."""
+
+    def __init__(self, *, check: str, threshold: float, candidate_spec: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check, self.threshold, self.candidate_spec = check, threshold, candidate_spec
+        self.add_marker("miniature")
+
+    def runtest(self) -> None:
+        from miniature.assertions import assert_error_jaccard
+        from miniature.errors import UsageError
+
+        state = _state(self.config)
+        settings = state.settings
+        missing = [what for what, value in (("reference", settings.reference), ("eval", settings.eval)) if value is None]
+        if missing:
+            raise UsageError(
+                f"[tool.miniature.thresholds] sets {self.check} but no {' or '.join(missing)} is configured "
+                f"(--reference / --miniature-eval, or reference / eval in [tool.miniature])"
+            )
+        runner = state.get_runner()
+        assert_error_jaccard(
+            runner.model(settings.reference), runner.model(self.candidate_spec), runner.dataset(settings.eval),
+            min=self.threshold,
+        )
+
+    def repr_failure(self, excinfo, style=None):
+        from miniature.errors import MiniatureError
+
+        if isinstance(excinfo.value, (AssertionError, MiniatureError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, f"miniature {self.name}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = _state(config)
+    thresholds = state.settings.thresholds
+    if not thresholds or not state.settings.candidates:
+        return
+    path = state.pyproject or Path(config.rootpath, "pyproject.toml")
+    parent = MiniatureFile.from_parent(session, path=path)
+    for check, threshold in thresholds.items():
+        for spec in state.settings.candidates:
+            items.append(MiniatureCheckItem.from_parent(
+                parent, name=f"{check}[{spec.name}]", check=check, threshold=threshold, candidate_spec=spec,
+            ))
+
+
+# -- summary ------------------------------------------------------------------------------------------
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):  # xdist worker: the controller reports
+        return
+    state = config.stash.get(state_key, None)
+    if state is None or state.runner is None:
+        return
+    from miniature.report.terminal import error_rows
+
+    runner = state.runner
+    results = [r for r in runner.results if r.metric == "error_jaccard"]
+    if not results and not runner.stats.computed and not runner.stats.from_disk:
+        return
+    terminalreporter.section("miniature")
+    if results:
+        terminalreporter.write_line("prediction errors (paper section 3):")
+        for line in error_rows(results).splitlines():
+            terminalreporter.write_line(line)
+        if any(r.both_empty for r in results):
+            terminalreporter.write_line("(both empty): neither model made an error; two empty error sets have Jaccard 1.0")
+    stats = runner.stats
+    where = runner.settings.cache_dir or "disabled"
+    terminalreporter.write_line(
+        f"model outputs: {stats.computed} computed ({stats.seconds_computing:.1f}s), "
+        f"{stats.from_disk} from cache (cache: {where})"
+    )

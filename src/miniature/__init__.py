@@ -1,0 +1,41 @@
+"""pytest-miniature: is your compressed model still a miniature of its parent?
+
+The library is usable without pytest; the plugin in ``pytest_miniature`` is a thin adapter.
+Names are imported on first use (PEP 562), so ``import miniature`` costs almost nothing and
+no ML framework loads until a model or dataset is first used: pytest loads the plugin in
+every run of an environment that has it installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "assert_error_jaccard": "assertions", "GateFailure": "assertions",
+    "ErrorJaccard": "characteristics", "compare_errors": "characteristics", "error_set": "characteristics",
+    "jaccard": "characteristics", "negative_flip_rate": "characteristics",
+    "error_jaccard": "checks",
+    "Settings": "config", "load_settings": "config",
+    "EvalSet": "data",
+    "CacheWarning": "errors", "DatasetError": "errors", "LabelMismatchError": "errors", "MiniatureError": "errors",
+    "MissingExtraError": "errors", "ModelLoadError": "errors", "UsageError": "errors",
+    "ModelOutputs": "outputs",
+    "Model": "runner", "Runner": "runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'miniature' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,0 +1,83 @@
+"""Content-addressed, on-disk store of model outputs.
+
+An entry is keyed by (model fingerprint, dataset fingerprint, task, preprocessing), so
+a re-run with nothing changed runs no model. Writes are atomic (write, fsync, rename):
+an interrupted run leaves no half-written entry. An unreadable entry is moved aside
+(``*.corrupt``), reported with a :class:`CacheWarning`, and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CacheWarning
+from .outputs import ModelOutputs
+
+FORMAT_VERSION = 1
+
+
+def cache_key(**parts: Any) -> str:
+    """A stable digest of the JSON-serialisable ``parts``."""
+    return hashlib.sha256(json.dumps({"format": FORMAT_VERSION, **parts}, sort_keys=True).encode()).hexdigest()
+
+
+class OutputCache:
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    def path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> ModelOutputs | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                if meta.get("key") != key:
+                    raise ValueError(f"entry holds key {meta.get('key')!r}")
+                logits = data["logits"] if "logits" in data.files else None
+                cls = data["cls"] if "cls" in data.files else None
+            return ModelOutputs(logits=logits, cls=cls)
+        except Exception as exc:
+            aside = path.with_suffix(".corrupt")
+            os.replace(path, aside)
+            warnings.warn(
+                f"miniature cache entry {path} is unreadable ({type(exc).__name__}: {exc}); "
+                f"moved it to {aside} and recomputing",
+                CacheWarning,
+                stacklevel=2,
+            )
+            return None
+
+    def put(self, key: str, outputs: ModelOutputs, meta: dict[str, Any]) -> Path:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"meta": np.array(json.dumps({**meta, "key": key}))}
+        if outputs.logits is not None:
+            arrays["logits"] = outputs.logits
+        if outputs.cls is not None:
+            arrays["cls"] = outputs.cls
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(buffer.getvalue())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path

@@ -1,0 +1,116 @@
+"""Settings: ``[tool.miniature]`` in pyproject.toml, overridden by command-line options.
+
+Shared by the pytest plugin and the ``miniature`` CLI so both read one config the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .data.spec import DatasetSpec
+from .errors import UsageError
+from .models.spec import ModelSpec
+from .validation import check_fraction, check_positive_int
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TASKS = ("text-classification",)
+#: threshold name -> what it bounds; each is a lower bound on an agreement in [0, 1].
+THRESHOLDS = {"error_jaccard": "prediction-error Jaccard"}
+
+
+@dataclass
+class Settings:
+    """Everything a run needs besides the models and datasets themselves."""
+
+    # Specs are strings (resolved against base_dir) or specs parsed already (from the command line).
+    reference: str | ModelSpec | None = None
+    candidates: list[str | ModelSpec] = field(default_factory=list)
+    eval: str | DatasetSpec | None = None
+    task: str = "text-classification"
+    batch_size: int = 32
+    max_length: int = 256
+    cache_dir: Path | None = Path(".miniature_cache")
+    label_map: dict[str, int | str] | None = None
+    models: dict[str, str] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    #: Relative paths in specs resolve against this directory.
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        owner = "[tool.miniature]"
+        if self.task not in TASKS:
+            raise UsageError(f"Expected task to be one of {', '.join(TASKS)} in {owner} but got {self.task!r}")
+        check_positive_int(self.batch_size, "batch_size", owner)
+        check_positive_int(self.max_length, "max_length", owner)
+        if isinstance(self.candidates, (str, ModelSpec)):
+            self.candidates = [self.candidates]
+        if not isinstance(self.candidates, list) or not all(isinstance(c, (str, ModelSpec)) for c in self.candidates):
+            raise UsageError(f"Expected candidates to be a list of model specs in {owner} but got {self.candidates!r}")
+        if not isinstance(self.models, dict) or not all(isinstance(v, str) for v in self.models.values()):
+            raise UsageError(f"Expected [tool.miniature.models] to map alias names to model specs but got {self.models!r}")
+        if self.label_map is not None and not isinstance(self.label_map, dict):
+            raise UsageError(f"Expected label_map to be a table (dataset label = model label) but got {self.label_map!r}")
+        if not isinstance(self.thresholds, dict):
+            raise UsageError(f"Expected [tool.miniature.thresholds] to be a table but got {self.thresholds!r}")
+        for name, value in self.thresholds.items():
+            if name not in THRESHOLDS:
+                raise UsageError(
+                    f"Unknown threshold {name!r} in [tool.miniature.thresholds]; expected one of {', '.join(THRESHOLDS)}"
+                )
+            self.thresholds[name] = check_fraction(value, name, "[tool.miniature.thresholds]")
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The nearest pyproject.toml at or above ``start`` that has a [tool.miniature] table."""
+    for directory in (start, *start.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file() and "miniature" in read_pyproject(candidate).get("tool", {}):
+            return candidate
+    return None
+
+
+def read_pyproject(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"Could not read {path}: {exc}") from exc
+
+
+def load_settings(pyproject: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from ``[tool.miniature]`` of ``pyproject`` (if any), then ``overrides`` (non-None values win)."""
+    table: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    if pyproject is not None:
+        table = dict(read_pyproject(pyproject).get("tool", {}).get("miniature", {}))
+        base_dir = pyproject.parent
+    known = {f.name for f in fields(Settings)} - {"base_dir"}
+    unknown = set(table) - known
+    if unknown:
+        raise UsageError(
+            f"Unknown key(s) {', '.join(sorted(unknown))} in [tool.miniature] of {pyproject}; "
+            f"expected {', '.join(sorted(known))}"
+        )
+    if "cache_dir" in table:
+        table["cache_dir"] = base_dir / table["cache_dir"] if table["cache_dir"] else None
+    else:
+        table["cache_dir"] = base_dir / ".miniature_cache"
+    for key, value in (overrides or {}).items():
+        if value is None or value == []:
+            continue
+        table[key] = value
+    # Specs written in pyproject resolve against its folder; callers pass command-line specs
+    # already parsed against the working directory.
+    try:
+        return Settings(**table, base_dir=base_dir)
+    except TypeError as exc:  # pragma: no cover - guarded by the unknown-key check
+        raise UsageError(str(exc)) from exc

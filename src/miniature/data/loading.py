@@ -1,0 +1,121 @@
+"""Load a :class:`DatasetSpec` into an :class:`EvalSet`: local files through pandas, hub datasets through ``datasets``."""
+
+from __future__ import annotations
+
+import csv
+import math
+from typing import Any
+
+from ..errors import DatasetError
+from .evalset import EvalSet
+from .spec import DatasetSpec
+
+TEXT_COLUMNS = ("text", "sentence", "review", "content", "document", "description")
+LABEL_COLUMNS = ("label", "labels", "sentiment", "class", "target", "score")
+ID_COLUMNS = ("id", "idx", "guid")
+
+
+def load_eval_set(spec: DatasetSpec) -> EvalSet:
+    """Read the rows ``spec`` names; raise :class:`DatasetError` naming what is missing."""
+    if spec.source == "file":
+        frame = _read_file(spec)
+        columns = [str(c) for c in frame.columns]
+        frame.columns = columns
+        records = {c: frame[c].tolist() for c in columns}
+        label_names = None
+    else:
+        records, columns, label_names = _read_hub(spec)
+    n = len(next(iter(records.values()))) if records else 0
+    start, stop = spec.rows.bounds(n)
+
+    text_col = _pick(spec, "text", columns, TEXT_COLUMNS, required=True)
+    label_col = _pick(spec, "label", columns, LABEL_COLUMNS, required=False)
+    id_col = _pick(spec, "id", columns, ID_COLUMNS, required=False)
+
+    texts, labels, ids = [], [] if label_col else None, []
+    for row in range(start, stop):
+        text = records[text_col][row]
+        if not isinstance(text, str) or not text.strip():
+            raise DatasetError(f"Dataset {spec.text!r}: row {row} has no text in column {text_col!r} (got {text!r})")
+        texts.append(text)
+        ids.append(str(records[id_col][row]) if id_col else str(row))
+        if labels is not None:
+            labels.append(_label(records[label_col][row], spec, row, label_col))
+    if not texts:
+        raise DatasetError(f"Dataset {spec.text!r} has no rows in {spec.rows} (it has {n} rows)")
+    names = tuple(label_names) if label_names and label_col == "label" else None
+    return EvalSet(spec.text, tuple(ids), tuple(texts), tuple(labels) if labels is not None else None, names)
+
+
+def _read_file(spec: DatasetSpec):
+    import pandas as pd
+
+    header = 0 if spec.options.get("header", "true").lower() not in ("none", "false", "0", "no") else None
+    quoting = csv.QUOTE_NONE if spec.options.get("quoting", "").lower() in ("none", "off", "false") else csv.QUOTE_MINIMAL
+    fmt = spec.format
+    try:
+        if fmt in ("csv", "tsv"):
+            return pd.read_csv(
+                spec.location, sep="\t" if fmt == "tsv" else ",", header=header, quoting=quoting,
+                dtype=object, keep_default_na=False,
+            )
+        if fmt == "jsonl":
+            return pd.read_json(spec.location, lines=True, dtype=False)
+        if fmt == "json":
+            return pd.read_json(spec.location, dtype=False)
+        return pd.read_parquet(spec.location)
+    except Exception as exc:
+        raise DatasetError(f"Could not read dataset file {spec.location} as {fmt} (spec {spec.text!r}): {exc}") from exc
+
+
+def _read_hub(spec: DatasetSpec) -> tuple[dict[str, list], list[str], list[str] | None]:
+    import datasets
+
+    try:
+        data = datasets.load_dataset(spec.location, spec.config, split=spec.split)
+    except Exception as exc:
+        raise DatasetError(
+            f"Could not load Hugging Face dataset {spec.location!r} (config {spec.config!r}, split {spec.split!r}; "
+            f"spec {spec.text!r}): {type(exc).__name__}: {exc}. Offline, use a local file or a dataset in the local HF cache."
+        ) from exc
+    feature = data.features.get("label")
+    names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    return data.to_dict(), list(data.column_names), names
+
+
+def _pick(spec: DatasetSpec, role: str, columns: list[str], candidates: tuple[str, ...], *, required: bool) -> str | None:
+    asked = spec.options.get(role)
+    if asked is not None:
+        if asked in columns:
+            return asked
+        if asked.isdigit() and int(asked) < len(columns):
+            return columns[int(asked)]
+        raise DatasetError(
+            f"Dataset {spec.text!r} has no {role} column {asked!r}; its columns are {', '.join(columns)}"
+        )
+    lowered = {c.lower(): c for c in columns}
+    for name in candidates:
+        if name in lowered:
+            return lowered[name]
+    if required:
+        raise DatasetError(
+            f"Dataset {spec.text!r} has no {role} column: expected one named {', '.join(candidates)} "
+            f"(any case) or ?{role}=<column> in the spec; its columns are {', '.join(columns)}"
+        )
+    return None
+
+
+def _label(value: Any, spec: DatasetSpec, row: int, column: str) -> int | str:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return int(value)
+    elif isinstance(value, str) and value.strip():
+        stripped = value.strip()
+        return int(stripped) if stripped.lstrip("-").isdigit() else stripped
+    elif hasattr(value, "item"):  # numpy scalars
+        return _label(value.item(), spec, row, column)
+    raise DatasetError(f"Dataset {spec.text!r}: row {row} has no usable label in column {column!r} (got {value!r})")

@@ -1,0 +1,75 @@
+"""Hugging Face transformers backend: hub ids and local model directories."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelLoadError
+from .base import Backend
+from .fingerprint import directory_files
+
+# Files needed to run a model; weights come as safetensors when the repo has them.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+
+
+def download(spec_text: str, repo_id: str, revision: str | None) -> Path:
+    """Resolve a hub id to a local snapshot directory (from the local HF cache when offline)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(repo_id, revision=revision, allow_patterns=_HUB_PATTERNS)
+    except Exception as exc:  # the hub client raises many types; all mean "not available here"
+        raise ModelLoadError(
+            f"Could not fetch model {repo_id!r} (model spec {spec_text!r}) from the Hugging Face Hub "
+            f"or its local cache: {type(exc).__name__}: {exc}. Offline, download it once elsewhere "
+            f"or point the spec at a local directory."
+        ) from exc
+    if not any(Path(path).glob("*.safetensors")):
+        # Only pickled weights exist: fetch them too (they are loaded with weights_only=True).
+        path = snapshot_download(repo_id, revision=revision, allow_patterns=[*_HUB_PATTERNS, "*.bin"])
+    return Path(path)
+
+
+class HFBackend(Backend):
+    """``AutoModelForSequenceClassification`` over a local directory."""
+
+    def files(self) -> list[Path]:
+        return directory_files(self.local_dir)
+
+    def load(self, task: str) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.local_dir)
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                self.local_dir, output_loading_info=True
+            )
+        except Exception as exc:
+            raise ModelLoadError(
+                f"Could not load model {self.spec.name!r} from {self.local_dir} as a "
+                f"{task} model: {type(exc).__name__}: {exc}"
+            ) from exc
+        untrained = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
+        if untrained:
+            raise ModelLoadError(
+                f"Model {self.spec.name!r} ({self.local_dir}) has no trained classification head: "
+                f"{', '.join(sorted(untrained))} were newly initialised, so its predictions would be "
+                f"random. Fine-tune it for text-classification first, or give a fine-tuned checkpoint."
+            )
+        model.eval()
+        if self.spec.options.get("quantize") == "int8":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.ao deprecation notices, not actionable here
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        self.model = model
+
+    def forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}, output_hidden_states=True)
+        return out.logits.float().numpy(), out.hidden_states[-1].float().numpy()

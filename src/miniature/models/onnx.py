@@ -1,0 +1,88 @@
+"""ONNX Runtime backend: an exported graph plus the tokenizer it was exported with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelLoadError
+from .base import Backend
+from .fingerprint import onnx_files
+
+_INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+class OnnxBackend(Backend):
+    """Runs ``onnx:<file>``; the tokenizer comes from the file's folder or ``?tokenizer=``."""
+
+    def __init__(self, spec) -> None:
+        self.model_file = Path(spec.location)
+        # local_dir is where tokenizer and config.json live.
+        super().__init__(spec, Path(spec.options.get("tokenizer", self.model_file.parent)))
+        self.tokenizer_dir = self.local_dir
+        self.session = None
+
+    def files(self) -> list[Path]:
+        return onnx_files(self.model_file, self.tokenizer_dir)
+
+    def load(self, task: str) -> None:
+        import onnxruntime
+        from transformers import AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"Could not load a tokenizer for ONNX model {self.spec.name!r} from {self.tokenizer_dir}: "
+                f"{type(exc).__name__}: {exc}. Put the tokenizer files beside the .onnx file or pass "
+                f"?tokenizer=<dir> in the spec."
+            ) from exc
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.model_file), providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelLoadError(
+                f"ONNX Runtime could not load {self.model_file} (model spec {self.spec.text!r}): {exc}"
+            ) from exc
+        self.inputs = {i.name: _INPUT_DTYPES.get(i.type, np.int64) for i in self.session.get_inputs()}
+        outputs = self.session.get_outputs()
+        self.logits_name = _choose(outputs, self.spec.options.get("output"), "logits", 2, self.spec.text, "output")
+        self.hidden_name = _choose(outputs, self.spec.options.get("hidden"), "last_hidden_state", 3, self.spec.text, "hidden")
+        if task == "text-classification" and self.logits_name is None:
+            described = ", ".join(f"{o.name} {o.shape}" for o in outputs)
+            raise ModelLoadError(
+                f"ONNX model {self.spec.name!r} has no logits output for text-classification "
+                f"(outputs: {described}); name it with ?output=<name or index>"
+            )
+
+    def forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        missing = [name for name in self.inputs if name not in batch]
+        if missing:
+            raise ModelLoadError(
+                f"ONNX model {self.spec.name!r} needs input(s) {', '.join(missing)} that its tokenizer "
+                f"does not produce (it produces {', '.join(batch)})"
+            )
+        feed = {name: batch[name].astype(dtype) for name, dtype in self.inputs.items()}
+        names = [n for n in (self.logits_name, self.hidden_name) if n is not None]
+        results = dict(zip(names, self.session.run(names, feed)))
+        return results.get(self.logits_name), results.get(self.hidden_name)
+
+
+def _choose(outputs, requested: str | None, preferred: str, rank: int, spec_text: str, option: str) -> str | None:
+    """Pick an output by ``?option=`` (name or index), else by name, else the first of ``rank``."""
+    names = [o.name for o in outputs]
+    if requested is not None:
+        if requested in names:
+            return requested
+        if requested.isdigit() and int(requested) < len(names):
+            return names[int(requested)]
+        raise ModelLoadError(
+            f"ONNX model spec {spec_text!r} asks for {option}={requested!r}, but the graph's outputs are "
+            f"{', '.join(f'{i}: {n}' for i, n in enumerate(names))}"
+        )
+    if preferred in names:
+        return preferred
+    for o in outputs:
+        if isinstance(o.shape, list) and len(o.shape) == rank:
+            return o.name
+    return None

