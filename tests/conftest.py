@@ -11,6 +11,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The machines that run these tests have no model hub: make every hub lookup fail fast.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 
 def shared_data_dir() -> Path:
     """../shared/data beside the repository (MINIATURE_SHARED_DATA overrides)."""

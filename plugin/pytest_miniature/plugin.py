@@ -71,7 +71,9 @@ def pytest_configure(config: pytest.Config) -> None:
     option = config.option
     here = Path(config.invocation_params.dir)
     try:
-        pyproject = find_pyproject(Path(config.rootpath))
+        # From where pytest was invoked first: pytest takes option values that look like paths
+        # (--miniature-eval ../data/eval.csv) into its rootdir guess, which can move rootpath up.
+        pyproject = find_pyproject(here) or find_pyproject(Path(config.rootpath))
         settings = load_settings(pyproject, {
             "task": option.miniature_task,
             "batch_size": option.miniature_batch_size,

@@ -31,9 +31,9 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
+        # Not cached in globals(): a tool that unloads modules (pytester's in-process runs do)
+        # must get the class the live module defines, or isinstance checks break.
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module 'miniature' has no attribute {name!r}")
 
 

@@ -24,9 +24,9 @@ def align_labels(
 ) -> np.ndarray:
     """Return the model class index of every gold label.
 
-    A label is first translated by ``label_map`` (dataset value -> model label name or
-    index) when given, else by the dataset's own ``label_names``. Ints are class
-    indices; strings are matched to the model's label names, ignoring case.
+    An int label is first named by the dataset's own ``label_names`` (a ``ClassLabel``),
+    then translated by ``label_map`` (dataset label -> model label name or index) when
+    given. Ints are class indices; strings match the model's label names, ignoring case.
     """
     names = {v.lower(): k for k, v in (id2label or {}).items()}
     generic = not names or all(_GENERIC.match(v) for v in (id2label or {}).values())
@@ -41,16 +41,16 @@ def align_labels(
 
 def _one(raw, names, generic, num_labels, label_names, label_map, dataset, model, id2label) -> int:
     target: int | str = raw
+    if label_names is not None and isinstance(raw, int) and 0 <= raw < len(label_names):
+        target = label_names[raw]
     if label_map is not None:
-        key = str(raw)
-        if key not in label_map:
+        key = next((k for k in (str(target), str(raw)) if k in label_map), None)
+        if key is None:
             raise LabelMismatchError(
-                f"label_map has no entry for label {raw!r} of dataset {dataset!r}; it maps "
+                f"label_map has no entry for label {target!r} of dataset {dataset!r}; it maps "
                 f"{', '.join(map(repr, label_map))}"
             )
         target = label_map[key]
-    elif label_names is not None and isinstance(raw, int) and 0 <= raw < len(label_names):
-        target = label_names[raw]
     if isinstance(target, str) and target.strip().lstrip("-").isdigit():
         target = int(target)
     if isinstance(target, int):

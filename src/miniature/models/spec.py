@@ -5,7 +5,7 @@ Grammar::
     hf:<hub id or directory>[?quantize=int8&revision=<rev>]
     onnx:<file.onnx>[?tokenizer=<dir>&output=<name or index>&hidden=<name or index>]
     <alias>                 a built-in or [tool.miniature.models] name
-    <directory> | <file.onnx> | <hub id>   the backend is inferred
+    <directory> | <file.onnx> | <org>/<name>   the backend is inferred; a bare word must be an alias
 """
 
 from __future__ import annotations
@@ -126,6 +126,12 @@ def parse_model_spec(
         return ModelSpec(text, name, backend, str(path), True, options)
     if _looks_like_path(location) or not _HUB_ID.match(location):
         raise UsageError(f"Model path {location!r} of model spec {text!r} does not exist ({path})")
+    if "/" not in location and not body.startswith("hf:"):
+        # A bare word is far more often a mistyped alias than a root-level hub model.
+        raise UsageError(
+            f"Unknown model alias {text!r}: it is not an alias ({', '.join(sorted(all_aliases))}) nor an "
+            f"existing path ({path}); for a hub model write hf:{location} or <org>/<name>"
+        )
     return ModelSpec(text, name, backend, location, False, options)
 
 

@@ -1,0 +1,193 @@
+"""The pytest plugin driven as a user drives it: pytester projects, exit codes and the summary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from miniature.models import forward_counter
+
+GATE_TEST = """
+from miniature import assert_error_jaccard
+
+def test_errors(reference, candidate, eval_set):
+    assert_error_jaccard(reference, candidate, eval_set, min={threshold})
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, tiny_models):
+    """A user project whose pyproject names the tiny models by alias."""
+    pytester.makepyprojecttoml(f"""
+[tool.miniature.models]
+teacher = "{tiny_models.teacher}"
+student = "{tiny_models.student}"
+int8 = "onnx:{tiny_models.onnx_int8}"
+""")
+    return pytester
+
+
+def gate_args(tiny_models, *candidates: str) -> list[str]:
+    args = ["--reference", "teacher", "--miniature-eval", str(tiny_models.eval_csv), "-p", "no:cacheprovider"]
+    for c in candidates:
+        args += ["--candidate", c]
+    return args
+
+
+def test_a_passing_gate_exits_zero_and_prints_the_pair_table(project, tiny_models):
+    project.makepyfile(GATE_TEST.format(threshold=0.3))
+    result = project.runpytest(*gate_args(tiny_models, "student", "int8"), "-v")
+    result.assert_outcomes(passed=2)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "*test_errors?student? PASSED*",
+        "*test_errors?int8? PASSED*",
+        "*= miniature =*",
+        "prediction errors (paper section 3):",
+        "reference*candidate*eval*n*error Jaccard*acc ref*acc cand*|E_ref|*|E_cand|*|E_ref∩E_cand|*E_ref⊆E_cand*neg. flip*gate",
+        "teacher*student*eval.csv*200*0.5417*0.6500*0.6100*70*78*52*no*0.1300*PASS (min 0.3)",
+        "teacher*int8*eval.csv*200*1.0000*0.6500*0.6500*70*70*70*yes*0.0000*PASS (min 0.3)",
+        "model outputs: 3 computed*, 0 from cache*",
+    ])
+
+
+def test_a_failing_gate_exits_non_zero_with_a_small_table(project, tiny_models):
+    project.makepyfile(GATE_TEST.format(threshold=0.9))
+    result = project.runpytest(*gate_args(tiny_models, "student", "int8"))
+    result.assert_outcomes(passed=1, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        "*GateFailure: student does not make the errors teacher makes on *eval.csv",
+        "*metric*threshold*value*n*",
+        "*error_jaccard*>= 0.9*0.5417*200*70*78*52*0.1300",
+        "*ids wrong for exactly one model, largest change in gold-class probability first: *(+34 more)",
+        "teacher*student*0.5417*FAIL (min 0.9)",
+    ])
+
+
+def test_thresholds_in_pyproject_collect_one_check_per_candidate_without_test_code(pytester, tiny_models):
+    pytester.makepyprojecttoml(f"""
+[tool.miniature]
+reference = "{tiny_models.teacher}"
+candidates = ["{tiny_models.student}", "onnx:{tiny_models.onnx_int8}"]
+eval = "{tiny_models.eval_csv}"
+[tool.miniature.thresholds]
+error_jaccard = 0.6
+""")
+    result = pytester.runpytest("-v", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        "pyproject.toml::error_jaccard?*student? FAILED*",
+        "pyproject.toml::error_jaccard?onnx:*model.onnx? PASSED*",
+        "*error_jaccard*>= 0.6*0.5417*",
+    ])
+    deselected = pytester.runpytest("-k", "onnx", "-p", "no:cacheprovider")
+    deselected.assert_outcomes(passed=1, deselected=1)
+
+
+def test_a_warm_cache_makes_the_second_run_run_no_model(project, tiny_models):
+    project.makepyfile(GATE_TEST.format(threshold=0.3))
+    first = project.runpytest(*gate_args(tiny_models, "student"))
+    first.stdout.fnmatch_lines(["model outputs: 2 computed*, 0 from cache (cache: *.miniature_cache)"])
+    batches = forward_counter.batches
+    second = project.runpytest(*gate_args(tiny_models, "student"))
+    assert second.ret == 0
+    second.stdout.fnmatch_lines(["model outputs: 0 computed (0.0s), 2 from cache*"])
+    assert forward_counter.batches == batches
+    uncached = project.runpytest(*gate_args(tiny_models, "student"), "--miniature-no-cache")
+    uncached.stdout.fnmatch_lines(["model outputs: 2 computed*, 0 from cache (cache: disabled)"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--reference", "./no/such/model"], "ERROR: pytest-miniature: Model path './no/such/model' of model spec './no/such/model' does not exist*"),
+        (["--reference", "teacher", "--candidate", "bert-huge"], "ERROR: pytest-miniature: Unknown model alias 'bert-huge': it is not an alias (bert-base, bert-large, *, student, teacher, tiny-bert) nor an existing path*"),
+        (["--candidate", "onnx:missing.onnx"], "ERROR: pytest-miniature: ONNX model file 'missing.onnx'*does not exist*"),
+        (["--miniature-eval", "nothing.csv"], "ERROR: pytest-miniature: Dataset file 'nothing.csv'*does not exist*"),
+        (["--candidate", "student", "--candidate", "student"], "ERROR: pytest-miniature: Candidate(s) student given more than once"),
+        (["--miniature-batch-size", "0"], "*argument --miniature-batch-size: expected a whole number of at least 1 but got '0'"),
+    ],
+)
+def test_usage_errors_stop_the_run_before_any_test(project, args, message):
+    project.makepyfile("def test_never(): raise AssertionError('must not run')")
+    result = project.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[tool.miniature.thresholds]\nerror_jaccard = 1.5", "*'error_jaccard' parameter of [[]tool.miniature.thresholds[]] must be a number in the range [[]0, 1[]]. Got 1.5*"),
+        ("[tool.miniature.thresholds]\nerror_jacard = 0.5", "*Unknown threshold 'error_jacard'*expected one of error_jaccard"),
+        ("[tool.miniature]\ncandidate = 'x'", "*Unknown key(s) candidate in [[]tool.miniature[]]*expected*candidates*"),
+        ("[tool.miniature]\nbatch_size = -1", "*'batch_size' parameter of [[]tool.miniature[]] must be an int in the range [[]1, inf). Got -1*"),
+    ],
+)
+def test_bad_pyproject_config_is_a_usage_error(pytester, toml, message):
+    pytester.makepyprojecttoml(toml)
+    pytester.makepyfile("def test_never(): raise AssertionError('must not run')")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_fixtures_without_configuration_fail_with_what_to_pass(pytester):
+    pytester.makepyfile("""
+def test_ref(reference): pass
+def test_cand(candidate): pass
+def test_eval(eval_set): pass
+""")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=3)
+    result.stdout.fnmatch_lines([
+        "*no reference model; pass --reference SPEC or set reference in [[]tool.miniature[]]*",
+        "*no candidate model; pass --candidate SPEC or set candidates in [[]tool.miniature[]]*",
+        "*no eval set; pass --miniature-eval SPEC or set eval in [[]tool.miniature[]]*",
+    ])
+
+
+def test_labels_that_match_no_model_label_fail_the_gate_clearly(project, tiny_models):
+    project.path.joinpath("odd.csv").write_text("text,label\ngreat film,good\nawful film,bad\n")
+    project.makepyfile(GATE_TEST.format(threshold=0.3))
+    result = project.runpytest("--reference", "teacher", "--candidate", "student", "--miniature-eval", "odd.csv")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*LabelMismatchError: Label 'good' of dataset 'odd.csv' matches no label of model 'teacher' (0=negative, 1=positive)*"])
+
+
+def test_label_map_in_pyproject_maps_dataset_labels(pytester, tiny_models):
+    pytester.path.joinpath("odd.csv").write_text("text,label\ngreat film,good\nawful film,bad\n")
+    pytester.makepyprojecttoml(f"""
+[tool.miniature]
+reference = "{tiny_models.teacher}"
+candidates = ["{tiny_models.student}"]
+eval = "odd.csv"
+label_map = {{ good = "positive", bad = 0 }}
+[tool.miniature.thresholds]
+error_jaccard = 0.0
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_the_plugin_can_be_disabled_by_name(pytester):
+    pytester.makepyfile("def test_ref(reference): pass")
+    result = pytester.runpytest("-p", "no:miniature")
+    result.stdout.fnmatch_lines(["*fixture 'reference' not found*"])
+
+
+def test_options_are_listed_in_their_own_help_group(pytester):
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["pytest-miniature: gate compressed models*", "*--reference=SPEC*", "*--candidate=SPEC*", "*--miniature-eval=SPEC*"])
+
+
+def test_importing_the_plugin_imports_no_ml_framework():
+    code = (
+        "import sys, pytest_miniature.plugin, miniature; "
+        "print(' '.join(m for m in ('torch','transformers','faiss','onnxruntime','datasets','pandas','numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
