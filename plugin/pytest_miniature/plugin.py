@@ -7,7 +7,7 @@ module level; the library is imported inside hooks, and models load only when a 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,8 @@ class MiniatureState:
     settings: Settings
     pyproject: Path | None
     runner: Runner | None = None
-    problems: list[str] = field(default_factory=list)
+    #: Whether pyproject.toml was collected as a file (else its checks are added after collection).
+    collected: bool = False
 
     def get_runner(self) -> Runner:
         if self.runner is None:
@@ -160,10 +161,16 @@ def eval_set(miniature_runner: Runner):
 
 
 class MiniatureFile(pytest.File):
-    """The pyproject.toml whose [tool.miniature.thresholds] the check items come from."""
+    """The pyproject.toml whose [tool.miniature.thresholds] become one check item per (check, candidate)."""
 
-    def collect(self):  # items are added in pytest_collection_modifyitems
-        return []
+    def collect(self):
+        state = _state(self.config)
+        state.collected = True
+        for check, threshold in state.settings.thresholds.items():
+            for spec in state.settings.candidates:
+                yield MiniatureCheckItem.from_parent(
+                    self, name=f"{check}[{spec.name}]", check=check, threshold=threshold, candidate_spec=spec
+                )
 
 
 class MiniatureCheckItem(pytest.Item):
@@ -203,19 +210,24 @@ class MiniatureCheckItem(pytest.Item):
         return self.path, None, f"miniature {self.name}"
 
 
+def _has_checks(state: MiniatureState) -> bool:
+    return bool(state.settings.thresholds and state.settings.candidates)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    state = _state(parent.config)
+    if _has_checks(state) and state.pyproject is not None and file_path == state.pyproject:
+        return MiniatureFile.from_parent(parent, path=file_path)
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The checks run even when collection never visits pyproject.toml (say, testpaths = ["tests"]).
     state = _state(config)
-    thresholds = state.settings.thresholds
-    if not thresholds or not state.settings.candidates:
-        return
-    path = state.pyproject or Path(config.rootpath, "pyproject.toml")
-    parent = MiniatureFile.from_parent(session, path=path)
-    for check, threshold in thresholds.items():
-        for spec in state.settings.candidates:
-            items.append(MiniatureCheckItem.from_parent(
-                parent, name=f"{check}[{spec.name}]", check=check, threshold=threshold, candidate_spec=spec,
-            ))
+    if _has_checks(state) and not state.collected:
+        path = state.pyproject or Path(config.rootpath, "pyproject.toml")
+        items.extend(MiniatureFile.from_parent(session, path=path).collect())
 
 
 # -- summary ------------------------------------------------------------------------------------------

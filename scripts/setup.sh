@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv with everything pytest-miniature needs, from scratch; safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch first and pinned: an unpinned torch (or one pulled in by another package) can be a
+# multi-GB CUDA build. Override with TORCH_SPEC, e.g. TORCH_SPEC="torch==2.5.1".
+.venv/bin/python -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
+.venv/bin/python -m pip install --quiet -e ".[dev]"
+echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
