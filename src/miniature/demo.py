@@ -33,13 +33,12 @@ def minilm_dir() -> Path:
 
 
 def fine_tune(base: Path, out_dir: Path, texts: list[str], labels: list[int], *, epochs: int, seed: int = 0) -> Path:
-    """Fine-tune ``base`` with a fresh 2-class head (plain AdamW, batch 16)."""
-    import torch
+    """Fine-tune ``base`` with a fresh 2-class head for about ``epochs`` passes over the data."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
-    torch.manual_seed(seed)
+    from .finetune import train_classifier
+
     tokenizer = AutoTokenizer.from_pretrained(base)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier": expected, we train it next
@@ -49,18 +48,7 @@ def fine_tune(base: Path, out_dir: Path, texts: list[str], labels: list[int], *,
         )
     finally:
         hf_logging.set_verbosity(verbosity)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for batch_index in torch.randperm(len(texts), generator=generator).split(16):
-            index = batch_index.tolist()
-            batch = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=64, return_tensors="pt")
-            loss = model(**batch, labels=torch.tensor([labels[i] for i in index])).loss
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-    model.eval()
+    train_classifier(model, tokenizer, texts, labels, steps=epochs * len(texts) // 16, batch_size=16, seed=seed)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
