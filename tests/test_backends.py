@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -63,10 +64,34 @@ def test_torch_dynamic_int8_spec_quantizes_linear_layers(tiny_models, texts):
     assert (out.predictions == fp32.predictions).mean() > 0.8
 
 
-def test_a_model_without_a_trained_head_is_refused(tiny_models):
-    backend = open_backend(parse_model_spec(str(tiny_models.base_encoder)))
+def test_a_classifier_config_without_trained_head_weights_is_refused(tiny_models, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models.base_encoder, broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "architectures": ["BertForSequenceClassification"]}))
+    backend = open_backend(parse_model_spec(str(broken)))
     with pytest.raises(ModelLoadError, match=r"has no trained classification head: classifier.bias, classifier.weight were newly initialised"):
         backend.load("text-classification")
+
+
+def test_a_base_encoder_gives_embeddings_but_no_predictions(tiny_models, texts):
+    from miniature import error_jaccard
+
+    backend, out = run(str(tiny_models.base_encoder), texts[:5])
+    assert out.logits is None and out.cls.shape == (5, 32) and out.mean.shape == (5, 32)
+    runner = Runner(Settings(cache_dir=None))
+    data = runner.dataset(str(tiny_models.eval_csv))
+    with pytest.raises(ModelLoadError, match=r"has no classification head \(architectures: BertModel\), so it makes no predictions, which the prediction-error check needs"):
+        error_jaccard(runner.model(str(tiny_models.teacher)), runner.model(str(tiny_models.base_encoder)), data)
+
+
+def test_mean_pooling_averages_only_unpadded_tokens(tiny_models, texts):
+    backend = open_backend(parse_model_spec(str(tiny_models.teacher)))
+    backend.load("text-classification")
+    batched = backend.run(texts[:8], batch_size=8, max_length=64)
+    single = backend.run(texts[:8], batch_size=1, max_length=64)
+    np.testing.assert_allclose(batched.mean, single.mean, atol=1e-5)
+    assert not np.allclose(batched.mean, batched.cls)
 
 
 def test_onnx_outputs_chosen_by_name_or_index_and_bad_choices_listed(tiny_models, texts):

@@ -59,10 +59,20 @@ def test_fingerprint_follows_content(tmp_path: Path):
     (tmp_path / "a.csv").write_text("text,label\nhello,1\n")
     (tmp_path / "b.csv").write_text("text,label\nhello,1\n")
     (tmp_path / "c.csv").write_text("text,label\nhello,0\n")
-    a, b, c = (load(n, tmp_path) for n in ("a.csv", "b.csv", "c.csv"))
-    assert a.fingerprint == b.fingerprint  # same content under another name shares cache entries
-    assert a.fingerprint != c.fingerprint
-    assert a.fingerprint != load("a.csv?id=text", tmp_path).fingerprint
+    (tmp_path / "d.csv").write_text("text,label\nhello!,1\n")
+    a, b, c, d = (load(n, tmp_path) for n in ("a.csv", "b.csv", "c.csv", "d.csv"))
+    # Model outputs are keyed by what the models see: the same texts share cache entries,
+    # whatever the file is called or however the points are labelled.
+    assert a.fingerprint == b.fingerprint == c.fingerprint
+    assert a.fingerprint != d.fingerprint
+
+
+def test_challenge_sets_carry_in_out_flags(tmp_path: Path):
+    (tmp_path / "c.csv").write_text("text,ood\nfilm review,in\nstock prices,out\nelection news,1\n")
+    assert load("c.csv", tmp_path).ood == (False, True, True)
+    (tmp_path / "bad.csv").write_text("text,is_ood\nx,maybe\n")
+    with pytest.raises(DatasetError, match=r"row 0 has 'maybe' in its in/out column 'is_ood'; expected one of 1, true"):
+        load("bad.csv", tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="candidate (compressed) model; repeat for several. Tests using the `candidate` fixture run once per candidate.",
     )
     group.addoption("--miniature-eval", metavar="SPEC", help="eval set: a csv/tsv/jsonl/json/parquet file, or name[:config]:split[slice]")
+    group.addoption("--miniature-train", metavar="SPEC", help="in-distribution training bank of the OOD check")
+    group.addoption("--miniature-validation", metavar="SPEC", help="in-distribution validation set of the OOD check (default: a held-out tenth of the bank)")
+    group.addoption("--miniature-ood", metavar="SPEC", help="challenge set of the OOD check")
+    group.addoption("--miniature-pooling", choices=["cls", "mean"], help="embedding of the KNN and OOD checks (default cls)")
     group.addoption("--miniature-cache-dir", metavar="DIR", help="where model outputs are cached (default: .miniature_cache beside pyproject.toml)")
     group.addoption("--miniature-no-cache", action="store_true", help="neither read nor write the output cache")
     group.addoption("--miniature-batch-size", type=positive_int, metavar="N", help="inference batch size (default 32)")
@@ -79,6 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "task": option.miniature_task,
             "batch_size": option.miniature_batch_size,
             "max_length": option.miniature_max_length,
+            "pooling": option.miniature_pooling,
             "cache_dir": Path(here, option.miniature_cache_dir) if option.miniature_cache_dir else None,
         })
         if option.miniature_no_cache:
@@ -97,10 +102,12 @@ def pytest_configure(config: pytest.Config) -> None:
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise UsageError(f"Candidate(s) {', '.join(duplicated)} given more than once")
-        if option.miniature_eval:
-            settings.eval = parse_dataset_spec(option.miniature_eval, base_dir=here)
-        elif settings.eval:
-            settings.eval = parse_dataset_spec(settings.eval, base_dir=base)
+        for key in ("eval", "train", "validation", "ood"):
+            given = getattr(option, f"miniature_{key}")
+            if given:
+                setattr(settings, key, parse_dataset_spec(given, base_dir=here))
+            elif getattr(settings, key):
+                setattr(settings, key, parse_dataset_spec(getattr(settings, key), base_dir=base))
     except UsageError as exc:
         raise pytest.UsageError(f"pytest-miniature: {exc}") from None
     config.stash[state_key] = MiniatureState(settings, pyproject)
@@ -148,13 +155,38 @@ def candidate(request: pytest.FixtureRequest, miniature_runner: Runner):
     return miniature_runner.model(spec)
 
 
+def _dataset(runner: Runner, key: str, what: str):
+    spec = getattr(runner.settings, key)
+    if spec is None:
+        pytest.fail(
+            f"pytest-miniature: no {what}; pass --miniature-{key} SPEC or set {key} in [tool.miniature]", pytrace=False
+        )
+    return runner.dataset(spec)
+
+
 @pytest.fixture(scope="session")
 def eval_set(miniature_runner: Runner):
     """The evaluation set (``--miniature-eval`` or ``eval`` in [tool.miniature]), loaded once."""
-    spec = miniature_runner.settings.eval
-    if spec is None:
-        pytest.fail("pytest-miniature: no eval set; pass --miniature-eval SPEC or set eval in [tool.miniature]", pytrace=False)
-    return miniature_runner.dataset(spec)
+    return _dataset(miniature_runner, "eval", "eval set")
+
+
+@pytest.fixture(scope="session")
+def train_set(miniature_runner: Runner):
+    """The in-distribution training bank of the OOD check (``--miniature-train`` or ``train``)."""
+    return _dataset(miniature_runner, "train", "training bank")
+
+
+@pytest.fixture(scope="session")
+def validation_set(miniature_runner: Runner):
+    """The in-distribution validation set, or None: the OOD check then holds out a tenth of the bank."""
+    spec = miniature_runner.settings.validation
+    return miniature_runner.dataset(spec) if spec is not None else None
+
+
+@pytest.fixture(scope="session")
+def ood_set(miniature_runner: Runner):
+    """The challenge set of the OOD check (``--miniature-ood`` or ``ood`` in [tool.miniature])."""
+    return _dataset(miniature_runner, "ood", "challenge (OOD) set")
 
 
 # -- config-driven checks ---------------------------------------------------------------------------
@@ -176,28 +208,15 @@ class MiniatureFile(pytest.File):
 class MiniatureCheckItem(pytest.Item):
     """One built-in gate for one candidate, collected from [tool.miniature.thresholds]."""
 
-    def __init__(self, *, check: str, threshold: float, candidate_spec: Any, **kwargs: Any) -> None:
+    def __init__(self, *, check: str, threshold: Any, candidate_spec: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.check, self.threshold, self.candidate_spec = check, threshold, candidate_spec
         self.add_marker("miniature")
 
     def runtest(self) -> None:
-        from miniature.assertions import assert_error_jaccard
-        from miniature.errors import UsageError
+        from miniature.gates import run_gate
 
-        state = _state(self.config)
-        settings = state.settings
-        missing = [what for what, value in (("reference", settings.reference), ("eval", settings.eval)) if value is None]
-        if missing:
-            raise UsageError(
-                f"[tool.miniature.thresholds] sets {self.check} but no {' or '.join(missing)} is configured "
-                f"(--reference / --miniature-eval, or reference / eval in [tool.miniature])"
-            )
-        runner = state.get_runner()
-        assert_error_jaccard(
-            runner.model(settings.reference), runner.model(self.candidate_spec), runner.dataset(settings.eval),
-            min=self.threshold,
-        )
+        run_gate(_state(self.config).get_runner(), self.check, self.threshold, self.candidate_spec)
 
     def repr_failure(self, excinfo, style=None):
         from miniature.errors import MiniatureError
@@ -239,19 +258,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     state = config.stash.get(state_key, None)
     if state is None or state.runner is None:
         return
-    from miniature.report.terminal import error_rows
+    from miniature.report.terminal import summary
 
     runner = state.runner
-    results = [r for r in runner.results if r.metric == "error_jaccard"]
-    if not results and not runner.stats.computed and not runner.stats.from_disk:
+    lines = summary(runner.results)
+    if not lines and not runner.stats.computed and not runner.stats.from_disk:
         return
     terminalreporter.section("miniature")
-    if results:
-        terminalreporter.write_line("prediction errors (paper section 3):")
-        for line in error_rows(results).splitlines():
-            terminalreporter.write_line(line)
-        if any(r.both_empty for r in results):
-            terminalreporter.write_line("(both empty): neither model made an error; two empty error sets have Jaccard 1.0")
+    for line in lines:
+        terminalreporter.write_line(line)
     stats = runner.stats
     where = runner.settings.cache_dir or "disabled"
     terminalreporter.write_line(

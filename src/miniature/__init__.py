@@ -14,11 +14,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "assert_error_jaccard": "assertions", "GateFailure": "assertions",
+    "assert_error_jaccard": "assertions", "assert_knn_agreement": "assertions", "assert_ood_agreement": "assertions",
+    "GateFailure": "assertions",
+    "KnnAgreement": "characteristics", "OodAgreement": "characteristics",
     "ErrorJaccard": "characteristics", "compare_errors": "characteristics", "error_set": "characteristics",
     "jaccard": "characteristics", "negative_flip_rate": "characteristics",
-    "error_jaccard": "checks",
-    "Settings": "config", "load_settings": "config",
+    "error_jaccard": "checks", "knn_agreement": "checks", "ood_agreement": "checks",
+    "run_gate": "gates",
+    "Settings": "config", "Threshold": "config", "load_settings": "config",
     "EvalSet": "data",
     "CacheWarning": "errors", "DatasetError": "errors", "LabelMismatchError": "errors", "MiniatureError": "errors",
     "MissingExtraError": "errors", "ModelLoadError": "errors", "UsageError": "errors",

@@ -1,9 +1,13 @@
-"""Assertion helpers: a gate that fails with a small, readable table."""
+"""Assertion helpers: gates that fail with a small, readable table."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from .characteristics.distribution import OodAgreement
 from .characteristics.prediction_errors import ErrorJaccard
-from .checks import error_jaccard
+from .characteristics.representation import KnnAgreement
+from .checks import error_jaccard, knn_agreement, ood_agreement
 from .data import EvalSet
 from .report.terminal import failure_message
 from .runner import Model
@@ -14,12 +18,45 @@ class GateFailure(AssertionError):
     """A model pair fell below a gate's threshold."""
 
 
-def assert_error_jaccard(reference: Model, candidate: Model, eval_set: EvalSet, *, min: float) -> ErrorJaccard:
-    """Fail unless the error-set Jaccard of the pair is at least ``min``; return the result."""
+def _gate(result: Any, threshold: float) -> Any:
     __tracebackhide__ = True
-    threshold = check_fraction(min, "min", "assert_error_jaccard")
-    result = error_jaccard(reference, candidate, eval_set)
     result.threshold, result.passed = threshold, float(result) >= threshold
     if not result.passed:
         raise GateFailure(failure_message(result, threshold))
     return result
+
+
+def assert_error_jaccard(reference: Model, candidate: Model, eval_set: EvalSet, *, min: float) -> ErrorJaccard:
+    """Fail unless the error-set Jaccard of the pair is at least ``min``; return the result."""
+    __tracebackhide__ = True
+    threshold = check_fraction(min, "min", "assert_error_jaccard")
+    return _gate(error_jaccard(reference, candidate, eval_set), threshold)
+
+
+def assert_knn_agreement(
+    reference: Model, candidate: Model, eval_set: EvalSet, *, min: float, k: int = 10, pooling: str | None = None
+) -> KnnAgreement:
+    """Fail unless the mean KNN agreement (K = ``k``) of the pair is at least ``min``; return the result."""
+    __tracebackhide__ = True
+    threshold = check_fraction(min, "min", "assert_knn_agreement")
+    return _gate(knn_agreement(reference, candidate, eval_set, k=k, pooling=pooling), threshold)
+
+
+def assert_ood_agreement(
+    reference: Model,
+    candidate: Model,
+    ood_set: EvalSet,
+    *,
+    train_set: EvalSet,
+    min: float,
+    validation_set: EvalSet | None = None,
+    k: int = 10,
+    pooling: str | None = None,
+) -> OodAgreement:
+    """Fail unless the Jaccard of the two models' OOD sets is at least ``min``; return the result."""
+    __tracebackhide__ = True
+    threshold = check_fraction(min, "min", "assert_ood_agreement")
+    result = ood_agreement(
+        reference, candidate, ood_set, train_set=train_set, validation_set=validation_set, k=k, pooling=pooling
+    )
+    return _gate(result, threshold)

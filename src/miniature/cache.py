@@ -22,7 +22,7 @@ import numpy as np
 from .errors import CacheWarning
 from .outputs import ModelOutputs
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: mean-pooled embeddings
 
 
 def cache_key(**parts: Any) -> str:
@@ -46,9 +46,8 @@ class OutputCache:
                 meta = json.loads(str(data["meta"]))
                 if meta.get("key") != key:
                     raise ValueError(f"entry holds key {meta.get('key')!r}")
-                logits = data["logits"] if "logits" in data.files else None
-                cls = data["cls"] if "cls" in data.files else None
-            return ModelOutputs(logits=logits, cls=cls)
+                arrays = {name: data[name] if name in data.files else None for name in ("logits", "cls", "mean")}
+            return ModelOutputs(**arrays)
         except Exception as exc:
             aside = path.with_suffix(".corrupt")
             os.replace(path, aside)
@@ -64,10 +63,9 @@ class OutputCache:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"meta": np.array(json.dumps({**meta, "key": key}))}
-        if outputs.logits is not None:
-            arrays["logits"] = outputs.logits
-        if outputs.cls is not None:
-            arrays["cls"] = outputs.cls
+        for name in ("logits", "cls", "mean"):
+            if getattr(outputs, name) is not None:
+                arrays[name] = getattr(outputs, name)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from .characteristics.distribution import OodAgreement, compare_ood, detect_ood
 from .characteristics.prediction_errors import ErrorJaccard, compare_errors
+from .characteristics.representation import KnnAgreement, compare_neighbourhoods
 from .data import EvalSet
 from .errors import UsageError
 from .runner import Model
+from .validation import check_fraction, check_positive_int
 
 
 def error_jaccard(reference: Model, candidate: Model, eval_set: EvalSet) -> ErrorJaccard:
@@ -58,3 +62,120 @@ def _check_models(reference: Any, candidate: Any, eval_set: Any, owner: str) -> 
             f"Expected an EvalSet (the eval_set fixture, or Runner.dataset(spec)) but got "
             f"eval_set={eval_set!r} (type={type(eval_set).__name__}) in {owner}"
         )
+
+
+def _sweep_ks(k: int, sweep: Sequence[int], limit: int) -> list[int]:
+    """``k`` plus the sweep's values that the data allows (a K sweep must not fail a small set)."""
+    return sorted({k, *(s for s in sweep if 1 <= s <= limit)})
+
+
+def knn_agreement(
+    reference: Model,
+    candidate: Model,
+    eval_set: EvalSet,
+    *,
+    k: int = 10,
+    pooling: str | None = None,
+    sweep: Sequence[int] | None = None,
+) -> KnnAgreement:
+    """Mean Jaccard of each point's K nearest other points under the two models (paper, section 4).
+
+    Embeddings are the last layer's CLS vectors (``pooling="mean"``: the mean over the
+    attention mask), L2-normalised; neighbours by exact cosine search. The result is a float
+    (the mean) carrying ``variance``, ``per_point``, and ``sweep`` = {K: (mean, variance)}
+    over ``sweep`` (default: the Runner's settings, the paper's Figure 1a/b). Labels are not needed.
+    """
+    _check_models(reference, candidate, eval_set, "knn_agreement")
+    runner = reference.runner
+    pooling = pooling or runner.settings.pooling
+    k = check_positive_int(k, "k", "knn_agreement")
+    if k > len(eval_set) - 1:
+        raise UsageError(
+            f"The 'k' parameter of knn_agreement must be at most n - 1 = {len(eval_set) - 1} for the "
+            f"{len(eval_set)} points of {eval_set.name!r}. Got {k} instead."
+        )
+    check = "the data-representation check"
+    ks = _sweep_ks(k, runner.settings.sweep if sweep is None else sweep, len(eval_set) - 1)
+    results = compare_neighbourhoods(
+        eval_set.ids,
+        runner.embeddings(reference, eval_set, pooling, check),
+        runner.embeddings(candidate, eval_set, pooling, check),
+        ks=ks, reference=reference.name, candidate=candidate.name, dataset=eval_set.name, pooling=pooling,
+    )
+    result = results[k]
+    result.sweep = {kk: (float(r), r.variance) for kk, r in results.items()}
+    runner.record(result)
+    return result
+
+
+def ood_agreement(
+    reference: Model,
+    candidate: Model,
+    ood_set: EvalSet,
+    *,
+    train_set: EvalSet,
+    validation_set: EvalSet | None = None,
+    k: int = 10,
+    tpr: float = 0.95,
+    pooling: str | None = None,
+    sweep: Sequence[int] | None = None,
+) -> OodAgreement:
+    """Jaccard of the challenge points each model flags as out-of-distribution (paper, section 5).
+
+    Each model is a Deep Nearest Neighbors detector (Sun et al. 2022): the score of a point
+    is the distance from its L2-normalised embedding to the k-th nearest one of
+    ``train_set`` (the in-distribution bank); the threshold keeps ``tpr`` of
+    ``validation_set`` (default: a seeded held-out tenth of ``train_set``, at least one
+    point). Where ``ood_set`` has in/out flags, each model's AUROC and FPR@TPR95 are reported too.
+    """
+    _check_models(reference, candidate, ood_set, "ood_agreement")
+    for name, value in (("train_set", train_set), ("validation_set", validation_set)):
+        if value is not None and not isinstance(value, EvalSet):
+            raise UsageError(
+                f"Expected an EvalSet (the {name} fixture, or Runner.dataset(spec)) but got "
+                f"{name}={value!r} (type={type(value).__name__}) in ood_agreement"
+            )
+    runner = reference.runner
+    pooling = pooling or runner.settings.pooling
+    k = check_positive_int(k, "k", "ood_agreement")
+    tpr = check_fraction(tpr, "tpr", "ood_agreement")
+    check = "the data-distribution check"
+    bank_index, val_index = held_out_split(len(train_set)) if validation_set is None else (None, None)
+    bank_size = len(bank_index) if bank_index is not None else len(train_set)
+    if k > bank_size:
+        raise UsageError(
+            f"The 'k' parameter of ood_agreement must be at most the bank's size, {bank_size} points of "
+            f"{train_set.name!r}. Got {k} instead."
+        )
+    ks = _sweep_ks(k, runner.settings.sweep if sweep is None else sweep, bank_size)
+    is_ood = np.array(ood_set.ood) if ood_set.ood is not None else None
+    detections = {}
+    for model in (reference, candidate):
+        train = runner.embeddings(model, train_set, pooling, check)
+        if validation_set is None:
+            bank, validation = train[bank_index], train[val_index]
+        else:
+            bank, validation = train, runner.embeddings(model, validation_set, pooling, check)
+        challenge = runner.embeddings(model, ood_set, pooling, check)
+        detections[model] = detect_ood(
+            ood_set.ids, bank=bank, validation=validation, challenge=challenge, ks=ks, tpr=tpr, is_ood=is_ood
+        )
+    ref_d, cand_d = detections[reference], detections[candidate]
+    result = compare_ood(
+        ood_set.ids, ref_d[k], cand_d[k], reference=reference.name, candidate=candidate.name,
+        dataset=ood_set.name, tpr=tpr, pooling=pooling,
+    )
+    result.bank = train_set.name
+    result.validation = validation_set.name if validation_set is not None else f"held-out 10% of {train_set.name}"
+    result.sweep = {kk: float(compare_ood(ood_set.ids, ref_d[kk], cand_d[kk])) for kk in ks}
+    runner.record(result)
+    return result
+
+
+def held_out_split(n: int, share: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(bank indices, validation indices): a seeded ``share`` of ``n`` points held out for validation."""
+    if n < 2:
+        raise UsageError(f"The training bank needs at least 2 points to hold some out for validation; it has {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    held = max(1, round(n * share))
+    return np.sort(order[held:]), np.sort(order[:held])

@@ -21,8 +21,39 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TASKS = ("text-classification",)
+POOLINGS = ("cls", "mean")
 #: threshold name -> what it bounds; each is a lower bound on an agreement in [0, 1].
-THRESHOLDS = {"error_jaccard": "prediction-error Jaccard"}
+THRESHOLDS = {
+    "error_jaccard": "prediction-error Jaccard",
+    "knn_agreement": "data-representation KNN agreement",
+    "ood_agreement": "data-distribution OOD agreement",
+}
+_TAKES_K = ("knn_agreement", "ood_agreement")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A gate: the agreement must be at least ``min``; ``k`` is the K of the KNN-based checks."""
+
+    min: float
+    k: int = 10
+
+    @classmethod
+    def parse(cls, name: str, value: Any) -> Threshold:
+        owner = "[tool.miniature.thresholds]"
+        if isinstance(value, Threshold):
+            return value
+        if isinstance(value, dict):
+            allowed = {"min", "k"} if name in _TAKES_K else {"min"}
+            unknown = set(value) - allowed
+            if unknown or "min" not in value:
+                raise UsageError(
+                    f"Expected {name} in {owner} to be a number or a table with keys {', '.join(sorted(allowed))} "
+                    f"(min required) but got {value!r}"
+                )
+            return cls(check_fraction(value["min"], f"{name}.min", owner),
+                       check_positive_int(value.get("k", 10), f"{name}.k", owner))
+        return cls(check_fraction(value, name, owner))
 
 
 @dataclass
@@ -33,13 +64,20 @@ class Settings:
     reference: str | ModelSpec | None = None
     candidates: list[str | ModelSpec] = field(default_factory=list)
     eval: str | DatasetSpec | None = None
+    #: In-distribution training bank, its validation set, and the challenge set of the OOD check.
+    train: str | DatasetSpec | None = None
+    validation: str | DatasetSpec | None = None
+    ood: str | DatasetSpec | None = None
     task: str = "text-classification"
+    pooling: str = "cls"
+    #: K values reported for the KNN-based checks (the paper's Figure 1); values above a set's size are skipped.
+    sweep: list[int] = field(default_factory=lambda: [5, 10, 20, 50, 100])
     batch_size: int = 32
     max_length: int = 256
     cache_dir: Path | None = Path(".miniature_cache")
     label_map: dict[str, int | str] | None = None
     models: dict[str, str] = field(default_factory=dict)
-    thresholds: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, Threshold] = field(default_factory=dict)
     #: Relative paths in specs resolve against this directory.
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -67,7 +105,12 @@ class Settings:
                 raise UsageError(
                     f"Unknown threshold {name!r} in [tool.miniature.thresholds]; expected one of {', '.join(THRESHOLDS)}"
                 )
-            self.thresholds[name] = check_fraction(value, name, "[tool.miniature.thresholds]")
+            self.thresholds[name] = Threshold.parse(name, value)
+        if self.pooling not in POOLINGS:
+            raise UsageError(f"Expected pooling to be one of {', '.join(POOLINGS)} in {owner} but got {self.pooling!r}")
+        if not isinstance(self.sweep, list):
+            raise UsageError(f"Expected sweep to be a list of K values in {owner} but got {self.sweep!r}")
+        self.sweep = [check_positive_int(k, "sweep", owner) for k in self.sweep]
 
 
 def find_pyproject(start: Path) -> Path | None:

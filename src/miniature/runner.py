@@ -118,6 +118,14 @@ class Runner:
             )
         return outputs
 
+    def embeddings(self, model: Model, eval_set: EvalSet, pooling: str, check: str) -> np.ndarray:
+        """The model's L2-unnormalised embeddings of ``eval_set`` (``cls`` or ``mean`` pooling)."""
+        outputs = self.outputs(model, eval_set)
+        try:
+            return outputs.embeddings(pooling)
+        except ValueError as exc:
+            raise ModelLoadError(f"Model {model.name!r} gave no usable embeddings for {check}: {exc}") from exc
+
     def record(self, result: Any) -> None:
         """Keep a check's result for the summary; a re-computed pair replaces the earlier one."""
         key = (result.metric, result.reference, result.candidate, result.dataset)
@@ -129,7 +137,11 @@ class Runner:
         labels = eval_set.require_labels(check)
         outputs = self.outputs(model, eval_set)
         if outputs.logits is None:
-            raise ModelLoadError(f"Model {model.name!r} produced no logits, which {check} needs")
+            architectures = ", ".join(self.backend(model).config().get("architectures") or []) or "not stated"
+            raise ModelLoadError(
+                f"Model {model.name!r} has no classification head (architectures: {architectures}), so it "
+                f"makes no predictions, which {check} needs; give a fine-tuned classifier"
+            )
         return align_labels(
             labels,
             id2label=self.backend(model).id2label,

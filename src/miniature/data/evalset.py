@@ -23,20 +23,24 @@ class EvalSet:
     texts: tuple[str, ...]
     labels: tuple[int | str, ...] | None = None
     label_names: tuple[str, ...] | None = None
+    #: For challenge sets: which points are truly out-of-distribution, when the data says.
+    ood: tuple[bool, ...] | None = None
+    #: Digest of what the models see (the texts, in order): model outputs are keyed by it.
     fingerprint: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not self.texts:
             raise DatasetError(f"Dataset {self.name!r} has no rows")
-        if len(self.ids) != len(self.texts) or (self.labels is not None and len(self.labels) != len(self.texts)):
-            raise DatasetError(f"Dataset {self.name!r} has ids, texts and labels of different lengths")
+        lengths = {len(self.ids), len(self.texts)} | {len(x) for x in (self.labels, self.ood) if x is not None}
+        if len(lengths) != 1:
+            raise DatasetError(f"Dataset {self.name!r} has ids, texts, labels and flags of different lengths")
         if len(set(self.ids)) != len(self.ids):
             seen: set[str] = set()
             dup = next(i for i in self.ids if i in seen or seen.add(i))
             raise DatasetError(f"Dataset {self.name!r} has duplicate id {dup!r}; ids must be unique")
         if not self.fingerprint:
             digest = hashlib.sha256()
-            digest.update(json.dumps([self.ids, self.texts, self.labels, self.label_names]).encode())
+            digest.update(json.dumps(self.texts).encode())
             object.__setattr__(self, "fingerprint", digest.hexdigest())
 
     def __len__(self) -> int:

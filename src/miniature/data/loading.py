@@ -13,6 +13,9 @@ from .spec import DatasetSpec
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "document", "description")
 LABEL_COLUMNS = ("label", "labels", "sentiment", "class", "target", "score")
 ID_COLUMNS = ("id", "idx", "guid")
+OOD_COLUMNS = ("ood", "is_ood")
+_OOD_VALUES = {"1": True, "true": True, "yes": True, "out": True, "ood": True,
+               "0": False, "false": False, "no": False, "in": False, "id": False}
 
 
 def load_eval_set(spec: DatasetSpec) -> EvalSet:
@@ -31,8 +34,9 @@ def load_eval_set(spec: DatasetSpec) -> EvalSet:
     text_col = _pick(spec, "text", columns, TEXT_COLUMNS, required=True)
     label_col = _pick(spec, "label", columns, LABEL_COLUMNS, required=False)
     id_col = _pick(spec, "id", columns, ID_COLUMNS, required=False)
+    ood_col = _pick(spec, "ood", columns, OOD_COLUMNS, required=False)
 
-    texts, labels, ids = [], [] if label_col else None, []
+    texts, labels, ids, ood = [], [] if label_col else None, [], [] if ood_col else None
     for row in range(start, stop):
         text = records[text_col][row]
         if not isinstance(text, str) or not text.strip():
@@ -41,10 +45,15 @@ def load_eval_set(spec: DatasetSpec) -> EvalSet:
         ids.append(str(records[id_col][row]) if id_col else str(row))
         if labels is not None:
             labels.append(_label(records[label_col][row], spec, row, label_col))
+        if ood is not None:
+            ood.append(_flag(records[ood_col][row], spec, row, ood_col))
     if not texts:
         raise DatasetError(f"Dataset {spec.text!r} has no rows in {spec.rows} (it has {n} rows)")
     names = tuple(label_names) if label_names and label_col == "label" else None
-    return EvalSet(spec.text, tuple(ids), tuple(texts), tuple(labels) if labels is not None else None, names)
+    return EvalSet(
+        spec.text, tuple(ids), tuple(texts), tuple(labels) if labels is not None else None, names,
+        tuple(ood) if ood is not None else None,
+    )
 
 
 def _read_file(spec: DatasetSpec):
@@ -119,3 +128,13 @@ def _label(value: Any, spec: DatasetSpec, row: int, column: str) -> int | str:
     elif hasattr(value, "item"):  # numpy scalars
         return _label(value.item(), spec, row, column)
     raise DatasetError(f"Dataset {spec.text!r}: row {row} has no usable label in column {column!r} (got {value!r})")
+
+
+def _flag(value: Any, spec: DatasetSpec, row: int, column: str) -> bool:
+    key = str(value.item() if hasattr(value, "item") else value).strip().lower()
+    if key not in _OOD_VALUES:
+        raise DatasetError(
+            f"Dataset {spec.text!r}: row {row} has {value!r} in its in/out column {column!r}; expected one of "
+            f"{', '.join(_OOD_VALUES)} (true = out-of-distribution)"
+        )
+    return _OOD_VALUES[key]

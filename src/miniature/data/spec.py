@@ -2,7 +2,7 @@
 
 Grammar::
 
-    <file>.csv|.tsv|.jsonl|.json|.parquet|.txt [slice] [?text=<col>&label=<col>&id=<col>&header=none&quoting=none&format=tsv]
+    <file>.csv|.tsv|.jsonl|.json|.parquet|.txt [slice] [?text=<col>&label=<col>&id=<col>&ood=<col>&header=none&quoting=none&format=tsv]
     [hf:]<name>[:<config>]:<split>[slice]          e.g. imdb:test[:1000], glue:sst2:validation
 
 ``slice`` is ``[start:stop]`` with row numbers or percentages (``[:10%]``).
@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 from ..errors import UsageError
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
-OPTIONS = frozenset({"text", "label", "id", "header", "quoting", "format"})
+OPTIONS = frozenset({"text", "label", "id", "ood", "header", "quoting", "format"})
 _SLICE = re.compile(r"^(?P<body>.*?)\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\]$")
 
 

@@ -41,7 +41,7 @@ class Backend(ABC):
 
     @abstractmethod
     def load(self, task: str) -> None:
-        """Load tokenizer and weights; raise ModelLoadError if the model cannot do ``task``."""
+        """Load tokenizer and weights for ``task``; a model without a task head yields hidden states only."""
 
     @abstractmethod
     def forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -80,7 +80,7 @@ class Backend(ABC):
         lengths = np.array([len(ids) for ids in encoded["input_ids"]])
         # Sorting by length keeps padding (and so wasted compute) small in every batch.
         order = np.argsort(-lengths, kind="stable")
-        logits_parts, cls_parts = [], []
+        logits_parts, cls_parts, mean_parts = [], [], []
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             width = int(lengths[index].max())
@@ -96,12 +96,19 @@ class Backend(ABC):
             if logits is not None:
                 logits_parts.append(np.asarray(logits, dtype=np.float32))
             if hidden is not None:
-                cls_parts.append(np.asarray(hidden[:, 0, :], dtype=np.float32))
+                hidden = np.asarray(hidden, dtype=np.float32)
+                cls_parts.append(hidden[:, 0, :])
+                mask = batch["attention_mask"][..., None].astype(np.float32) if "attention_mask" in batch else None
+                if mask is None:
+                    mean_parts.append(hidden.mean(axis=1))
+                else:
+                    mean_parts.append((hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0))
             if progress is not None:
                 progress(min(start + batch_size, len(order)), len(order))
         forward_counter.runs += 1
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
-        logits = np.concatenate(logits_parts)[inverse] if logits_parts else None
-        cls = np.concatenate(cls_parts)[inverse] if cls_parts else None
-        return ModelOutputs(logits=logits, cls=cls)
+        def restore(parts: list[np.ndarray]) -> np.ndarray | None:
+            return np.concatenate(parts)[inverse] if parts else None
+
+        return ModelOutputs(logits=restore(logits_parts), cls=restore(cls_parts), mean=restore(mean_parts))

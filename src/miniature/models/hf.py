@@ -34,31 +34,37 @@ def download(spec_text: str, repo_id: str, revision: str | None) -> Path:
 
 
 class HFBackend(Backend):
-    """``AutoModelForSequenceClassification`` over a local directory."""
+    """A local HF directory: ``AutoModelForSequenceClassification`` when its config declares a
+    classifier, else ``AutoModel`` (base and sentence encoders)."""
 
     def files(self) -> list[Path]:
         return directory_files(self.local_dir)
 
+    def has_head(self) -> bool:
+        """Whether config.json declares a sequence-classification architecture."""
+        return any(a.endswith("ForSequenceClassification") for a in self.config().get("architectures") or [])
+
     def load(self, task: str) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
+        # A classifier yields logits and hidden states; a base or sentence encoder (no head)
+        # yields hidden states only, which is all the representation and OOD checks need.
+        loader = AutoModelForSequenceClassification if self.has_head() else AutoModel
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.local_dir)
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                self.local_dir, output_loading_info=True
-            )
+            model, info = loader.from_pretrained(self.local_dir, output_loading_info=True)
         except Exception as exc:
             raise ModelLoadError(
-                f"Could not load model {self.spec.name!r} from {self.local_dir} as a "
-                f"{task} model: {type(exc).__name__}: {exc}"
+                f"Could not load model {self.spec.name!r} from {self.local_dir} "
+                f"({loader.__name__}): {type(exc).__name__}: {exc}"
             ) from exc
         untrained = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
         if untrained:
             raise ModelLoadError(
                 f"Model {self.spec.name!r} ({self.local_dir}) has no trained classification head: "
                 f"{', '.join(sorted(untrained))} were newly initialised, so its predictions would be "
-                f"random. Fine-tune it for text-classification first, or give a fine-tuned checkpoint."
+                f"random. Fine-tune it for {task} first, or give a fine-tuned checkpoint."
             )
         model.eval()
         if self.spec.options.get("quantize") == "int8":
@@ -67,9 +73,10 @@ class HFBackend(Backend):
                 model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model
 
-    def forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
         import torch
 
         with torch.inference_mode():
             out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}, output_hidden_states=True)
-        return out.logits.float().numpy(), out.hidden_states[-1].float().numpy()
+        logits = out.logits.float().numpy() if getattr(out, "logits", None) is not None else None
+        return logits, out.hidden_states[-1].float().numpy()

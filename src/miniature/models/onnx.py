@@ -48,11 +48,11 @@ class OnnxBackend(Backend):
         outputs = self.session.get_outputs()
         self.logits_name = _choose(outputs, self.spec.options.get("output"), "logits", 2, self.spec.text, "output")
         self.hidden_name = _choose(outputs, self.spec.options.get("hidden"), "last_hidden_state", 3, self.spec.text, "hidden")
-        if task == "text-classification" and self.logits_name is None:
+        if self.logits_name is None and self.hidden_name is None:
             described = ", ".join(f"{o.name} {o.shape}" for o in outputs)
             raise ModelLoadError(
-                f"ONNX model {self.spec.name!r} has no logits output for text-classification "
-                f"(outputs: {described}); name it with ?output=<name or index>"
+                f"ONNX model {self.spec.name!r} has neither a logits (2-D) nor a hidden-state (3-D) output "
+                f"(outputs: {described}); name them with ?output=<name or index> and ?hidden=<name or index>"
             )
 
     def forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:

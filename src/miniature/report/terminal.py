@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from ..characteristics.prediction_errors import ErrorJaccard
+from typing import Any
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -16,35 +15,107 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def error_rows(results: Sequence[ErrorJaccard]) -> str:
-    """One row per (reference, candidate) pair: the prediction-error figures of the paper and beyond."""
-    rows = []
-    for r in results:
-        verdict = "" if getattr(r, "threshold", None) is None else ("PASS" if r.passed else "FAIL") + f" (min {r.threshold:g})"
-        value = f"{float(r):.4f}" + (" (both empty)" if r.both_empty else "")
-        rows.append([
-            r.reference, r.candidate, r.dataset, r.n, value,
-            f"{r.accuracy_reference:.4f}", f"{r.accuracy_candidate:.4f}",
-            r.errors_reference, r.errors_candidate, r.errors_both,
-            "yes" if r.reference_subset else "no", f"{r.negative_flip_rate:.4f}", verdict,
-        ])
+def _verdict(result: Any) -> str:
+    if getattr(result, "threshold", None) is None:
+        return ""
+    return ("PASS" if result.passed else "FAIL") + f" (min {result.threshold:g})"
+
+
+def _value(result: Any) -> str:
+    return f"{float(result):.4f}" + (" (both empty)" if getattr(result, "both_empty", False) else "")
+
+
+def _sweep(result: Any) -> str:
+    sweep = getattr(result, "sweep", None) or {}
+    return " ".join(f"{k}:{(v[0] if isinstance(v, tuple) else v):.3f}" for k, v in sorted(sweep.items()))
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def error_rows(results: Sequence[Any]) -> str:
+    """One row per pair: the prediction-error figures of the paper and beyond."""
+    rows = [[
+        r.reference, r.candidate, r.dataset, r.n, _value(r), f"{r.accuracy_reference:.4f}",
+        f"{r.accuracy_candidate:.4f}", r.errors_reference, r.errors_candidate, r.errors_both,
+        "yes" if r.reference_subset else "no", f"{r.negative_flip_rate:.4f}", _verdict(r),
+    ] for r in results]
     headers = ["reference", "candidate", "eval", "n", "error Jaccard", "acc ref", "acc cand",
                "|E_ref|", "|E_cand|", "|E_ref∩E_cand|", "E_ref⊆E_cand", "neg. flip", "gate"]
     return table(headers, rows)
 
 
-def failure_message(result: ErrorJaccard, threshold: float, *, examples: int = 10) -> str:
+def knn_rows(results: Sequence[Any]) -> str:
+    """One row per pair: mean and variance of the per-point KNN Jaccard (Table 2), and the K sweep."""
+    rows = [[r.reference, r.candidate, r.dataset, r.n, r.pooling, r.k, f"{float(r):.4f}", f"{r.variance:.4f}",
+             _sweep(r), _verdict(r)] for r in results]
+    return table(["reference", "candidate", "eval", "n", "pooling", "K", "mean", "variance", "mean by K", "gate"], rows)
+
+
+def ood_rows(results: Sequence[Any]) -> str:
+    """One row per pair: Jaccard of the OOD sets and each model's detector figures."""
+    rows = []
+    for r in results:
+        ref, cand = r.reference_detection, r.candidate_detection
+        rows.append([
+            r.reference, r.candidate, r.dataset, r.n, r.k, _value(r),
+            f"{ref.threshold:.4f} / {cand.threshold:.4f}",
+            f"{len(ref.flagged)} ({ref.rate:.3f}) / {len(cand.flagged)} ({cand.rate:.3f})",
+            f"{_rate(ref.auroc)} / {_rate(cand.auroc)}", f"{_rate(ref.fpr_at_tpr95)} / {_rate(cand.fpr_at_tpr95)}",
+            _sweep(r), _verdict(r),
+        ])
+    headers = ["reference", "candidate", "challenge", "n", "k", "OOD Jaccard", "threshold ref/cand",
+               "OOD count (rate) ref/cand", "AUROC ref/cand", "FPR@TPR95 ref/cand", "Jaccard by k", "gate"]
+    return table(headers, rows)
+
+
+SECTIONS = (
+    ("error_jaccard", "prediction errors (paper section 3):", error_rows),
+    ("knn_agreement", "data representation, per-point KNN Jaccard (paper section 4):", knn_rows),
+    ("ood_agreement", "data distribution, Deep-NN OOD sets (paper section 5):", ood_rows),
+)
+
+
+def summary(results: Sequence[Any]) -> list[str]:
+    """The lines of the terminal summary: one table per characteristic that has results."""
+    lines: list[str] = []
+    for metric, title, render in SECTIONS:
+        chosen = [r for r in results if r.metric == metric]
+        if chosen:
+            lines += [title, *render(chosen).splitlines()]
+            if any(getattr(r, "both_empty", False) for r in chosen):
+                lines.append("(both empty): neither model had a point in its set; two empty sets have Jaccard 1.0")
+    ood = [r for r in results if r.metric == "ood_agreement"]
+    for bank, validation in sorted({(r.bank, r.validation) for r in ood}):
+        lines.append(f"OOD bank: {bank}; threshold keeps 95% of: {validation}")
+    return lines
+
+
+def failure_message(result: Any, threshold: float, *, examples: int = 10) -> str:
     """The message of a failed gate: metric, threshold, value, n and the most telling ids."""
-    shown = result.differing_ids[:examples]
-    more = len(result.differing_ids) - len(shown)
-    lines = [
-        f"{result.candidate} does not make the errors {result.reference} makes on {result.dataset}",
-        table(
-            ["metric", "threshold", "value", "n", "|E_ref|", "|E_cand|", "|E_ref∩E_cand|", "neg. flip"],
-            [[result.metric, f">= {threshold:g}", f"{float(result):.4f}", result.n, result.errors_reference,
-              result.errors_candidate, result.errors_both, f"{result.negative_flip_rate:.4f}"]],
-        ),
-        f"ids wrong for exactly one model, largest change in gold-class probability first: "
-        f"{', '.join(shown) or '(none)'}" + (f" (+{more} more)" if more > 0 else ""),
-    ]
-    return "\n".join(lines)
+    if result.metric == "error_jaccard":
+        head = f"{result.candidate} does not make the errors {result.reference} makes on {result.dataset}"
+        headers = ["metric", "threshold", "value", "n", "|E_ref|", "|E_cand|", "|E_ref∩E_cand|", "neg. flip"]
+        row = [result.metric, f">= {threshold:g}", _value(result), result.n, result.errors_reference,
+               result.errors_candidate, result.errors_both, f"{result.negative_flip_rate:.4f}"]
+        ids, what = result.differing_ids, "ids wrong for exactly one model, largest change in gold-class probability first"
+    elif result.metric == "knn_agreement":
+        head = f"{result.candidate} does not see the neighbourhoods {result.reference} sees in {result.dataset}"
+        headers = ["metric", "threshold", "value", "variance", "n", "K", "pooling"]
+        row = [result.metric, f">= {threshold:g}", _value(result), f"{result.variance:.4f}", result.n, result.k, result.pooling]
+        ids, what = result.lowest_ids, "ids whose neighbourhoods agree least"
+    else:
+        ref, cand = result.reference_detection, result.candidate_detection
+        head = f"{result.candidate} does not flag the out-of-distribution points {result.reference} flags in {result.dataset}"
+        headers = ["metric", "threshold", "value", "n", "k", "|O_ref|", "|O_cand|", "|O_ref∩O_cand|"]
+        row = [result.metric, f">= {threshold:g}", _value(result), result.n, result.k, len(ref.flagged),
+               len(cand.flagged), len(ref.flagged & cand.flagged)]
+        ids, what = result.differing_ids, "ids flagged by exactly one model"
+    shown = list(ids[:examples])
+    more = len(ids) - len(shown)
+    return "\n".join([
+        head,
+        table(headers, [row]),
+        f"{what}: {', '.join(shown) or '(none)'}" + (f" (+{more} more)" if more > 0 else ""),
+    ])
