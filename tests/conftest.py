@@ -100,3 +100,28 @@ def build_tiny_models(root: Path, data: Path) -> TinyModels:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> TinyModels:
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"), shared_data)
+
+
+@dataclass(frozen=True)
+class OodFiles:
+    train: Path  # 600 UCI review sentences, text only: the in-distribution bank
+    challenge: Path  # 60 SST-2 sentences (in) and 60 AG News descriptions (out), with an `ood` column
+
+
+@pytest.fixture(scope="session")
+def ood_files(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> OodFiles:
+    root = tmp_path_factory.mktemp("ood-files")
+    texts, _ = read_uci_sentences(shared_data)
+    train = root / "train.csv"
+    with open(train, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text"])
+        writer.writerows([t] for t in texts[::5][:600])
+    sst2 = [line.rsplit("\t", 1)[0].strip() for line in (shared_data / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[-60:]]
+    news = [line.split("\t")[0].strip() for line in (shared_data / "agnews" / "test.tsv").read_text(encoding="utf-8").splitlines()[:60]]
+    challenge = root / "challenge.csv"
+    with open(challenge, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "ood"])
+        writer.writerows([[t, 0] for t in sst2] + [[t, 1] for t in news])
+    return OodFiles(train, challenge)

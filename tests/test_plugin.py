@@ -5,9 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import faiss  # noqa: F401
 import pytest
 
 from miniature.models import forward_counter
+
+# pytester's in-process runs unload the modules first imported inside them; faiss's SWIG
+# extension crashes when imported a second time, so the outer process imports it once here.
 
 GATE_TEST = """
 from miniature import assert_error_jaccard
@@ -218,3 +222,83 @@ def test_importing_the_plugin_imports_no_ml_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_representation_and_distribution_gates_from_pyproject(pytester, tiny_models, ood_files):
+    pytester.makepyprojecttoml(f"""
+[tool.miniature]
+reference = "teacher"
+candidates = ["student", "int8"]
+eval = "{tiny_models.eval_csv}"
+train = "{ood_files.train}"
+ood = "{ood_files.challenge}"
+sweep = [5, 20]
+[tool.miniature.models]
+teacher = "{tiny_models.teacher}"
+student = "{tiny_models.student}"
+int8 = "onnx:{tiny_models.onnx_int8}"
+[tool.miniature.thresholds]
+knn_agreement = {{ min = 0.05, k = 5 }}
+ood_agreement = 0.0
+""")
+    result = pytester.runpytest("-v", "-p", "no:cacheprovider")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "pyproject.toml::knn_agreement?student? PASSED*",
+        "pyproject.toml::knn_agreement?int8? PASSED*",
+        "pyproject.toml::ood_agreement?student? PASSED*",
+        "pyproject.toml::ood_agreement?int8? PASSED*",
+        "data representation, per-point KNN Jaccard (paper section 4):",
+        "reference*candidate*eval*n*pooling*K*mean*variance*mean by K*gate",
+        "teacher*student*eval.csv*200*cls*5*5:0.* 20:0.*PASS (min 0.05)",
+        "data distribution, Deep-NN OOD sets (paper section 5):",
+        "reference*candidate*challenge*n*k*OOD Jaccard*threshold ref/cand*OOD count (rate) ref/cand*AUROC ref/cand*FPR@TPR95 ref/cand*",
+        "teacher*student*challenge.csv*120*10*0.*/ 0.*(0.*) / *(0.*)*/*/*5:* 10:* 20:*PASS (min 0)",
+        "OOD bank: *train.csv; threshold keeps 95% of: held-out 10% of *train.csv",
+    ])
+
+
+def test_fixtures_for_the_ood_check_and_a_missing_bank(pytester, tiny_models, ood_files):
+    pytester.makepyfile("""
+from miniature import assert_ood_agreement
+
+def test_ood(reference, candidate, ood_set, train_set, validation_set):
+    assert validation_set is None
+    result = assert_ood_agreement(reference, candidate, ood_set, train_set=train_set, min=0.0, k=3)
+    assert result.k == 3 and result.reference_detection.auroc is not None
+""")
+    args = ["--reference", str(tiny_models.teacher), "--candidate", str(tiny_models.student),
+            f"--miniature-ood={ood_files.challenge}", "-p", "no:cacheprovider"]
+    result = pytester.runpytest(*args, f"--miniature-train={ood_files.train}")
+    result.assert_outcomes(passed=1)
+    missing = pytester.runpytest(*args)
+    missing.assert_outcomes(errors=1)
+    missing.stdout.fnmatch_lines(["*no training bank; pass --miniature-train SPEC or set train in [[]tool.miniature[]]*"])
+
+
+def test_a_configured_gate_without_its_data_fails_saying_what_is_missing(pytester, tiny_models):
+    pytester.makepyprojecttoml(f"""
+[tool.miniature]
+reference = "{tiny_models.teacher}"
+candidates = ["{tiny_models.student}"]
+[tool.miniature.thresholds]
+ood_agreement = 0.2
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*sets ood_agreement but no train (--miniature-train) or ood (--miniature-ood) is configured*"])
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("knn_agreement = { min = 0.3, k = 0 }", "*'knn_agreement.k' parameter of [[]tool.miniature.thresholds[]] must be an int in the range [[]1, inf). Got 0*"),
+        ("error_jaccard = { min = 0.3, k = 5 }", "*Expected error_jaccard in [[]tool.miniature.thresholds[]] to be a number or a table with keys min (min required)*"),
+        ("knn_agreement = { k = 5 }", "*Expected knn_agreement * with keys k, min (min required)*"),
+    ],
+)
+def test_bad_threshold_tables_are_usage_errors(pytester, toml, message):
+    pytester.makepyprojecttoml("[tool.miniature.thresholds]\n" + toml)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])

@@ -1,0 +1,150 @@
+"""knn_agreement and ood_agreement through the Runner, on tiny in-process models and real text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from miniature import (
+    GateFailure,
+    ModelLoadError,
+    Runner,
+    Settings,
+    UsageError,
+    assert_knn_agreement,
+    assert_ood_agreement,
+    knn_agreement,
+    ood_agreement,
+)
+from miniature.characteristics import nearest_others, tpr_threshold
+from miniature.checks import held_out_split
+
+
+@pytest.fixture
+def runner() -> Runner:
+    return Runner(Settings(cache_dir=None))
+
+
+def brute_mean_knn(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    na, nb = nearest_others(a, k), nearest_others(b, k)
+    return float(np.mean([len(set(x) & set(y)) / len(set(x) | set(y)) for x, y in zip(na.tolist(), nb.tolist())]))
+
+
+def test_knn_agreement_of_real_models_matches_brute_force_and_sweeps_k(tiny_models, runner):
+    data = runner.dataset(str(tiny_models.eval_csv))
+    ref, student = runner.model(str(tiny_models.teacher)), runner.model(str(tiny_models.student))
+    result = knn_agreement(ref, student, data, k=10)
+    a, b = ref.outputs(data).cls, student.outputs(data).cls
+    assert float(result) == pytest.approx(brute_mean_knn(a, b, 10))
+    assert result.variance == pytest.approx(float(np.var(result.per_point)))
+    assert sorted(result.sweep) == [5, 10, 20, 50, 100] and result.sweep[10][0] == pytest.approx(float(result))
+    same = knn_agreement(ref, runner.model(f"onnx:{tiny_models.onnx}"), data, k=10)
+    assert float(same) > 0.95  # the fp32 export computes the same embeddings
+    mean = knn_agreement(ref, student, data, k=10, pooling="mean")
+    assert mean.pooling == "mean" and float(mean) == pytest.approx(brute_mean_knn(ref.outputs(data).mean, student.outputs(data).mean, 10))
+    assert [r.metric for r in runner.results].count("knn_agreement") == 2  # cls and mean recorded; the rerun replaced
+
+
+def test_knn_agreement_needs_no_labels_and_works_for_base_encoders(tiny_models, runner, tmp_path):
+    (tmp_path / "u.csv").write_text("text\n" + "\n".join(f"sentence number {i} about films" for i in range(30)))
+    data = runner.dataset(str(tmp_path / "u.csv"))
+    result = knn_agreement(runner.model(str(tiny_models.base_encoder)), runner.model(str(tiny_models.teacher)), data, k=5)
+    assert float(result) == 1.0  # the base encoder is the teacher's encoder: same CLS vectors
+    assert sorted(result.sweep) == [5, 10, 20]  # K = 50, 100 exceed n - 1 = 29 and are skipped in the sweep
+
+
+def test_onnx_graphs_with_an_unusual_hidden_state_name(tiny_models, runner, tmp_path):
+    model = onnx.load(str(tiny_models.onnx))
+    rename = lambda names: ["encoder_out_7" if n == "last_hidden_state" else n for n in names]  # noqa: E731
+    for node in model.graph.node:
+        node.output[:], node.input[:] = rename(node.output), rename(node.input)
+    for output in model.graph.output:
+        if output.name == "last_hidden_state":
+            output.name = "encoder_out_7"
+    folder = tmp_path / "renamed"
+    shutil.copytree(tiny_models.onnx.parent, folder)
+    onnx.save(model, str(folder / "model.onnx"))
+    data = runner.dataset(str(tiny_models.eval_csv))
+    ref = runner.model(str(tiny_models.teacher))
+    auto = knn_agreement(ref, runner.model(f"onnx:{folder / 'model.onnx'}"), data, k=10)
+    named = knn_agreement(ref, runner.model(f"onnx:{folder / 'model.onnx'}?hidden=encoder_out_7"), data, k=10)
+    assert float(auto) > 0.95 and float(named) == float(auto)
+
+
+def test_knn_gate_fails_with_the_least_agreeing_ids(tiny_models, runner):
+    data = runner.dataset(str(tiny_models.eval_csv))
+    ref, student = runner.model(str(tiny_models.teacher)), runner.model(str(tiny_models.student))
+    value = float(knn_agreement(ref, student, data, k=10))
+    assert assert_knn_agreement(ref, student, data, k=10, min=value).passed
+    with pytest.raises(GateFailure, match=r"(?s)student does not see the neighbourhoods .*knn_agreement\s+>= 0.99\s+" + f"{value:.4f}" + r".*ids whose neighbourhoods agree least: "):
+        assert_knn_agreement(ref, student, data, k=10, min=0.99)
+    with pytest.raises(UsageError, match=r"'k' parameter of knn_agreement must be at most n - 1 = 199"):
+        knn_agreement(ref, student, data, k=200)
+    with pytest.raises(UsageError, match=r"'min' parameter of assert_knn_agreement must be a number in the range \[0, 1\]"):
+        assert_knn_agreement(ref, student, data, min=2)
+
+
+def test_ood_agreement_detects_news_among_reviews(tiny_models, ood_files, runner):
+    train, challenge = runner.dataset(str(ood_files.train)), runner.dataset(str(ood_files.challenge))
+    ref, student = runner.model(str(tiny_models.teacher)), runner.model(str(tiny_models.student))
+    result = ood_agreement(ref, student, challenge, train_set=train, k=10)
+    assert 0 <= float(result) <= 1 and result.k == 10 and result.n == 120
+    # Recompute the reference's detector by hand from the cached embeddings.
+    bank_i, val_i = held_out_split(len(train))
+    emb = ref.outputs(train).cls
+    from miniature.characteristics import kth_neighbour_distances
+
+    threshold = tpr_threshold(kth_neighbour_distances(emb[bank_i], emb[val_i], (10,))[10])
+    scores = kth_neighbour_distances(emb[bank_i], ref.outputs(challenge).cls, (10,))[10]
+    detection = result.reference_detection
+    assert detection.threshold == pytest.approx(threshold)
+    assert detection.flagged == {challenge.ids[i] for i in np.flatnonzero(scores > threshold)}
+    assert detection.auroc is not None and 0 <= detection.auroc <= 1 and detection.fpr_at_tpr95 is not None
+    assert sorted(result.sweep) == [5, 10, 20, 50, 100]
+    identical = ood_agreement(ref, runner.model(f"onnx:{tiny_models.onnx}"), challenge, train_set=train, k=10)
+    assert float(identical) >= 0.9
+
+
+def test_ood_agreement_with_an_explicit_validation_set_and_its_errors(tiny_models, ood_files, runner, tmp_path):
+    train, challenge = runner.dataset(str(ood_files.train)), runner.dataset(str(ood_files.challenge))
+    validation = runner.dataset(str(ood_files.train) + "[:60]")
+    ref, student = runner.model(str(tiny_models.teacher)), runner.model(str(tiny_models.student))
+    result = ood_agreement(ref, student, challenge, train_set=train, validation_set=validation, k=5)
+    # Validation points are inside this bank, so at k = 5 they are at most their own 5th neighbour away.
+    assert result.validation == validation.name and result.k == 5
+    with pytest.raises(UsageError, match=r"'k' parameter of ood_agreement must be at most the bank's size, 540 points"):
+        ood_agreement(ref, student, challenge, train_set=train, k=541)
+    with pytest.raises(UsageError, match=r"Expected an EvalSet \(the train_set fixture"):
+        ood_agreement(ref, student, challenge, train_set="train.csv")
+    assert float(result) < 1  # the student's OOD set differs from its teacher's, so a gate at 1.0 fails
+    with pytest.raises(GateFailure, match=r"(?s)does not flag the out-of-distribution points.*ood_agreement\s+>= 1\s+"
+                       + f"{float(result):.4f}" + r".*ids flagged by exactly one model: "):
+        assert_ood_agreement(ref, student, challenge, train_set=train, validation_set=validation, k=5, min=1.0)
+
+
+def test_held_out_split_is_seeded_disjoint_and_complete():
+    bank, val = held_out_split(101)
+    assert len(val) == 10 and len(bank) == 91 and not set(bank) & set(val) and set(bank) | set(val) == set(range(101))
+    assert (held_out_split(101)[1] == val).all()
+    with pytest.raises(UsageError, match=r"needs at least 2 points"):
+        held_out_split(1)
+
+
+def test_checks_need_hidden_states(tmp_path, tiny_models, runner):
+    # An ONNX graph with only logits cannot give embeddings.
+    model = onnx.load(str(tiny_models.onnx))
+    keep = [o for o in model.graph.output if o.name == "logits"]
+    del model.graph.output[:]
+    model.graph.output.extend(keep)
+    folder = tmp_path / "logits-only"
+    shutil.copytree(tiny_models.onnx.parent, folder)
+    onnx.save(model, str(folder / "model.onnx"))
+    data = runner.dataset(str(tiny_models.eval_csv))
+    with pytest.raises(ModelLoadError, match=r"gave no usable embeddings for the data-representation check"):
+        knn_agreement(runner.model(str(tiny_models.teacher)), runner.model(f"onnx:{folder / 'model.onnx'}"), data)
+    assert json.loads((folder / "config.json").read_text())["id2label"]
