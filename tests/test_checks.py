@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -47,7 +46,9 @@ def test_knn_agreement_of_real_models_matches_brute_force_and_sweeps_k(tiny_mode
     assert float(same) > 0.95  # the fp32 export computes the same embeddings
     mean = knn_agreement(ref, student, data, k=10, pooling="mean")
     assert mean.pooling == "mean" and float(mean) == pytest.approx(brute_mean_knn(ref.outputs(data).mean, student.outputs(data).mean, 10))
-    assert [r.metric for r in runner.results].count("knn_agreement") == 2  # cls and mean recorded; the rerun replaced
+    knn_agreement(ref, student, data, k=10)  # the same check again replaces its row; other settings keep theirs
+    assert [(r.candidate, r.pooling) for r in runner.results if r.metric == "knn_agreement"] == [
+        (f"onnx:{tiny_models.onnx}", "cls"), (str(tiny_models.student), "mean"), (str(tiny_models.student), "cls")]
 
 
 def test_knn_agreement_needs_no_labels_and_works_for_base_encoders(tiny_models, runner, tmp_path):

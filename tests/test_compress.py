@@ -32,3 +32,20 @@ def test_onnx_dynamic_quantization_stores_int8_weights(tiny_models):
     assert tiny_models.onnx_int8.stat().st_size < tiny_models.onnx.stat().st_size
     assert json.loads((tiny_models.onnx_int8.parent / MANIFEST).read_text())["recipe"] == "onnx-dynamic-int8"
     assert (tiny_models.onnx_int8.parent / "tokenizer.json").is_file()
+
+
+def test_layer_dropping_and_encoder_export_of_a_base_encoder(tiny_models, tmp_path):
+    from miniature.compress import drop_layers, export_onnx, quantize_onnx
+
+    dropped = drop_layers(tiny_models.base_encoder, tmp_path / "dropped", keep_every=2)
+    assert json.loads((dropped / "config.json").read_text())["num_hidden_layers"] == 1
+    assert json.loads((dropped / MANIFEST).read_text())["kept_layers"] == [0]
+    onnx_int8 = quantize_onnx(export_onnx(tiny_models.base_encoder, tmp_path / "enc"), tmp_path / "enc-int8")
+    graph = onnx.load(str(onnx_int8)).graph
+    assert [o.name for o in graph.output] == ["last_hidden_state"]
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
+    runner = Runner(Settings(cache_dir=None))
+    data = runner.dataset(str(tiny_models.eval_csv))
+    for spec in (str(dropped), f"onnx:{onnx_int8}"):
+        out = runner.model(spec).outputs(data)
+        assert out.logits is None and out.cls.shape == (200, 32)

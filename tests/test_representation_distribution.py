@@ -200,3 +200,19 @@ def test_docstring_examples_hold():
     from miniature.characteristics import representation
 
     assert doctest.testmod(representation).failed == 0
+
+
+def test_results_pickle_and_serialise_to_json():
+    import json
+    import pickle
+
+    bank, val, challenge, is_ood = ood_world(1)
+    ids = [str(i) for i in range(80)]
+    d = detect_ood(ids, bank=bank, validation=val, challenge=challenge, is_ood=is_ood)[10]
+    ood = compare_ood(ids, d, d, reference="r", candidate="c")
+    knn = compare_neighbourhoods(ids, challenge, challenge * 2, ks=(5,))[5]
+    for result in (ood, knn):
+        again = pickle.loads(pickle.dumps(result))
+        assert type(again) is type(result) and float(again) == float(result)
+        assert json.loads(json.dumps(result.as_dict()))["metric"] == result.metric
+    assert ood.as_dict()["reference_detection"]["auroc"] == pytest.approx(d.auroc)

@@ -3,6 +3,7 @@
 - :func:`export_onnx`: ``torch.onnx.export`` of a sequence classifier, with its logits and
   last hidden state as outputs and the tokenizer files beside it;
 - :func:`quantize_onnx`: onnxruntime's dynamic int8 quantizer over such an export;
+- :func:`drop_layers`: keep every n-th encoder layer, no retraining;
 - :func:`distill`: a smaller student initialised from every n-th teacher layer and trained
   on the teacher's softened logits (Hinton et al. 2015).
 
@@ -36,15 +37,23 @@ def _copy_tokenizer(src: Path, out_dir: Path) -> None:
             shutil.copy2(src / name, out_dir / name)
 
 
+def _load(model_dir: Path):
+    """The model as the backends load it: a classifier when its config says so, else the bare encoder."""
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    config = json.loads((model_dir / "config.json").read_text())
+    classifier = any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+    loader = AutoModelForSequenceClassification if classifier else AutoModel
+    return loader.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir), classifier
+
+
 def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17) -> Path:
-    """Export a HF sequence classifier to ``out_dir/model.onnx`` (outputs ``logits``, ``last_hidden_state``)."""
+    """Export a HF model to ``out_dir/model.onnx``: outputs ``logits`` (classifiers only) and ``last_hidden_state``."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model, tokenizer, classifier = _load(model_dir)
     sample = tokenizer(["a short sample", "a somewhat longer sample sentence"], padding=True, return_tensors="pt")
     names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
 
@@ -55,16 +64,18 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17) 
 
         def forward(self, *inputs: torch.Tensor):
             out = self.model(**dict(zip(names, inputs)), output_hidden_states=True)
-            return out.logits, out.hidden_states[-1]
+            return (out.logits, out.hidden_states[-1]) if classifier else out.hidden_states[-1]
 
     path = out_dir / "model.onnx"
+    outputs = ["logits", "last_hidden_state"] if classifier else ["last_hidden_state"]
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes.update(logits={0: "batch"}, last_hidden_state={0: "batch", 1: "sequence"})
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notices
         torch.onnx.export(
             Exported(), tuple(sample[n] for n in names), str(path), input_names=names,
-            output_names=["logits", "last_hidden_state"], dynamic_axes=axes, opset_version=opset, dynamo=False,
+            output_names=outputs, dynamic_axes={k: v for k, v in axes.items() if k in names + outputs},
+            opset_version=opset, dynamo=False,
         )
     _copy_tokenizer(model_dir, out_dir)
     _write_manifest(out_dir, "onnx-export", model_dir, opset=opset, torch=torch.__version__)
@@ -86,6 +97,22 @@ def quantize_onnx(onnx_path: str | Path, out_dir: str | Path) -> Path:
     _copy_tokenizer(onnx_path.parent, out_dir)
     _write_manifest(out_dir, "onnx-dynamic-int8", onnx_path, onnxruntime=onnxruntime.__version__, weight_type="QInt8")
     return path
+
+
+def drop_layers(model_dir: str | Path, out_dir: str | Path, *, keep_every: int = 2) -> Path:
+    """Keep every ``keep_every``-th encoder layer (0, n, 2n, ...) and save, with no retraining."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if keep_every < 1:
+        raise ValueError(f"Expected keep_every >= 1 but got keep_every={keep_every}")
+    model, tokenizer, _ = _load(model_dir)
+    layers = _encoder_layers(model)
+    kept = list(range(0, len(layers), keep_every))
+    _set_encoder_layers(model, type(layers)(layers[i] for i in kept))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    _write_manifest(out_dir, "layer-dropping", model_dir, kept_layers=kept, layers_before=len(layers))
+    return out_dir
 
 
 def distill(
@@ -141,7 +168,7 @@ def distill(
 
 
 def _encoder_layers(model: Any):
-    base = getattr(model, model.base_model_prefix)
+    base = getattr(model, model.base_model_prefix, model)  # a bare encoder is its own base
     if hasattr(base, "encoder") and hasattr(base.encoder, "layer"):
         return base.encoder.layer
     if hasattr(base, "transformer") and hasattr(base.transformer, "layer"):  # DistilBERT
@@ -150,7 +177,7 @@ def _encoder_layers(model: Any):
 
 
 def _set_encoder_layers(model: Any, layers: Any) -> None:
-    base = getattr(model, model.base_model_prefix)
+    base = getattr(model, model.base_model_prefix, model)
     holder = base.encoder if hasattr(base, "encoder") else base.transformer
     holder.layer = layers
     attribute = "num_hidden_layers" if hasattr(model.config, "num_hidden_layers") else "n_layers"

@@ -127,9 +127,12 @@ class Runner:
             raise ModelLoadError(f"Model {model.name!r} gave no usable embeddings for {check}: {exc}") from exc
 
     def record(self, result: Any) -> None:
-        """Keep a check's result for the summary; a re-computed pair replaces the earlier one."""
-        key = (result.metric, result.reference, result.candidate, result.dataset)
-        self.results = [r for r in self.results if (r.metric, r.reference, r.candidate, r.dataset) != key]
+        """Keep a check's result for the summary; the same check re-run with the same settings replaces it."""
+
+        def key(r: Any) -> tuple:
+            return (r.metric, r.reference, r.candidate, r.dataset, getattr(r, "pooling", None), getattr(r, "k", None))
+
+        self.results = [r for r in self.results if key(r) != key(result)]
         self.results.append(result)
 
     def gold(self, model: Model, eval_set: EvalSet, check: str) -> np.ndarray:

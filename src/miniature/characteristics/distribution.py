@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from .neighbours import kth_neighbour_distances
 from .prediction_errors import jaccard
+from .result import Agreement
 
 
 def tpr_threshold(validation_scores: np.ndarray, tpr: float = 0.95) -> float:
@@ -105,38 +105,14 @@ def detect_ood(
     return out
 
 
-class OodAgreement(float):
+class OodAgreement(Agreement):
     """Jaccard of two models' OOD sets on a challenge set: a float, with both detections attached."""
 
     metric = "ood_agreement"
 
-    def __new__(cls, value: float, **details: Any) -> OodAgreement:
-        obj = super().__new__(cls, value)
-        obj.__dict__.update(details)
-        return obj
-
-    @property
-    def value(self) -> float:
-        return float(self)
-
-    def as_dict(self) -> dict[str, Any]:
-        def plain(d: OodDetection) -> dict[str, Any]:
-            return {"k": d.k, "threshold": d.threshold, "ood_count": len(d.flagged), "ood_rate": d.rate,
-                    "auroc": d.auroc, "fpr_at_tpr95": d.fpr_at_tpr95}
-
-        details = {k: (plain(v) if isinstance(v, OodDetection) else v) for k, v in self.__dict__.items()}
-        return {"metric": self.metric, "value": float(self), **details}
-
     def __repr__(self) -> str:
         return (f"OodAgreement({float(self):.4f}, k={self.k}, reference={self.reference!r}, "
                 f"candidate={self.candidate!r}, n={self.n})")
-
-    def __reduce__(self):
-        return (_rebuild, (float(self), dict(self.__dict__)))
-
-
-def _rebuild(value: float, details: dict[str, Any]) -> OodAgreement:
-    return OodAgreement(value, **details)
 
 
 def compare_ood(

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .result import Agreement
+
 
 def error_set(ids: Sequence[str], predictions: np.ndarray, gold: np.ndarray) -> frozenset[str]:
     """E = the ids of the points whose prediction differs from the gold label."""
@@ -48,7 +50,7 @@ def negative_flip_rate(reference_errors: Iterable[str], candidate_errors: Iterab
     return len(set(candidate_errors) - set(reference_errors)) / n
 
 
-class ErrorJaccard(float):
+class ErrorJaccard(Agreement):
     """Error-set Jaccard of a (reference, candidate) pair: a float, with the details attached.
 
     Attributes: ``n``, ``reference``, ``candidate``, ``dataset``, ``accuracy_reference``,
@@ -59,28 +61,6 @@ class ErrorJaccard(float):
     """
 
     metric = "error_jaccard"
-
-    def __new__(cls, value: float, **details: Any) -> ErrorJaccard:
-        obj = super().__new__(cls, value)
-        obj.__dict__.update(details)
-        return obj
-
-    @property
-    def value(self) -> float:
-        return float(self)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "value": float(self), **self.__dict__}
-
-    def __repr__(self) -> str:
-        return f"ErrorJaccard({float(self):.4f}, reference={self.reference!r}, candidate={self.candidate!r}, n={self.n})"
-
-    def __reduce__(self):
-        return (_rebuild, (float(self), dict(self.__dict__)))
-
-
-def _rebuild(value: float, details: dict[str, Any]) -> ErrorJaccard:
-    return ErrorJaccard(value, **details)
 
 
 def compare_errors(

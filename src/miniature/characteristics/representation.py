@@ -8,11 +8,11 @@ The paper reports the mean and variance over points (Table 2) and a K sweep (Fig
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from .neighbours import nearest_others
+from .result import Agreement
 
 
 def neighbour_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -35,34 +35,14 @@ def neighbour_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return shared / (2 * k - shared)
 
 
-class KnnAgreement(float):
+class KnnAgreement(Agreement):
     """Mean per-point KNN Jaccard of a pair: a float, with ``variance``, ``per_point``, ``k``, ``n`` and more."""
 
     metric = "knn_agreement"
 
-    def __new__(cls, value: float, **details: Any) -> KnnAgreement:
-        obj = super().__new__(cls, value)
-        obj.__dict__.update(details)
-        return obj
-
-    @property
-    def value(self) -> float:
-        return float(self)
-
-    def as_dict(self) -> dict[str, Any]:
-        details = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
-        return {"metric": self.metric, "value": float(self), **details}
-
     def __repr__(self) -> str:
         return (f"KnnAgreement({float(self):.4f}, variance={self.variance:.4f}, k={self.k}, "
                 f"reference={self.reference!r}, candidate={self.candidate!r}, n={self.n})")
-
-    def __reduce__(self):
-        return (_rebuild, (float(self), dict(self.__dict__)))
-
-
-def _rebuild(value: float, details: dict[str, Any]) -> KnnAgreement:
-    return KnnAgreement(value, **details)
 
 
 def compare_neighbourhoods(
