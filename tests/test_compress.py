@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import onnx
+import pytest
 
 from miniature import Runner, Settings
 from miniature.compress import MANIFEST
@@ -49,3 +50,53 @@ def test_layer_dropping_and_encoder_export_of_a_base_encoder(tiny_models, tmp_pa
     for spec in (str(dropped), f"onnx:{onnx_int8}"):
         out = runner.model(spec).outputs(data)
         assert out.logits is None and out.cls.shape == (200, 32)
+
+
+def test_torch_int8_candidate_loads_quantized_through_its_manifest(tiny_models, tmp_path):
+    import torch
+
+    from miniature.compress import quantize_torch
+    from miniature.models import open_backend, parse_model_spec
+
+    candidate = quantize_torch(tiny_models.teacher, tmp_path / "int8")
+    assert json.loads((candidate / MANIFEST).read_text())["load"] == {"quantize": "int8"}
+    backend = open_backend(parse_model_spec(str(candidate)))
+    backend.load("text-classification")
+    layer = backend.model.bert.encoder.layer[0].attention.self.query
+    assert isinstance(layer, torch.ao.nn.quantized.dynamic.Linear) and layer.weight().dtype == torch.qint8
+    # Same files as the teacher but quantized on load: another cache key, other outputs.
+    runner = Runner(Settings(cache_dir=tmp_path / "cache"))
+    data = runner.dataset(str(tiny_models.eval_csv))
+    int8, fp32 = runner.model(str(candidate)).outputs(data), runner.model(str(tiny_models.teacher)).outputs(data)
+    assert runner.stats.computed == 2 and not (int8.logits == fp32.logits).all()
+
+
+def test_static_onnx_quantization_calibrates_activations(tiny_models, shared_data, tmp_path):
+    from miniature.compress import quantize_onnx
+
+    texts = [line.rsplit("\t", 1)[0] for line in (shared_data / "sst2" / "dev.tsv").read_text().splitlines()[1:33]]
+    static = quantize_onnx(tiny_models.onnx, tmp_path / "static", calibration_texts=texts)
+    graph = onnx.load(str(static)).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "DynamicQuantizeLinear" not in ops
+    manifest = json.loads((static.parent / MANIFEST).read_text())
+    assert manifest["recipe"] == "onnx-static-int8" and manifest["calibration_texts"] == 32
+    runner = Runner(Settings(cache_dir=None))
+    out = runner.model(f"onnx:{static}").outputs(runner.dataset(str(tiny_models.eval_csv)))
+    assert out.logits.shape == (200, 2)
+
+
+def test_magnitude_pruning_reaches_the_asked_sparsity(tiny_models, tmp_path):
+    from safetensors.numpy import load_file
+
+    from miniature.compress import prune_magnitude
+
+    pruned = prune_magnitude(tiny_models.teacher, tmp_path / "pruned", sparsity=0.6)
+    weights = load_file(str(pruned / "model.safetensors"))
+    encoder = [v for k, v in weights.items() if ".encoder.layer." in k and k.endswith(".weight") and v.ndim == 2]
+    zeros = sum(int((w == 0).sum()) for w in encoder) / sum(w.size for w in encoder)
+    assert zeros == pytest.approx(0.6, abs=0.005)
+    assert json.loads((pruned / MANIFEST).read_text())["measured_sparsity"] == pytest.approx(zeros, abs=1e-6)
+    assert (load_file(str(tiny_models.teacher / "model.safetensors"))["classifier.weight"] == weights["classifier.weight"]).all()
+    with pytest.raises(ValueError, match=r"Expected a sparsity in \[0, 1\) but got sparsity=1.0"):
+        prune_magnitude(tiny_models.teacher, tmp_path / "x", sparsity=1.0)

@@ -2,12 +2,15 @@
 
 - :func:`export_onnx`: ``torch.onnx.export`` of a sequence classifier, with its logits and
   last hidden state as outputs and the tokenizer files beside it;
-- :func:`quantize_onnx`: onnxruntime's dynamic int8 quantizer over such an export;
+- :func:`quantize_onnx`: onnxruntime's dynamic int8 quantizer over such an export, or its
+  static (QDQ) quantizer with activation ranges calibrated on given texts;
+- :func:`quantize_torch`: torch dynamic int8 quantization of the Linear layers, on load;
+- :func:`prune_magnitude`: global L1 unstructured pruning (``torch.nn.utils.prune``) of the
+  encoder's Linear weights to a chosen sparsity;
 - :func:`drop_layers`: keep every n-th encoder layer, no retraining;
 - :func:`distill`: a smaller student initialised from every n-th teacher layer and trained
   on the teacher's softened logits (Hinton et al. 2015).
 
-Torch dynamic int8 quantization needs no files: give the spec ``hf:<dir>?quantize=int8``.
 Every recipe writes ``miniature-manifest.json`` saying how the candidate was made.
 """
 
@@ -82,21 +85,110 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17) 
     return path
 
 
-def quantize_onnx(onnx_path: str | Path, out_dir: str | Path) -> Path:
-    """Dynamic int8 weight quantization of an ONNX graph with onnxruntime's quantizer."""
+def quantize_onnx(
+    onnx_path: str | Path,
+    out_dir: str | Path,
+    *,
+    calibration_texts: Sequence[str] | None = None,
+    max_length: int = 128,
+) -> Path:
+    """int8 quantization of an ONNX graph with onnxruntime's quantizer.
+
+    Without ``calibration_texts``: dynamic quantization (int8 weights; activations quantized
+    on the fly). With them: static QDQ quantization, activation ranges calibrated (MinMax)
+    on those texts, tokenized with the graph's tokenizer.
+    """
     import logging
 
     import onnxruntime
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.onnx"
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # the quantizer's pre-processing hint
-    quantize_dynamic(str(onnx_path), str(path), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))  # the quantizer's "run pre-processing first" hint
+    try:
+        if calibration_texts is None:
+            quantize_dynamic(str(onnx_path), str(path), weight_type=QuantType.QInt8)
+            details = {"recipe": "onnx-dynamic-int8"}
+        else:
+            reader = _CalibrationReader(onnx_path, calibration_texts, max_length)
+            quantize_static(str(onnx_path), str(path), reader, quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+            details = {"recipe": "onnx-static-int8", "calibration_texts": len(calibration_texts), "method": "MinMax"}
+    finally:
+        root.setLevel(level)
     _copy_tokenizer(onnx_path.parent, out_dir)
-    _write_manifest(out_dir, "onnx-dynamic-int8", onnx_path, onnxruntime=onnxruntime.__version__, weight_type="QInt8")
+    recipe = details.pop("recipe")
+    _write_manifest(out_dir, recipe, onnx_path, onnxruntime=onnxruntime.__version__, weight_type="QInt8", **details)
     return path
+
+
+class _CalibrationReader:
+    """Feeds onnxruntime's static quantizer one tokenized calibration text at a time."""
+
+    def __init__(self, onnx_path: Path, texts: Sequence[str], max_length: int) -> None:
+        import onnxruntime
+        from transformers import AutoTokenizer
+
+        if not texts:
+            raise ValueError("Expected at least one calibration text for static quantization but got none")
+        names = [i.name for i in onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()]
+        tokenizer = AutoTokenizer.from_pretrained(onnx_path.parent)
+        self._feeds = iter([
+            {k: v.astype("int64") for k, v in tokenizer([t], truncation=True, max_length=max_length, return_tensors="np").items() if k in names}
+            for t in texts
+        ])
+
+    def get_next(self) -> dict | None:
+        return next(self._feeds, None)
+
+
+def quantize_torch(model_dir: str | Path, out_dir: str | Path) -> Path:
+    """A candidate that loads with torch dynamic int8 quantization of every Linear layer.
+
+    torch's dynamically quantized modules cannot be saved as safetensors, so the candidate
+    is the model's files plus a manifest asking the HF backend to quantize on load (the same
+    as the spec ``hf:<dir>?quantize=int8``); the int8 weights exist once it is loaded.
+    """
+    import torch
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in model_dir.iterdir():
+        if path.is_file() and path.name != MANIFEST:
+            shutil.copy2(path, out_dir / path.name)
+    _write_manifest(out_dir, "torch-dynamic-int8", model_dir, torch=torch.__version__, load={"quantize": "int8"})
+    return out_dir
+
+
+def prune_magnitude(model_dir: str | Path, out_dir: str | Path, *, sparsity: float = 0.5) -> Path:
+    """Zero the ``sparsity`` share of smallest-magnitude weights of the encoder's Linear layers.
+
+    Global L1 unstructured pruning with ``torch.nn.utils.prune`` over every Linear weight of
+    the encoder (not the embeddings or the task head), made permanent before saving.
+    """
+    import torch
+    from torch.nn.utils import prune
+
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"Expected a sparsity in [0, 1) but got sparsity={sparsity}")
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    model, tokenizer, _ = _load(model_dir)
+    linears = [(m, "weight") for layer in _encoder_layers(model) for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+    prune.global_unstructured(linears, pruning_method=prune.L1Unstructured, amount=sparsity)
+    for module, name in linears:
+        prune.remove(module, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    zeros = sum(int((m.weight == 0).sum()) for m, _ in linears)
+    total = sum(m.weight.numel() for m, _ in linears)
+    _write_manifest(out_dir, "magnitude-pruning", model_dir, sparsity=sparsity, measured_sparsity=zeros / total,
+                    scope="encoder Linear weights, global L1 unstructured")
+    return out_dir
 
 
 def drop_layers(model_dir: str | Path, out_dir: str | Path, *, keep_every: int = 2) -> Path:

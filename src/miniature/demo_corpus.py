@@ -70,3 +70,28 @@ def demo_corpus(
     order = list(range(n))
     rng.shuffle(order)
     return [texts[i] for i in order], [labels[i] for i in order]
+
+
+# Off-topic sentences for the demo's out-of-distribution challenge set: no films, no verdicts.
+OFF_TOPIC_SUBJECTS = [
+    "the central bank", "the morning train", "a cold front", "the city council", "the harvest", "the new bridge",
+    "share prices", "the football club", "the bakery on the corner", "the school board", "a local farmer",
+    "the mountain road", "the quarterly report", "the river", "the night shift",
+]
+OFF_TOPIC_PREDICATES = [
+    "raised interest rates by a quarter point", "was delayed by twenty minutes", "will bring snow to the north",
+    "approved the budget for next year", "came in earlier than expected", "opened to traffic on Monday",
+    "fell sharply after the announcement", "signed a new goalkeeper", "sells out of bread by noon",
+    "voted to extend the school day", "planted barley in the lower field", "was closed after the rockslide",
+    "showed a small rise in revenue", "flooded the low meadows", "starts at ten in the evening",
+]
+
+
+def off_topic_sentences(n: int, *, seed: int = 0) -> list[str]:
+    """``n`` unique sentences about anything but films: the demo's out-of-distribution points."""
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    while len(seen) < n:
+        sentence = f"{rng.choice(OFF_TOPIC_SUBJECTS)} {rng.choice(OFF_TOPIC_PREDICATES)}."
+        seen.add(sentence[0].upper() + sentence[1:])
+    return sorted(seen, key=lambda _: rng.random())

@@ -159,5 +159,5 @@ class Runner:
 def backend_fingerprint(backend: Backend) -> str:
     from .models.fingerprint import fingerprint
 
-    options = "&".join(f"{k}={v}" for k, v in sorted(backend.spec.options.items()) if k != "tokenizer")
+    options = "&".join(f"{k}={v}" for k, v in sorted(backend.load_options().items()))
     return fingerprint(backend.files(), extra=f"{backend.spec.backend}?{options}")

@@ -39,6 +39,10 @@ class Backend(ABC):
     def files(self) -> list[Path]:
         """The files whose content determines what the model computes."""
 
+    def load_options(self) -> dict[str, str]:
+        """Options that change what the loaded model computes (they enter the cache key)."""
+        return {k: v for k, v in self.spec.options.items() if k != "tokenizer"}
+
     @abstractmethod
     def load(self, task: str) -> None:
         """Load tokenizer and weights for ``task``; a model without a task head yields hidden states only."""

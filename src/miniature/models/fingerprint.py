@@ -34,6 +34,9 @@ def directory_files(directory: Path) -> list[Path]:
     return sorted(
         p for p in directory.iterdir()
         if p.is_file() and not p.name.startswith(".") and not p.name.endswith(_IGNORED_SUFFIXES)
+        # The manifest records when and how a candidate was made; what changes loading
+        # (its "load" options) enters the fingerprint through Backend.load_options().
+        and p.name != "miniature-manifest.json"
     )
 
 

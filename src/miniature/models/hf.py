@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -40,6 +41,18 @@ class HFBackend(Backend):
     def files(self) -> list[Path]:
         return directory_files(self.local_dir)
 
+    def quantize(self) -> str | None:
+        """``?quantize=`` of the spec, else what a candidate's miniature-manifest.json asks for on load."""
+        manifest = self.local_dir / "miniature-manifest.json"
+        on_load = json.loads(manifest.read_text()).get("load", {}) if manifest.is_file() else {}
+        return self.spec.options.get("quantize") or on_load.get("quantize")
+
+    def load_options(self) -> dict[str, str]:
+        options = super().load_options()
+        if self.quantize():
+            options["quantize"] = self.quantize()
+        return options
+
     def has_head(self) -> bool:
         """Whether config.json declares a sequence-classification architecture."""
         return any(a.endswith("ForSequenceClassification") for a in self.config().get("architectures") or [])
@@ -67,7 +80,7 @@ class HFBackend(Backend):
                 f"random. Fine-tune it for {task} first, or give a fine-tuned checkpoint."
             )
         model.eval()
-        if self.spec.options.get("quantize") == "int8":
+        if self.quantize() == "int8":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.ao deprecation notices, not actionable here
                 model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
