@@ -62,6 +62,7 @@ def test_changed_model_files_changed_preprocessing_and_spec_options_miss_the_cac
 
     assert computed(str(model)) == 0
     assert computed(str(model), max_length=16) == 1
+    assert computed(str(model), batch_size=7) == 1
     assert computed(f"hf:{model}?quantize=int8") == 1
     config = model / "config.json"
     config.write_text(config.read_text().replace('"positive"', '"Positive"'))

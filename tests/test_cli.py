@@ -82,3 +82,38 @@ def test_compress_usage_errors_exit_two(tiny_models, args, message):
     args = [str(tiny_models.teacher) if a == "SRC" else a for a in args]
     result = run(*CLI, *args)
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_demo_data_from_a_dataset_the_user_names(shared_data: Path, tmp_path: Path):
+    import csv
+
+    from miniature.demo import demo_data
+
+    said = []
+    texts, labels, names = demo_data(tmp_path, quick=True, train_spec=f"{shared_data / 'imdb_cad' / 'orig_train.tsv'}",
+                                     eval_spec=f"{shared_data / 'imdb_cad' / 'orig_dev.tsv'}", say=said.append)
+    assert names == ("Negative", "Positive") and len(texts) == len(labels) == 240 and set(labels) == {0, 1}
+    rows = list(csv.DictReader(open(tmp_path / "eval.csv", encoding="utf-8")))
+    assert len(rows) == 200 and {r["label"] for r in rows} == {"Negative", "Positive"}
+    challenge = list(csv.DictReader(open(tmp_path / "challenge.csv", encoding="utf-8")))
+    assert [r["ood"] for r in challenge].count("1") == 50 == [r["ood"] for r in challenge].count("0")
+    assert "labels Negative, Positive" in said[0]
+    # Without --eval, the last quarter of --train is the eval set, disjoint from the training rows.
+    texts, _, _ = demo_data(tmp_path, quick=True, train_spec=f"{shared_data / 'sst2' / 'dev.tsv'}?quoting=none", say=said.append)
+    evaluation = {r["text"] for r in csv.DictReader(open(tmp_path / "eval.csv", encoding="utf-8"))}
+    assert len(evaluation) == 200 and not evaluation & set(texts)
+
+
+def test_demo_corpora_do_not_depend_on_the_hash_seed():
+    code = "from miniature.demo_corpus import demo_corpus, off_topic_sentences; print(off_topic_sentences(50), demo_corpus(50))"
+    outputs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
+    assert outputs[0] == outputs[1] and len(outputs[0]) > 1000
+
+
+def test_demo_usage_errors_exit_two(tmp_path: Path, shared_data: Path):
+    result = run(*CLI, "demo", "--eval", "x.csv", "--out", str(tmp_path))
+    assert result.returncode == 2 and "--eval needs --train" in result.stderr
+    (tmp_path / "one.csv").write_text("text,label\na,1\nb,1\n")
+    result = run(*CLI, "demo", "--train", str(tmp_path / "one.csv"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "needs at least two labels" in result.stderr

@@ -98,5 +98,8 @@ def test_magnitude_pruning_reaches_the_asked_sparsity(tiny_models, tmp_path):
     assert zeros == pytest.approx(0.6, abs=0.005)
     assert json.loads((pruned / MANIFEST).read_text())["measured_sparsity"] == pytest.approx(zeros, abs=1e-6)
     assert (load_file(str(tiny_models.teacher / "model.safetensors"))["classifier.weight"] == weights["classifier.weight"]).all()
+    runner = Runner(Settings(cache_dir=None))
+    out = runner.model(str(pruned)).outputs(runner.dataset(str(tiny_models.eval_csv)))
+    assert out.logits.shape == (200, 2)
     with pytest.raises(ValueError, match=r"Expected a sparsity in \[0, 1\) but got sparsity=1.0"):
         prune_magnitude(tiny_models.teacher, tmp_path / "x", sparsity=1.0)

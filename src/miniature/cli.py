@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="miniature-demo", help="where models, config and cache go (default: %(default)s)")
     demo.add_argument("--quick", action="store_true", help="smaller corpus and fewer training steps (for CI)")
     demo.add_argument("--strict", action="store_true", help="exit with pytest's code, so a failed gate fails the command")
+    demo.add_argument("--train", metavar="DATASET", help="fine-tune on this labelled dataset instead of the demo corpus")
+    demo.add_argument("--eval", metavar="DATASET", help="with --train: the labelled eval set (default: the last quarter of --train)")
     compress = commands.add_parser(
         "compress", help="make a compressed candidate of a model with a real tool, ready to gate",
         description="Write a loadable candidate (HF directory or ONNX file with its tokenizer) and a "
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
 
-            return run_demo(args.out, quick=args.quick, strict=args.strict)
+            return run_demo(args.out, quick=args.quick, strict=args.strict, train=args.train, eval=args.eval)
         if args.command == "compress":
             return run_compress(args)
     except MiniatureError as exc:

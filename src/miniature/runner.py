@@ -92,6 +92,9 @@ class Runner:
             dataset=eval_set.fingerprint,
             task=self.settings.task,
             max_length=self.settings.max_length,
+            # Dynamically quantized models scale activations per batch, so which texts share
+            # a batch changes their outputs: the batch size is part of the key.
+            batch_size=self.settings.batch_size,
         )
         outputs = self._cache.get(key) if self._cache else None
         if outputs is not None and outputs.n == len(eval_set):
