@@ -302,3 +302,20 @@ def test_bad_threshold_tables_are_usage_errors(pytester, toml, message):
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_gating_on_the_interval_lower_end_is_stricter_than_on_the_point(project, tiny_models, expected):
+    student = expected["student"]
+    low, high = student.interval
+    assert low < float(student) < high
+    threshold = round((low + float(student)) / 2, 4)
+    project.makepyfile(GATE_TEST.format(threshold=threshold))
+    point = project.runpytest(*gate_args(tiny_models, "student"))
+    assert point.ret == 0
+    point.stdout.fnmatch_lines([f"teacher*student*{float(student):.4f} [[]{low:.3f}, {high:.3f}[]]*PASS (min {threshold:g})"])
+    lower = project.runpytest(*gate_args(tiny_models, "student"), "--miniature-gate=lower")
+    assert lower.ret == pytest.ExitCode.TESTS_FAILED
+    lower.stdout.fnmatch_lines([
+        f"*GateFailure: student does not make the errors teacher makes on *eval.csv (the gate compares the interval's lower end, {low:.4f})",
+        f"teacher*student*FAIL (lower bound {threshold:g})",
+    ])

@@ -59,6 +59,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--miniature-validation", metavar="SPEC", help="in-distribution validation set of the OOD check (default: a held-out tenth of the bank)")
     group.addoption("--miniature-ood", metavar="SPEC", help="challenge set of the OOD check")
     group.addoption("--miniature-pooling", choices=["cls", "mean"], help="embedding of the KNN and OOD checks (default cls)")
+    group.addoption(
+        "--miniature-gate", choices=["point", "lower"],
+        help="gate on the point estimate (default) or on the lower end of its bootstrap 95%% interval",
+    )
     group.addoption("--miniature-cache-dir", metavar="DIR", help="where model outputs are cached (default: .miniature_cache beside pyproject.toml)")
     group.addoption("--miniature-no-cache", action="store_true", help="neither read nor write the output cache")
     group.addoption("--miniature-batch-size", type=positive_int, metavar="N", help="inference batch size (default 32)")
@@ -84,6 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "batch_size": option.miniature_batch_size,
             "max_length": option.miniature_max_length,
             "pooling": option.miniature_pooling,
+            "gate": option.miniature_gate,
             "cache_dir": Path(here, option.miniature_cache_dir) if option.miniature_cache_dir else None,
         })
         if option.miniature_no_cache:

@@ -1,4 +1,8 @@
-"""Assertion helpers: gates that fail with a small, readable table."""
+"""Assertion helpers: gates that fail with a small, readable table.
+
+Each compares the agreement's point estimate with ``min``, or, when the Runner's settings
+say ``gate = "lower"``, the lower end of its bootstrap 95% interval.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +22,11 @@ class GateFailure(AssertionError):
     """A model pair fell below a gate's threshold."""
 
 
-def _gate(result: Any, threshold: float) -> Any:
+def _gate(result: Any, threshold: float, mode: str) -> Any:
+    """Compare the point estimate, or with ``mode="lower"`` the interval's lower end, with ``threshold``."""
     __tracebackhide__ = True
-    result.threshold, result.passed = threshold, float(result) >= threshold
+    compared = result.interval[0] if mode == "lower" and result.interval is not None else float(result)
+    result.threshold, result.gate_mode, result.passed = threshold, mode, compared >= threshold
     if not result.passed:
         raise GateFailure(failure_message(result, threshold))
     return result
@@ -30,7 +36,7 @@ def assert_error_jaccard(reference: Model, candidate: Model, eval_set: EvalSet, 
     """Fail unless the error-set Jaccard of the pair is at least ``min``; return the result."""
     __tracebackhide__ = True
     threshold = check_fraction(min, "min", "assert_error_jaccard")
-    return _gate(error_jaccard(reference, candidate, eval_set), threshold)
+    return _gate(error_jaccard(reference, candidate, eval_set), threshold, reference.runner.settings.gate)
 
 
 def assert_knn_agreement(
@@ -39,7 +45,8 @@ def assert_knn_agreement(
     """Fail unless the mean KNN agreement (K = ``k``) of the pair is at least ``min``; return the result."""
     __tracebackhide__ = True
     threshold = check_fraction(min, "min", "assert_knn_agreement")
-    return _gate(knn_agreement(reference, candidate, eval_set, k=k, pooling=pooling), threshold)
+    result = knn_agreement(reference, candidate, eval_set, k=k, pooling=pooling)
+    return _gate(result, threshold, reference.runner.settings.gate)
 
 
 def assert_ood_agreement(
@@ -59,4 +66,4 @@ def assert_ood_agreement(
     result = ood_agreement(
         reference, candidate, ood_set, train_set=train_set, validation_set=validation_set, k=k, pooling=pooling
     )
-    return _gate(result, threshold)
+    return _gate(result, threshold, reference.runner.settings.gate)

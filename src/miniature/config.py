@@ -22,6 +22,7 @@ else:  # pragma: no cover
 
 TASKS = ("text-classification",)
 POOLINGS = ("cls", "mean")
+GATE_MODES = ("point", "lower")
 #: threshold name -> what it bounds; each is a lower bound on an agreement in [0, 1].
 THRESHOLDS = {
     "error_jaccard": "prediction-error Jaccard",
@@ -70,6 +71,9 @@ class Settings:
     ood: str | DatasetSpec | None = None
     task: str = "text-classification"
     pooling: str = "cls"
+    #: What a gate compares with its threshold: the point estimate, or the lower end of its
+    #: bootstrap 95% interval (so a small eval set cannot pass by luck).
+    gate: str = "point"
     #: K values reported for the KNN-based checks (the paper's Figure 1); values above a set's size are skipped.
     sweep: list[int] = field(default_factory=lambda: [5, 10, 20, 50, 100])
     batch_size: int = 32
@@ -106,6 +110,8 @@ class Settings:
                     f"Unknown threshold {name!r} in [tool.miniature.thresholds]; expected one of {', '.join(THRESHOLDS)}"
                 )
             self.thresholds[name] = Threshold.parse(name, value)
+        if self.gate not in GATE_MODES:
+            raise UsageError(f"Expected gate to be one of {', '.join(GATE_MODES)} in {owner} but got {self.gate!r}")
         if self.pooling not in POOLINGS:
             raise UsageError(f"Expected pooling to be one of {', '.join(POOLINGS)} in {owner} but got {self.pooling!r}")
         if not isinstance(self.sweep, list):

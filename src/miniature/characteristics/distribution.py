@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bootstrap import RESAMPLES, bootstrap_interval, weighted_jaccard
 from .neighbours import kth_neighbour_distances
 from .prediction_errors import jaccard
 from .result import Agreement
@@ -125,12 +126,23 @@ def compare_ood(
     dataset: str = "",
     tpr: float = 0.95,
     pooling: str = "cls",
+    resamples: int = RESAMPLES,
+    seed: int = 0,
 ) -> OodAgreement:
-    """Jaccard(O_ref, O_cand); two empty OOD sets agree perfectly (1.0)."""
+    """Jaccard(O_ref, O_cand); two empty OOD sets agree perfectly (1.0).
+
+    ``interval`` is a seeded bootstrap 95% interval over challenge points, the detectors'
+    thresholds held fixed (``resamples=0``: none).
+    """
     o_ref, o_cand = reference_detection.flagged, candidate_detection.flagged
     position = {point: i for i, point in enumerate(ids)}
+    in_ref = np.array([point in o_ref for point in ids], dtype=bool)
+    in_cand = np.array([point in o_cand for point in ids], dtype=bool)
+    interval = (bootstrap_interval(weighted_jaccard(in_ref, in_cand), len(ids), resamples=resamples, seed=seed)
+                if resamples else None)
     return OodAgreement(
         jaccard(o_ref, o_cand),
+        interval=interval,
         k=reference_detection.k,
         n=len(ids),
         tpr=tpr,

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .bootstrap import RESAMPLES, bootstrap_interval, weighted_jaccard
 from .result import Agreement
 
 
@@ -75,10 +76,13 @@ def compare_errors(
     reference: str = "reference",
     candidate: str = "candidate",
     dataset: str = "",
+    resamples: int = RESAMPLES,
+    seed: int = 0,
 ) -> ErrorJaccard:
     """Compare the error sets of two models on the same points.
 
     Gold labels are given per model because each model may number the classes differently.
+    ``interval`` is a seeded bootstrap 95% interval over points (``resamples=0``: none).
     """
     n = len(ids)
     if n == 0:
@@ -92,8 +96,12 @@ def compare_errors(
         ranked = sorted(differing, key=lambda p: (-shift[position[p]], position[p]))
     else:
         ranked = sorted(differing, key=position.__getitem__)
+    in_ref = np.asarray(reference_predictions) != np.asarray(reference_gold)
+    in_cand = np.asarray(candidate_predictions) != np.asarray(candidate_gold)
+    interval = bootstrap_interval(weighted_jaccard(in_ref, in_cand), n, resamples=resamples, seed=seed) if resamples else None
     return ErrorJaccard(
         jaccard(e_ref, e_cand),
+        interval=interval,
         n=n,
         reference=reference,
         candidate=candidate,

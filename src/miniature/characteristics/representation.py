@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .bootstrap import RESAMPLES, bootstrap_interval, weighted_mean
 from .neighbours import nearest_others
 from .result import Agreement
 
@@ -55,10 +56,13 @@ def compare_neighbourhoods(
     candidate: str = "candidate",
     dataset: str = "",
     pooling: str = "cls",
+    resamples: int = RESAMPLES,
+    seed: int = 0,
 ) -> dict[int, KnnAgreement]:
     """KNN agreement of two embeddings of the same points for every K in ``ks``, from one search.
 
     Embeddings may differ in width (models of different sizes); rows must be the same points.
+    ``interval`` is a seeded bootstrap 95% interval of the mean over points (``resamples=0``: none).
     """
     n = len(ids)
     if reference_embeddings.shape[0] != n or candidate_embeddings.shape[0] != n:
@@ -75,8 +79,10 @@ def compare_neighbourhoods(
     for k in ks:  # rows are sorted by similarity, so the first k columns are the k nearest
         per_point = neighbour_jaccard(ref_nn[:, :k], cand_nn[:, :k])
         order = np.argsort(per_point, kind="stable")
+        interval = bootstrap_interval(weighted_mean(per_point), n, resamples=resamples, seed=seed) if resamples else None
         results[k] = KnnAgreement(
             float(per_point.mean()),
+            interval=interval,
             variance=float(per_point.var()),
             per_point=per_point,
             k=k,

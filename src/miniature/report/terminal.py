@@ -18,11 +18,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def _verdict(result: Any) -> str:
     if getattr(result, "threshold", None) is None:
         return ""
-    return ("PASS" if result.passed else "FAIL") + f" (min {result.threshold:g})"
+    bound = "lower bound" if getattr(result, "gate_mode", "point") == "lower" else "min"
+    return ("PASS" if result.passed else "FAIL") + f" ({bound} {result.threshold:g})"
 
 
 def _value(result: Any) -> str:
-    return f"{float(result):.4f}" + (" (both empty)" if getattr(result, "both_empty", False) else "")
+    interval = getattr(result, "interval", None)
+    text = f"{float(result):.4f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+    return text + (" (both empty)" if getattr(result, "both_empty", False) else "")
 
 
 def _sweep(result: Any) -> str:
@@ -41,16 +44,16 @@ def error_rows(results: Sequence[Any]) -> str:
         f"{r.accuracy_candidate:.4f}", r.errors_reference, r.errors_candidate, r.errors_both,
         "yes" if r.reference_subset else "no", f"{r.negative_flip_rate:.4f}", _verdict(r),
     ] for r in results]
-    headers = ["reference", "candidate", "eval", "n", "error Jaccard", "acc ref", "acc cand",
+    headers = ["reference", "candidate", "eval", "n", "error Jaccard [95% CI]", "acc ref", "acc cand",
                "|E_ref|", "|E_cand|", "|E_ref∩E_cand|", "E_ref⊆E_cand", "neg. flip", "gate"]
     return table(headers, rows)
 
 
 def knn_rows(results: Sequence[Any]) -> str:
     """One row per pair: mean and variance of the per-point KNN Jaccard (Table 2), and the K sweep."""
-    rows = [[r.reference, r.candidate, r.dataset, r.n, r.pooling, r.k, f"{float(r):.4f}", f"{r.variance:.4f}",
+    rows = [[r.reference, r.candidate, r.dataset, r.n, r.pooling, r.k, _value(r), f"{r.variance:.4f}",
              _sweep(r), _verdict(r)] for r in results]
-    return table(["reference", "candidate", "eval", "n", "pooling", "K", "mean", "variance", "mean by K", "gate"], rows)
+    return table(["reference", "candidate", "eval", "n", "pooling", "K", "mean [95% CI]", "variance", "mean by K", "gate"], rows)
 
 
 def ood_rows(results: Sequence[Any]) -> str:
@@ -65,7 +68,7 @@ def ood_rows(results: Sequence[Any]) -> str:
             f"{_rate(ref.auroc)} / {_rate(cand.auroc)}", f"{_rate(ref.fpr_at_tpr95)} / {_rate(cand.fpr_at_tpr95)}",
             _sweep(r), _verdict(r),
         ])
-    headers = ["reference", "candidate", "challenge", "n", "k", "OOD Jaccard", "threshold ref/cand",
+    headers = ["reference", "candidate", "challenge", "n", "k", "OOD Jaccard [95% CI]", "threshold ref/cand",
                "OOD count (rate) ref/cand", "AUROC ref/cand", "FPR@TPR95 ref/cand", "Jaccard by k", "gate"]
     return table(headers, rows)
 
@@ -93,7 +96,7 @@ def summary(results: Sequence[Any]) -> list[str]:
 
 
 def failure_message(result: Any, threshold: float, *, examples: int = 10) -> str:
-    """The message of a failed gate: metric, threshold, value, n and the most telling ids."""
+    """The message of a failed gate: metric, threshold, value with its interval, n and the most telling ids."""
     if result.metric == "error_jaccard":
         head = f"{result.candidate} does not make the errors {result.reference} makes on {result.dataset}"
         headers = ["metric", "threshold", "value", "n", "|E_ref|", "|E_cand|", "|E_ref∩E_cand|", "neg. flip"]
@@ -112,6 +115,8 @@ def failure_message(result: Any, threshold: float, *, examples: int = 10) -> str
         row = [result.metric, f">= {threshold:g}", _value(result), result.n, result.k, len(ref.flagged),
                len(cand.flagged), len(ref.flagged & cand.flagged)]
         ids, what = result.differing_ids, "ids flagged by exactly one model"
+    if getattr(result, "gate_mode", "point") == "lower":
+        head += f" (the gate compares the interval's lower end, {result.interval[0]:.4f})"
     shown = list(ids[:examples])
     more = len(ids) - len(shown)
     return "\n".join([
