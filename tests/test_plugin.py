@@ -319,3 +319,40 @@ def test_gating_on_the_interval_lower_end_is_stricter_than_on_the_point(project,
         f"*GateFailure: student does not make the errors teacher makes on *eval.csv (the gate compares the interval's lower end, {low:.4f})",
         f"teacher*student*FAIL (lower bound {threshold:g})",
     ])
+
+
+def test_json_markdown_step_summary_and_junit_outputs(project, tiny_models, expected, monkeypatch):
+    import json
+    import xml.etree.ElementTree as ET
+
+    summary_file = project.path / "step-summary.md"
+    summary_file.write_text("# earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary_file))
+    project.makepyfile(GATE_TEST.format(threshold=0.9))
+    result = project.runpytest(*gate_args(tiny_models, "student", "int8"), "--miniature-report=out/report.json",
+                               "--miniature-markdown=out/summary.md", "--junitxml=out/junit.xml")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["JSON report: *out/report.json", "Markdown summary: *out/summary.md",
+                                 "Markdown summary appended to $GITHUB_STEP_SUMMARY*"])
+
+    report = json.loads((project.path / "out" / "report.json").read_text())
+    assert (report["schema"], report["version"], report["verdict"], report["exit_status"]) == ("pytest-miniature/report", 1, "fail", 1)
+    assert report["gates"] == {"total": 2, "failed": 1}
+    assert set(report["models"]) == {"teacher", "student", "int8"} and all(len(m["fingerprint"]) == 64 for m in report["models"].values())
+    student = next(r for r in report["results"] if r["candidate"] == "student")
+    assert student["value"] == pytest.approx(float(expected["student"])) and student["passed"] is False
+    assert student["interval"] == pytest.approx(list(expected["student"].interval))
+    assert student["differing_ids_count"] == len(expected["student"].differing_ids)
+    assert report["versions"]["torch"] and report["settings"]["gate"] == "point"
+
+    markdown = (project.path / "out" / "summary.md").read_text()
+    assert "**1 of 2 gates failed**: `error_jaccard` student" in markdown
+    assert "| reference | candidate | eval | n | error Jaccard [95% CI] |" in markdown
+    assert summary_file.read_text().startswith("# earlier step\n## pytest-miniature")
+
+    xml = ET.parse(project.path / "out" / "junit.xml")
+    props = {p.get("name"): p.get("value") for p in xml.iter("property")}
+    assert props["miniature.error_jaccard[student]"] == f"{float(expected['student']):.4f}"
+    assert props["miniature.error_jaccard[student].passed"] == "false"
+    assert props["miniature.error_jaccard[int8].threshold"] == "0.9"
+    assert props["miniature.error_jaccard[student].n"] == "200"

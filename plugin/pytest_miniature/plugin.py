@@ -63,6 +63,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--miniature-gate", choices=["point", "lower"],
         help="gate on the point estimate (default) or on the lower end of its bootstrap 95%% interval",
     )
+    group.addoption("--miniature-report", metavar="PATH", help="write the JSON report (schema pytest-miniature/report v1) to PATH")
+    group.addoption(
+        "--miniature-markdown", metavar="PATH",
+        help="write a Markdown summary to PATH (it is also appended to $GITHUB_STEP_SUMMARY when that is set)",
+    )
     group.addoption("--miniature-cache-dir", metavar="DIR", help="where model outputs are cached (default: .miniature_cache beside pyproject.toml)")
     group.addoption("--miniature-no-cache", action="store_true", help="neither read nor write the output cache")
     group.addoption("--miniature-batch-size", type=positive_int, metavar="N", help="inference batch size (default 32)")
@@ -254,6 +259,30 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items.extend(MiniatureFile.from_parent(session, path=path).collect())
 
 
+# -- results into JUnit XML ---------------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Attach every result a test computed to it as properties (``--junitxml`` writes them)."""
+    state = item.config.stash.get(state_key, None)
+    before = {id(r) for r in state.runner.results} if state is not None and state.runner is not None else set()
+    yield
+    if state is None or state.runner is None:
+        return
+    for result in state.runner.results:
+        if id(result) in before:
+            continue
+        name = f"miniature.{result.metric}[{result.candidate}]"
+        item.user_properties.append((name, f"{float(result):.4f}"))
+        if getattr(result, "interval", None):
+            item.user_properties.append((f"{name}.ci95", f"{result.interval[0]:.4f},{result.interval[1]:.4f}"))
+        if getattr(result, "threshold", None) is not None:
+            item.user_properties.append((f"{name}.threshold", f"{result.threshold:g}"))
+            item.user_properties.append((f"{name}.passed", str(result.passed).lower()))
+        item.user_properties.append((f"{name}.n", str(result.n)))
+
+
 # -- summary ------------------------------------------------------------------------------------------
 
 
@@ -278,3 +307,30 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         f"model outputs: {stats.computed} computed ({stats.seconds_computing:.1f}s), "
         f"{stats.from_disk} from cache (cache: {where})"
     )
+    for line in _write_reports(config, runner, int(exitstatus)):
+        terminalreporter.write_line(line)
+
+
+def _write_reports(config: pytest.Config, runner: Runner, exitstatus: int) -> list[str]:
+    import os
+
+    from miniature.report.json_report import build_report, write_json
+    from miniature.report.markdown import markdown_summary
+
+    here = Path(config.invocation_params.dir)
+    written = []
+    if config.option.miniature_report:
+        path = write_json(build_report(runner, exit_status=exitstatus), here / config.option.miniature_report)
+        written.append(f"JSON report: {path}")
+    markdown = markdown_summary(runner.results) if runner.results else None
+    if markdown and config.option.miniature_markdown:
+        path = here / config.option.miniature_markdown
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(markdown, encoding="utf-8")
+        written.append(f"Markdown summary: {path}")
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if markdown and step_summary:
+        with open(step_summary, "a", encoding="utf-8") as handle:
+            handle.write(markdown + "\n")
+        written.append(f"Markdown summary appended to $GITHUB_STEP_SUMMARY ({step_summary})")
+    return written

@@ -61,6 +61,9 @@ class Runner:
         self._datasets: dict[str, EvalSet] = {}
         self._outputs: dict[tuple[str, str], ModelOutputs] = {}
         self._cache = OutputCache(self.settings.cache_dir) if self.settings.cache_dir else None
+        #: What this run looked at, for reports: model name -> content fingerprint, and the data sets.
+        self.fingerprints: dict[str, str] = {}
+        self.datasets_used: dict[str, EvalSet] = {}
 
     def model(self, spec: str | ModelSpec) -> Model:
         if isinstance(spec, str):
@@ -87,8 +90,10 @@ class Runner:
         if memo_key in self._outputs:
             return self._outputs[memo_key]
         backend = self.backend(model)
+        self.fingerprints[model.name] = backend_fingerprint(backend)
+        self.datasets_used[eval_set.name] = eval_set
         key = cache_key(
-            model=backend_fingerprint(backend),
+            model=self.fingerprints[model.name],
             dataset=eval_set.fingerprint,
             task=self.settings.task,
             max_length=self.settings.max_length,

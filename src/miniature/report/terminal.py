@@ -15,62 +15,73 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def _verdict(result: Any) -> str:
-    if getattr(result, "threshold", None) is None:
+def plain(result: Any) -> dict[str, Any]:
+    """A result as the JSON report stores it (results already in that form pass through)."""
+    if isinstance(result, dict):
+        return result
+    from .json_report import trim
+
+    return trim(result.as_dict())
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    if r.get("threshold") is None:
         return ""
-    bound = "lower bound" if getattr(result, "gate_mode", "point") == "lower" else "min"
-    return ("PASS" if result.passed else "FAIL") + f" ({bound} {result.threshold:g})"
+    bound = "lower bound" if r.get("gate_mode", "point") == "lower" else "min"
+    return ("PASS" if r["passed"] else "FAIL") + f" ({bound} {r['threshold']:g})"
 
 
-def _value(result: Any) -> str:
-    interval = getattr(result, "interval", None)
-    text = f"{float(result):.4f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
-    return text + (" (both empty)" if getattr(result, "both_empty", False) else "")
+def _value(r: dict[str, Any]) -> str:
+    interval = r.get("interval")
+    text = f"{r['value']:.4f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+    return text + (" (both empty)" if r.get("both_empty") else "")
 
 
-def _sweep(result: Any) -> str:
-    sweep = getattr(result, "sweep", None) or {}
-    return " ".join(f"{k}:{(v[0] if isinstance(v, tuple) else v):.3f}" for k, v in sorted(sweep.items()))
+def _sweep(r: dict[str, Any]) -> str:
+    sweep = r.get("sweep") or {}
+    values = {int(k): (v[0] if isinstance(v, (list, tuple)) else v) for k, v in sweep.items()}
+    return " ".join(f"{k}:{v:.3f}" for k, v in sorted(values.items()))
 
 
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def error_rows(results: Sequence[Any]) -> str:
+def error_rows(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """One row per pair: the prediction-error figures of the paper and beyond."""
     rows = [[
-        r.reference, r.candidate, r.dataset, r.n, _value(r), f"{r.accuracy_reference:.4f}",
-        f"{r.accuracy_candidate:.4f}", r.errors_reference, r.errors_candidate, r.errors_both,
-        "yes" if r.reference_subset else "no", f"{r.negative_flip_rate:.4f}", _verdict(r),
+        r["reference"], r["candidate"], r["dataset"], r["n"], _value(r), f"{r['accuracy_reference']:.4f}",
+        f"{r['accuracy_candidate']:.4f}", r["errors_reference"], r["errors_candidate"], r["errors_both"],
+        "yes" if r["reference_subset"] else "no", f"{r['negative_flip_rate']:.4f}", _verdict(r),
     ] for r in results]
     headers = ["reference", "candidate", "eval", "n", "error Jaccard [95% CI]", "acc ref", "acc cand",
                "|E_ref|", "|E_cand|", "|E_ref∩E_cand|", "E_ref⊆E_cand", "neg. flip", "gate"]
-    return table(headers, rows)
+    return headers, rows
 
 
-def knn_rows(results: Sequence[Any]) -> str:
+def knn_rows(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """One row per pair: mean and variance of the per-point KNN Jaccard (Table 2), and the K sweep."""
-    rows = [[r.reference, r.candidate, r.dataset, r.n, r.pooling, r.k, _value(r), f"{r.variance:.4f}",
-             _sweep(r), _verdict(r)] for r in results]
-    return table(["reference", "candidate", "eval", "n", "pooling", "K", "mean [95% CI]", "variance", "mean by K", "gate"], rows)
+    rows = [[r["reference"], r["candidate"], r["dataset"], r["n"], r["pooling"], r["k"], _value(r),
+             f"{r['variance']:.4f}", _sweep(r), _verdict(r)] for r in results]
+    return ["reference", "candidate", "eval", "n", "pooling", "K", "mean [95% CI]", "variance", "mean by K", "gate"], rows
 
 
-def ood_rows(results: Sequence[Any]) -> str:
+def ood_rows(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """One row per pair: Jaccard of the OOD sets and each model's detector figures."""
     rows = []
     for r in results:
-        ref, cand = r.reference_detection, r.candidate_detection
+        ref, cand = r["reference_detection"], r["candidate_detection"]
+        count = lambda d: d.get("flagged_count", len(d.get("flagged", [])))  # noqa: E731
         rows.append([
-            r.reference, r.candidate, r.dataset, r.n, r.k, _value(r),
-            f"{ref.threshold:.4f} / {cand.threshold:.4f}",
-            f"{len(ref.flagged)} ({ref.rate:.3f}) / {len(cand.flagged)} ({cand.rate:.3f})",
-            f"{_rate(ref.auroc)} / {_rate(cand.auroc)}", f"{_rate(ref.fpr_at_tpr95)} / {_rate(cand.fpr_at_tpr95)}",
+            r["reference"], r["candidate"], r["dataset"], r["n"], r["k"], _value(r),
+            f"{ref['threshold']:.4f} / {cand['threshold']:.4f}",
+            f"{count(ref)} ({count(ref) / ref['n']:.3f}) / {count(cand)} ({count(cand) / cand['n']:.3f})",
+            f"{_rate(ref['auroc'])} / {_rate(cand['auroc'])}", f"{_rate(ref['fpr_at_tpr95'])} / {_rate(cand['fpr_at_tpr95'])}",
             _sweep(r), _verdict(r),
         ])
     headers = ["reference", "candidate", "challenge", "n", "k", "OOD Jaccard [95% CI]", "threshold ref/cand",
                "OOD count (rate) ref/cand", "AUROC ref/cand", "FPR@TPR95 ref/cand", "Jaccard by k", "gate"]
-    return table(headers, rows)
+    return headers, rows
 
 
 SECTIONS = (
@@ -80,19 +91,36 @@ SECTIONS = (
 )
 
 
+def sections(results: Sequence[Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
+    """(title, headers, rows) for each characteristic that has results, in the paper's order."""
+    results = [plain(r) for r in results]
+    out = []
+    for metric, title, rows in SECTIONS:
+        chosen = [r for r in results if r["metric"] == metric]
+        if chosen:
+            out.append((title, *rows(chosen)))
+    return out
+
+
+def notes(results: Sequence[Any]) -> list[str]:
+    """Lines that qualify the tables: empty sets, where the OOD thresholds come from."""
+    results = [plain(r) for r in results]
+    lines = []
+    if any(r.get("both_empty") for r in results):
+        lines.append("(both empty): neither model had a point in its set; two empty sets have Jaccard 1.0")
+    for bank, validation in sorted({(r["bank"], r["validation"]) for r in results if r["metric"] == "ood_agreement"}):
+        lines.append(f"OOD bank: {bank}; threshold keeps 95% of: {validation}")
+    if any(r.get("interval") for r in results):
+        lines.append("[95% CI]: seeded bootstrap over eval points (1,000 resamples)")
+    return lines
+
+
 def summary(results: Sequence[Any]) -> list[str]:
     """The lines of the terminal summary: one table per characteristic that has results."""
     lines: list[str] = []
-    for metric, title, render in SECTIONS:
-        chosen = [r for r in results if r.metric == metric]
-        if chosen:
-            lines += [title, *render(chosen).splitlines()]
-            if any(getattr(r, "both_empty", False) for r in chosen):
-                lines.append("(both empty): neither model had a point in its set; two empty sets have Jaccard 1.0")
-    ood = [r for r in results if r.metric == "ood_agreement"]
-    for bank, validation in sorted({(r.bank, r.validation) for r in ood}):
-        lines.append(f"OOD bank: {bank}; threshold keeps 95% of: {validation}")
-    return lines
+    for title, headers, rows in sections(results):
+        lines += [title, *table(headers, rows).splitlines()]
+    return lines + (notes(results) if lines else [])
 
 
 def failure_message(result: Any, threshold: float, *, examples: int = 10) -> str:
@@ -100,19 +128,19 @@ def failure_message(result: Any, threshold: float, *, examples: int = 10) -> str
     if result.metric == "error_jaccard":
         head = f"{result.candidate} does not make the errors {result.reference} makes on {result.dataset}"
         headers = ["metric", "threshold", "value", "n", "|E_ref|", "|E_cand|", "|E_ref∩E_cand|", "neg. flip"]
-        row = [result.metric, f">= {threshold:g}", _value(result), result.n, result.errors_reference,
+        row = [result.metric, f">= {threshold:g}", _value(plain(result)), result.n, result.errors_reference,
                result.errors_candidate, result.errors_both, f"{result.negative_flip_rate:.4f}"]
         ids, what = result.differing_ids, "ids wrong for exactly one model, largest change in gold-class probability first"
     elif result.metric == "knn_agreement":
         head = f"{result.candidate} does not see the neighbourhoods {result.reference} sees in {result.dataset}"
         headers = ["metric", "threshold", "value", "variance", "n", "K", "pooling"]
-        row = [result.metric, f">= {threshold:g}", _value(result), f"{result.variance:.4f}", result.n, result.k, result.pooling]
+        row = [result.metric, f">= {threshold:g}", _value(plain(result)), f"{result.variance:.4f}", result.n, result.k, result.pooling]
         ids, what = result.lowest_ids, "ids whose neighbourhoods agree least"
     else:
         ref, cand = result.reference_detection, result.candidate_detection
         head = f"{result.candidate} does not flag the out-of-distribution points {result.reference} flags in {result.dataset}"
         headers = ["metric", "threshold", "value", "n", "k", "|O_ref|", "|O_cand|", "|O_ref∩O_cand|"]
-        row = [result.metric, f">= {threshold:g}", _value(result), result.n, result.k, len(ref.flagged),
+        row = [result.metric, f">= {threshold:g}", _value(plain(result)), result.n, result.k, len(ref.flagged),
                len(cand.flagged), len(ref.flagged & cand.flagged)]
         ids, what = result.differing_ids, "ids flagged by exactly one model"
     if getattr(result, "gate_mode", "point") == "lower":

@@ -1,0 +1,121 @@
+"""The JSON report: every result, interval, threshold and verdict, with what produced them.
+
+Schema ``pytest-miniature/report`` version 1 (docs/report-schema.md). Per-point arrays
+(``per_point``, detector ``scores``) are left out; id lists are cut to their first 100
+entries, with the full count beside them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "pytest-miniature/report"
+VERSION = 1
+_LIBRARIES = ("pytest-miniature", "pytest", "numpy", "torch", "transformers", "onnxruntime", "faiss-cpu", "datasets")
+_DROPPED = {"per_point", "scores"}
+_ID_LISTS = {"differing_ids", "lowest_ids", "flagged"}
+_MAX_IDS = 100
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def trim(value: Any) -> Any:
+    """A result's ``as_dict()`` as the report stores it: per-point arrays dropped, id lists cut."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key in _DROPPED:
+                continue
+            if key in _ID_LISTS and isinstance(item, list):
+                out[f"{key}_count"] = len(item)
+                item = item[:_MAX_IDS]
+            out[key] = trim(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [trim(v) for v in value]
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    return value
+
+
+def build_report(runner: Any, *, exit_status: int | None = None) -> dict[str, Any]:
+    """The report of everything ``runner`` computed, as plain JSON-ready data."""
+    settings = runner.settings
+    plain_settings = {
+        f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name not in ("models", "base_dir")
+    }
+    plain_settings["thresholds"] = {k: dataclasses.asdict(v) for k, v in settings.thresholds.items()}
+    for key in ("reference", "eval", "train", "validation", "ood", "cache_dir"):
+        if plain_settings.get(key) is not None:
+            plain_settings[key] = getattr(plain_settings[key], "text", str(plain_settings[key]))
+    plain_settings["candidates"] = [getattr(c, "text", c) for c in settings.candidates]
+    models = {
+        name: {"spec": model.spec.text, "backend": model.spec.backend, "location": model.spec.location,
+               "fingerprint": runner.fingerprints.get(name)}
+        for name, model in ((m.name, m) for m in runner._models.values())
+    }
+    datasets = {name: {"n": len(data), "fingerprint": data.fingerprint, "labelled": data.labels is not None}
+                for name, data in runner.datasets_used.items()}
+    results = [trim(r.as_dict()) for r in runner.results]
+    gated = [r for r in results if r.get("threshold") is not None]
+    return {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "verdict": "pass" if all(r["passed"] for r in gated) else "fail",
+        "gates": {"total": len(gated), "failed": sum(not r["passed"] for r in gated)},
+        "exit_status": exit_status,
+        "settings": plain_settings,
+        "versions": _versions(),
+        "platform": {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
+                     "executable": sys.executable},
+        "models": models,
+        "datasets": datasets,
+        "outputs": {"computed": runner.stats.computed, "from_cache": runner.stats.from_disk,
+                    "seconds_computing": round(runner.stats.seconds_computing, 3)},
+        "results": results,
+    }
+
+
+def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``report`` atomically (write, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A saved report, checked to be one this version of the library can read."""
+    from ..errors import UsageError
+
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"Could not read report {path}: {exc}") from exc
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        raise UsageError(f"{path} is not a pytest-miniature report (no \"schema\": \"{SCHEMA}\")")
+    if report.get("version") != VERSION:
+        raise UsageError(f"{path} is report version {report.get('version')!r}; this library reads version {VERSION}")
+    return report
