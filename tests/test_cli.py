@@ -117,3 +117,53 @@ def test_demo_usage_errors_exit_two(tmp_path: Path, shared_data: Path):
     (tmp_path / "one.csv").write_text("text,label\na,1\nb,1\n")
     result = run(*CLI, "demo", "--train", str(tmp_path / "one.csv"), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "needs at least two labels" in result.stderr
+
+
+def test_compare_runs_every_applicable_check_and_gates_with_exit_codes(tiny_models, ood_files, tmp_path: Path):
+    import json
+
+    base = [*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate", str(tiny_models.student),
+            "--candidate", f"onnx:{tiny_models.onnx_int8}", "--eval", str(tiny_models.eval_csv),
+            "--train", str(ood_files.train), "--ood", str(ood_files.challenge), "--cache-dir", str(tmp_path / "cache")]
+    ungated = run(*base, "--report", "out/ungated.json", cwd=tmp_path)
+    assert ungated.returncode == 0, ungated.stderr
+    for line in ("prediction errors (paper section 3):", "data representation, per-point KNN Jaccard (paper section 4):",
+                 "data distribution, Deep-NN OOD sets (paper section 5):", "model outputs: 9 computed", "no gates set"):
+        assert line in ungated.stdout
+    report = json.loads((tmp_path / "out" / "ungated.json").read_text())
+    assert len(report["results"]) == 6 and report["verdict"] == "pass" and report["gates"]["total"] == 0
+
+    gated = run(*base, "--threshold", "error_jaccard=0.99", "--threshold", "knn_agreement=0.0@5", "--markdown", "s.md", cwd=tmp_path)
+    assert gated.returncode == 1
+    assert "model outputs: 0 computed (0.0s), 3 from cache" in gated.stdout  # only the gated checks run
+    assert f"FAILED {tiny_models.student} does not make the errors" in gated.stdout and "1 of 4 gates failed" in gated.stdout
+    assert "**1 of 4 gates failed**" in (tmp_path / "s.md").read_text()
+
+    rendered = run(*CLI, "report", str(tmp_path / "out" / "ungated.json"))
+    assert rendered.returncode == 0
+    assert rendered.stdout.splitlines()[0].endswith(": pass (0 of 0 gates failed)")
+    table = [line for line in ungated.stdout.splitlines() if line.startswith(str(tiny_models.teacher))]
+    assert table and all(line in rendered.stdout for line in table)  # the same rows, from the saved report
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["compare", "--candidate", "REF"], 2, "compare needs --reference SPEC"),
+        (["compare", "--reference", "REF", "--candidate", "REF"], 2, "compare needs data"),
+        (["compare", "--threshold", "speed=1"], 2, "expected NAME=MIN[@K] with NAME one of error_jaccard"),
+        (["compare", "--reference", "REF", "--candidate", "REF", "--eval", "nothing.csv"], 2, "Dataset file 'nothing.csv'"),
+        (["report", "README.md"], 2, "Could not read report README.md"),
+    ],
+)
+def test_compare_and_report_usage_errors(tiny_models, args, code, message):
+    args = [str(tiny_models.teacher) if a == "REF" else a for a in args]
+    result = run(*CLI, *args, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == code and message in result.stderr, result.stderr
+
+
+def test_report_rejects_other_json_and_other_versions(tmp_path: Path):
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    (tmp_path / "future.json").write_text('{"schema": "pytest-miniature/report", "version": 99}')
+    assert "is not a pytest-miniature report" in run(*CLI, "report", str(tmp_path / "other.json")).stderr
+    assert "is report version 99; this library reads version 1" in run(*CLI, "report", str(tmp_path / "future.json")).stderr

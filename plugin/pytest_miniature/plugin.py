@@ -6,7 +6,6 @@ module level; the library is imported inside hooks, and models load only when a 
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,87 +36,24 @@ class MiniatureState:
 state_key = pytest.StashKey[MiniatureState]()
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 but got {text!r}")
-    return value
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
+    from miniature.options import add_options
+
     group = parser.getgroup("miniature", "pytest-miniature: gate compressed models on behaving like their reference")
-    group.addoption("--reference", metavar="SPEC", help="reference model: hf:<id or dir>, onnx:<file>, a path or an alias")
-    group.addoption(
-        "--candidate", action="append", default=[], metavar="SPEC",
-        help="candidate (compressed) model; repeat for several. Tests using the `candidate` fixture run once per candidate.",
-    )
-    group.addoption("--miniature-eval", metavar="SPEC", help="eval set: a csv/tsv/jsonl/json/parquet file, or name[:config]:split[slice]")
-    group.addoption("--miniature-train", metavar="SPEC", help="in-distribution training bank of the OOD check")
-    group.addoption("--miniature-validation", metavar="SPEC", help="in-distribution validation set of the OOD check (default: a held-out tenth of the bank)")
-    group.addoption("--miniature-ood", metavar="SPEC", help="challenge set of the OOD check")
-    group.addoption("--miniature-pooling", choices=["cls", "mean"], help="embedding of the KNN and OOD checks (default cls)")
-    group.addoption(
-        "--miniature-gate", choices=["point", "lower"],
-        help="gate on the point estimate (default) or on the lower end of its bootstrap 95%% interval",
-    )
-    group.addoption("--miniature-report", metavar="PATH", help="write the JSON report (schema pytest-miniature/report v1) to PATH")
-    group.addoption(
-        "--miniature-markdown", metavar="PATH",
-        help="write a Markdown summary to PATH (it is also appended to $GITHUB_STEP_SUMMARY when that is set)",
-    )
-    group.addoption("--miniature-cache-dir", metavar="DIR", help="where model outputs are cached (default: .miniature_cache beside pyproject.toml)")
-    group.addoption("--miniature-no-cache", action="store_true", help="neither read nor write the output cache")
-    group.addoption("--miniature-batch-size", type=positive_int, metavar="N", help="inference batch size (default 32)")
-    group.addoption("--miniature-max-length", type=positive_int, metavar="N", help="truncate inputs to N tokens (default 256)")
-    group.addoption("--miniature-task", choices=["text-classification"], help="task of the models under test")
+    add_options(group.addoption, plugin=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from miniature.config import find_pyproject, load_settings
-    from miniature.data.spec import parse_dataset_spec
     from miniature.errors import UsageError
-    from miniature.models.spec import parse_model_spec
+    from miniature.options import resolve_settings
 
     config.addinivalue_line("markers", "miniature: a model-behaviour gate of pytest-miniature")
-    option = config.option
-    here = Path(config.invocation_params.dir)
     try:
         # From where pytest was invoked first: pytest takes option values that look like paths
         # (--miniature-eval ../data/eval.csv) into its rootdir guess, which can move rootpath up.
-        pyproject = find_pyproject(here) or find_pyproject(Path(config.rootpath))
-        settings = load_settings(pyproject, {
-            "task": option.miniature_task,
-            "batch_size": option.miniature_batch_size,
-            "max_length": option.miniature_max_length,
-            "pooling": option.miniature_pooling,
-            "gate": option.miniature_gate,
-            "cache_dir": Path(here, option.miniature_cache_dir) if option.miniature_cache_dir else None,
-        })
-        if option.miniature_no_cache:
-            settings.cache_dir = None
-        aliases, base = settings.models, settings.base_dir
-        # Specs from the command line resolve against where pytest was invoked; from pyproject, against its folder.
-        if option.reference:
-            settings.reference = parse_model_spec(option.reference, aliases=aliases, base_dir=here)
-        elif settings.reference:
-            settings.reference = parse_model_spec(settings.reference, aliases=aliases, base_dir=base)
-        if option.candidate:
-            settings.candidates = [parse_model_spec(c, aliases=aliases, base_dir=here) for c in option.candidate]
-        else:
-            settings.candidates = [parse_model_spec(c, aliases=aliases, base_dir=base) for c in settings.candidates]
-        names = [c.name for c in settings.candidates]
-        duplicated = sorted({n for n in names if names.count(n) > 1})
-        if duplicated:
-            raise UsageError(f"Candidate(s) {', '.join(duplicated)} given more than once")
-        for key in ("eval", "train", "validation", "ood"):
-            given = getattr(option, f"miniature_{key}")
-            if given:
-                setattr(settings, key, parse_dataset_spec(given, base_dir=here))
-            elif getattr(settings, key):
-                setattr(settings, key, parse_dataset_spec(getattr(settings, key), base_dir=base))
+        settings, pyproject = resolve_settings(
+            config.option, Path(config.invocation_params.dir), search_from=(Path(config.rootpath),)
+        )
     except UsageError as exc:
         raise pytest.UsageError(f"pytest-miniature: {exc}") from None
     config.stash[state_key] = MiniatureState(settings, pyproject)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from . import __version__
-from .errors import MiniatureError
+from .errors import MiniatureError, UsageError
+from .options import add_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +23,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--strict", action="store_true", help="exit with pytest's code, so a failed gate fails the command")
     demo.add_argument("--train", metavar="DATASET", help="fine-tune on this labelled dataset instead of the demo corpus")
     demo.add_argument("--eval", metavar="DATASET", help="with --train: the labelled eval set (default: the last quarter of --train)")
+    compare = commands.add_parser(
+        "compare", help="run the checks and gates without writing tests; exit 0 if every gate passes, 1 if one fails",
+        description="Compare a reference with candidates on every characteristic whose data is given "
+                    "(prediction errors and data representation on --eval, data distribution on --train and --ood), "
+                    "gate on the thresholds of [tool.miniature.thresholds] and --threshold, and print the tables.",
+    )
+    add_options(compare.add_argument, plugin=False)
+    compare.add_argument(
+        "--threshold", action="append", default=[], type=threshold_arg, metavar="NAME=MIN[@K]",
+        help="a gate, e.g. error_jaccard=0.45 or knn_agreement=0.3@10; overrides [tool.miniature.thresholds]",
+    )
+    report = commands.add_parser("report", help="re-render a saved JSON report (terminal tables, Markdown)")
+    report.add_argument("path", help="a report written by --miniature-report or miniature compare --report")
+    report.add_argument("--markdown", metavar="PATH", help="also write the Markdown summary to PATH")
+
     compress = commands.add_parser(
         "compress", help="make a compressed candidate of a model with a real tool, ready to gate",
         description="Write a loadable candidate (HF directory or ONNX file with its tokenizer) and a "
@@ -62,13 +79,118 @@ def whole(text: str) -> int:
     return int(text)
 
 
+def threshold_arg(text: str) -> tuple[str, Any]:
+    from .config import THRESHOLDS
+
+    name, sep, value = text.partition("=")
+    if not sep or name not in THRESHOLDS:
+        raise argparse.ArgumentTypeError(f"expected NAME=MIN[@K] with NAME one of {', '.join(THRESHOLDS)} but got {text!r}")
+    minimum, _, k = value.partition("@")
+    try:
+        return name, ({"min": float(minimum), "k": int(k)} if k else float(minimum))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number for MIN (and a whole number for K) but got {text!r}") from None
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .assertions import GateFailure
+    from .checks import error_jaccard, knn_agreement, ood_agreement
+    from .config import Threshold
+    from .gates import run_gate
+    from .options import resolve_settings
+    from .report.json_report import build_report, write_json
+    from .report.markdown import markdown_summary
+    from .report.terminal import summary
+    from .runner import Runner
+
+    here = Path.cwd()
+    settings, _ = resolve_settings(args, here)
+    for name, value in args.threshold:
+        settings.thresholds[name] = Threshold.parse(name, value)
+    if settings.reference is None or not settings.candidates:
+        raise UsageError("compare needs --reference SPEC and at least one --candidate SPEC (or reference and candidates in [tool.miniature])")
+    if settings.eval is None and (settings.train is None or settings.ood is None):
+        raise UsageError("compare needs data: --eval SPEC, or --train SPEC and --ood SPEC")
+    runner = Runner(settings)
+    reference = runner.model(settings.reference)
+    failures = []
+    for spec in settings.candidates:
+        candidate = runner.model(spec)
+        checks = list(settings.thresholds) or applicable_checks(runner)
+        for check in checks:
+            try:
+                if check in settings.thresholds:
+                    run_gate(runner, check, settings.thresholds[check], spec)
+                elif check == "error_jaccard":
+                    error_jaccard(reference, candidate, runner.dataset(settings.eval))
+                elif check == "knn_agreement":
+                    knn_agreement(reference, candidate, runner.dataset(settings.eval))
+                else:
+                    validation = runner.dataset(settings.validation) if settings.validation else None
+                    ood_agreement(reference, candidate, runner.dataset(settings.ood),
+                                  train_set=runner.dataset(settings.train), validation_set=validation)
+            except GateFailure as failure:
+                failures.append(str(failure))
+    for line in summary(runner.results):
+        print(line)
+    stats = runner.stats
+    print(f"model outputs: {stats.computed} computed ({stats.seconds_computing:.1f}s), {stats.from_disk} from cache "
+          f"(cache: {settings.cache_dir or 'disabled'})")
+    code = 1 if failures else 0
+    if args.miniature_report:
+        print(f"JSON report: {write_json(build_report(runner, exit_status=code), here / args.miniature_report)}")
+    if args.miniature_markdown and runner.results:
+        path = here / args.miniature_markdown
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(markdown_summary(runner.results), encoding="utf-8")
+        print(f"Markdown summary: {path}")
+    for failure in failures:
+        print(f"\nFAILED {failure}")
+    gated = sum(1 for r in runner.results if getattr(r, "threshold", None) is not None)
+    print(f"\n{len(failures)} of {gated} gates failed" if failures else f"\nall {gated} gates passed" if gated else "\nno gates set")
+    return code
+
+
+def applicable_checks(runner: Any) -> list[str]:
+    """Without thresholds: every check whose data is configured (prediction errors only on labelled data)."""
+    settings = runner.settings
+    checks = []
+    if settings.eval is not None:
+        if runner.dataset(settings.eval).labels is not None:
+            checks.append("error_jaccard")
+        checks.append("knn_agreement")
+    if settings.train is not None and settings.ood is not None:
+        checks.append("ood_agreement")
+    return checks
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report.json_report import read_json
+    from .report.markdown import markdown_summary
+    from .report.terminal import summary
+
+    report = read_json(args.path)
+    print(f"pytest-miniature report of {report['created']}: {report['verdict']} "
+          f"({report['gates']['failed']} of {report['gates']['total']} gates failed)")
+    for line in summary(report["results"]):
+        print(line)
+    if args.markdown:
+        path = Path(args.markdown)
+        path.write_text(markdown_summary(report["results"]), encoding="utf-8")
+        print(f"Markdown summary: {path}")
+    return 0
+
+
 def run_compress(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
     from . import compress
     from .data import load_eval_set, parse_dataset_spec
-    from .errors import UsageError
     from .models import open_backend, parse_model_spec
 
     source = open_backend(parse_model_spec(args.source)).local_dir
@@ -104,9 +226,16 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(args.out, quick=args.quick, strict=args.strict, train=args.train, eval=args.eval)
         if args.command == "compress":
             return run_compress(args)
-    except MiniatureError as exc:
+        if args.command == "compare":
+            return run_compare(args)
+        if args.command == "report":
+            return run_report(args)
+    except UsageError as exc:
         print(f"miniature: error: {exc}", file=sys.stderr)
         return 2
+    except MiniatureError as exc:  # a model or data set that could not be used
+        print(f"miniature: error: {exc}", file=sys.stderr)
+        return 3
     return 0  # pragma: no cover - argparse requires a command
 
 

@@ -1,0 +1,110 @@
+"""Command-line options, defined once for the pytest plugin and the ``miniature`` CLI.
+
+The plugin spells most of them ``--miniature-<name>`` (pytest's option namespace is shared
+by every plugin); the CLI spells them ``--<name>``. Both parse into the same ``dest`` and are
+turned into :class:`~miniature.config.Settings` by :func:`resolve_settings`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import GATE_MODES, POOLINGS, TASKS, Settings, find_pyproject, load_settings
+from .errors import UsageError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 but got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: The plugin's flag when it differs from --miniature-<name>.
+    plugin_flag: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return "miniature_" + self.name.replace("-", "_")
+
+    def flag(self, *, plugin: bool) -> str:
+        return (self.plugin_flag or f"--miniature-{self.name}") if plugin else f"--{self.name}"
+
+
+OPTIONS = (
+    Option("reference", {"metavar": "SPEC", "help": "reference model: hf:<id or dir>, onnx:<file>, a path or an alias"},
+           plugin_flag="--reference"),
+    Option("candidate", {"action": "append", "default": [], "metavar": "SPEC",
+                         "help": "candidate (compressed) model; repeat for several"}, plugin_flag="--candidate"),
+    Option("eval", {"metavar": "SPEC", "help": "eval set: a csv/tsv/jsonl/json/parquet file, or name[:config]:split[slice]"}),
+    Option("train", {"metavar": "SPEC", "help": "in-distribution training bank of the OOD check"}),
+    Option("validation", {"metavar": "SPEC",
+                          "help": "in-distribution validation set of the OOD check (default: a held-out tenth of the bank)"}),
+    Option("ood", {"metavar": "SPEC", "help": "challenge set of the OOD check"}),
+    Option("task", {"choices": list(TASKS), "help": "task of the models under test"}),
+    Option("pooling", {"choices": list(POOLINGS), "help": "embedding of the KNN and OOD checks (default cls)"}),
+    Option("gate", {"choices": list(GATE_MODES),
+                    "help": "gate on the point estimate (default) or on the lower end of its bootstrap 95%% interval"}),
+    Option("batch-size", {"type": positive_int, "metavar": "N", "help": "inference batch size (default 32)"}),
+    Option("max-length", {"type": positive_int, "metavar": "N", "help": "truncate inputs to N tokens (default 256)"}),
+    Option("cache-dir", {"metavar": "DIR", "help": "where model outputs are cached (default: .miniature_cache beside pyproject.toml)"}),
+    Option("no-cache", {"action": "store_true", "help": "neither read nor write the output cache"}),
+    Option("report", {"metavar": "PATH", "help": "write the JSON report (schema pytest-miniature/report v1) to PATH"}),
+    Option("markdown", {"metavar": "PATH",
+                        "help": "write a Markdown summary to PATH (also appended to $GITHUB_STEP_SUMMARY when that is set)"}),
+)
+
+
+def add_options(adder: Any, *, plugin: bool) -> None:
+    """Declare every option through ``adder`` (pytest's ``group.addoption`` or argparse's ``add_argument``)."""
+    for option in OPTIONS:
+        adder(option.flag(plugin=plugin), dest=option.dest, **option.kwargs)
+
+
+def resolve_settings(values: Any, here: Path, *, search_from: tuple[Path, ...] = ()) -> tuple[Settings, Path | None]:
+    """Settings from the nearest [tool.miniature] and the parsed option ``values``; specs parsed and checked.
+
+    Specs from the command line resolve against ``here`` (where the command was run); specs
+    from pyproject.toml, against its folder. Raises :class:`UsageError` for anything wrong.
+    """
+    from .data.spec import parse_dataset_spec
+    from .models.spec import parse_model_spec
+
+    get = lambda name: getattr(values, "miniature_" + name)  # noqa: E731
+    pyproject = next((p for p in (find_pyproject(d) for d in (here, *search_from)) if p), None)
+    settings = load_settings(pyproject, {
+        "task": get("task"), "batch_size": get("batch_size"), "max_length": get("max_length"),
+        "pooling": get("pooling"), "gate": get("gate"),
+        "cache_dir": Path(here, get("cache_dir")) if get("cache_dir") else None,
+    })
+    if get("no_cache"):
+        settings.cache_dir = None
+    aliases, base = settings.models, settings.base_dir
+    if get("reference"):
+        settings.reference = parse_model_spec(get("reference"), aliases=aliases, base_dir=here)
+    elif settings.reference:
+        settings.reference = parse_model_spec(settings.reference, aliases=aliases, base_dir=base)
+    if get("candidate"):
+        settings.candidates = [parse_model_spec(c, aliases=aliases, base_dir=here) for c in get("candidate")]
+    else:
+        settings.candidates = [parse_model_spec(c, aliases=aliases, base_dir=base) for c in settings.candidates]
+    names = [c.name for c in settings.candidates]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise UsageError(f"Candidate(s) {', '.join(duplicated)} given more than once")
+    for key in ("eval", "train", "validation", "ood"):
+        if get(key):
+            setattr(settings, key, parse_dataset_spec(get(key), base_dir=here))
+        elif getattr(settings, key):
+            setattr(settings, key, parse_dataset_spec(getattr(settings, key), base_dir=base))
+    return settings, pyproject
