@@ -356,3 +356,46 @@ def test_json_markdown_step_summary_and_junit_outputs(project, tiny_models, expe
     assert props["miniature.error_jaccard[student].passed"] == "false"
     assert props["miniature.error_jaccard[int8].threshold"] == "0.9"
     assert props["miniature.error_jaccard[student].n"] == "200"
+
+
+def test_the_summary_prints_every_pair_as_table_2_does(project, tiny_models, expected):
+    from miniature import Runner, Settings, error_jaccard
+
+    project.makepyfile(GATE_TEST.format(threshold=0.0))
+    result = project.runpytest(*gate_args(tiny_models, "student", "int8"))
+    runner = Runner(Settings(cache_dir=None))
+    data = runner.dataset(str(tiny_models.eval_csv))
+    between = error_jaccard(runner.model(str(tiny_models.student)), runner.model(f"onnx:{tiny_models.onnx_int8}"), data)
+    result.stdout.fnmatch_lines([
+        "all pairs (Table 2), prediction errors, error_jaccard:",
+        "*student*int8",
+        "---*",
+        f"teacher*{float(expected['student']):.4f}*{float(expected['int8']):.4f}",
+        f"student*-*{float(between):.4f}",
+    ])
+
+
+def test_baselines_show_how_each_candidate_moved(project, tiny_models, expected):
+    import json
+
+    project.makepyfile(GATE_TEST.format(threshold=0.0))
+    first = project.runpytest(*gate_args(tiny_models, "student"), "--miniature-save-baseline=baseline.json")
+    first.stdout.fnmatch_lines(["baseline saved: *baseline.json"])
+    # The next release's "student" is another model under the same alias: the teacher's int8 export.
+    baseline = json.loads((project.path / "baseline.json").read_text())
+    assert baseline["results"][0]["candidate"] == "student"
+    project.makepyprojecttoml(f"""
+[tool.miniature.models]
+teacher = "{tiny_models.teacher}"
+student = "onnx:{tiny_models.onnx_int8}"
+""")
+    args = ["--reference", "teacher", "--candidate", "student", "--miniature-eval", str(tiny_models.eval_csv)]
+    second = project.runpytest(*args, "--miniature-compare-baseline=baseline.json", "-p", "no:cacheprovider")
+    old, new = float(expected["student"]), float(expected["int8"])
+    second.stdout.fnmatch_lines([
+        "against baseline *baseline.json (*):",
+        "check*candidate*K*baseline*now*change",
+        f"error_jaccard*student*{old:.4f}*{new:.4f}*{new - old:+.4f}",
+    ])
+    missing = project.runpytest(*args, "--miniature-compare-baseline=nowhere.json")
+    missing.stdout.fnmatch_lines(["baseline not compared: Could not read report *nowhere.json*"])

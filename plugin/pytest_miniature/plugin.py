@@ -237,6 +237,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.section("miniature")
     for line in lines:
         terminalreporter.write_line(line)
+    for line in _pair_matrices(runner):
+        terminalreporter.write_line(line)
     stats = runner.stats
     where = runner.settings.cache_dir or "disabled"
     terminalreporter.write_line(
@@ -247,17 +249,45 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line(line)
 
 
+def _pair_matrices(runner: Runner) -> list[str]:
+    """Table 2 of the paper, every pair, candidates among themselves too, for each characteristic run
+    with two or more candidates."""
+    from miniature.checks import pair_matrix
+    from miniature.errors import MiniatureError
+    from miniature.report.terminal import SECTIONS, matrix_table
+
+    lines = []
+    for metric, title, _ in SECTIONS:
+        try:
+            names, values = pair_matrix(runner, metric)
+        except MiniatureError as exc:  # a pair that cannot be compared must not hide the rest of the summary
+            lines.append(f"all pairs, {metric}: not computed ({exc})")
+            continue
+        if len(names) > 2:
+            lines += [f"all pairs (Table 2), {title.split(' (')[0]}, {metric}:", *matrix_table(names, values).splitlines()]
+    return lines
+
+
 def _write_reports(config: pytest.Config, runner: Runner, exitstatus: int) -> list[str]:
     import os
 
-    from miniature.report.json_report import build_report, write_json
+    from miniature.errors import UsageError
+    from miniature.report.baseline import baseline_lines
+    from miniature.report.json_report import build_report, read_json, write_json
     from miniature.report.markdown import markdown_summary
 
     here = Path(config.invocation_params.dir)
     written = []
-    if config.option.miniature_report:
-        path = write_json(build_report(runner, exit_status=exitstatus), here / config.option.miniature_report)
-        written.append(f"JSON report: {path}")
+    if config.option.miniature_compare_baseline:
+        source = here / config.option.miniature_compare_baseline
+        try:
+            written += baseline_lines(runner.results, read_json(source), str(source))
+        except UsageError as exc:
+            written.append(f"baseline not compared: {exc}")
+    report = build_report(runner, exit_status=exitstatus)
+    for option, what in (("miniature_report", "JSON report"), ("miniature_save_baseline", "baseline saved")):
+        if getattr(config.option, option):
+            written.append(f"{what}: {write_json(report, here / getattr(config.option, option))}")
     markdown = markdown_summary(runner.results) if runner.results else None
     if markdown and config.option.miniature_markdown:
         path = here / config.option.miniature_markdown

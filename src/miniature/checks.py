@@ -12,15 +12,16 @@ from .characteristics.prediction_errors import ErrorJaccard, compare_errors
 from .characteristics.representation import KnnAgreement, compare_neighbourhoods
 from .data import EvalSet
 from .errors import UsageError
-from .runner import Model
+from .runner import Model, Runner
 from .validation import check_fraction, check_positive_int
 
 
-def error_jaccard(reference: Model, candidate: Model, eval_set: EvalSet) -> ErrorJaccard:
+def error_jaccard(reference: Model, candidate: Model, eval_set: EvalSet, *, record: bool = True) -> ErrorJaccard:
     """Jaccard of the sets of ``eval_set`` points each model gets wrong (paper, section 3).
 
     Returns an :class:`~miniature.characteristics.ErrorJaccard`: a float in [0, 1] that
     also carries both accuracies, the set sizes, the subset test and the negative-flip rate.
+    ``record=False`` keeps it out of the Runner's results (and so out of the summary).
     """
     _check_models(reference, candidate, eval_set, "error_jaccard")
     runner = reference.runner
@@ -44,7 +45,8 @@ def error_jaccard(reference: Model, candidate: Model, eval_set: EvalSet) -> Erro
         candidate=candidate.name,
         dataset=eval_set.name,
     )
-    runner.record(result)
+    if record:
+        runner.record(result)
     return result
 
 
@@ -77,6 +79,7 @@ def knn_agreement(
     k: int = 10,
     pooling: str | None = None,
     sweep: Sequence[int] | None = None,
+    record: bool = True,
 ) -> KnnAgreement:
     """Mean Jaccard of each point's K nearest other points under the two models (paper, section 4).
 
@@ -104,7 +107,8 @@ def knn_agreement(
     )
     result = results[k]
     result.sweep = {kk: (float(r), r.variance) for kk, r in results.items()}
-    runner.record(result)
+    if record:
+        runner.record(result)
     return result
 
 
@@ -119,6 +123,7 @@ def ood_agreement(
     tpr: float = 0.95,
     pooling: str | None = None,
     sweep: Sequence[int] | None = None,
+    record: bool = True,
 ) -> OodAgreement:
     """Jaccard of the challenge points each model flags as out-of-distribution (paper, section 5).
 
@@ -168,7 +173,8 @@ def ood_agreement(
     result.bank = train_set.name
     result.validation = validation_set.name if validation_set is not None else f"held-out 10% of {train_set.name}"
     result.sweep = {kk: float(compare_ood(ood_set.ids, ref_d[kk], cand_d[kk], resamples=0)) for kk in ks}
-    runner.record(result)
+    if record:
+        runner.record(result)
     return result
 
 
@@ -179,3 +185,40 @@ def held_out_split(n: int, share: float = 0.1, seed: int = 0) -> tuple[np.ndarra
     order = np.random.default_rng(seed).permutation(n)
     held = max(1, round(n * share))
     return np.sort(order[held:]), np.sort(order[:held])
+
+
+def pair_matrix(runner: Runner, metric: str) -> tuple[list[str], dict[tuple[str, str], float]]:
+    """The paper's Table 2 for one characteristic: its agreement for every pair of models.
+
+    The models are those of the Runner's recorded ``metric`` results (each result's
+    reference first); each missing pair is computed with the same data set and parameters
+    as the first such result, from outputs already in memory. Returns the model names and
+    {(row, column): value} for the upper triangle.
+    """
+    recorded = [r for r in runner.results if r.metric == metric]
+    if not recorded:
+        return [], {}
+    first = recorded[0]
+    same = [r for r in recorded if r.dataset == first.dataset and getattr(r, "k", None) == getattr(first, "k", None)
+            and getattr(r, "pooling", None) == getattr(first, "pooling", None) and r.reference == first.reference]
+    names = [first.reference, *dict.fromkeys(r.candidate for r in same)]
+    values = {(first.reference, r.candidate): float(r) for r in same}
+    models = {m.name: m for m in runner._models.values()}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if (a, b) in values:
+                continue
+            values[(a, b)] = float(_recompute(runner, metric, first, models[a], models[b]))
+    return names, values
+
+
+def _recompute(runner: Runner, metric: str, like: Any, a: Model, b: Model) -> Any:
+    data = runner.datasets_used.get(like.dataset) or runner.dataset(like.dataset)
+    if metric == "error_jaccard":
+        return error_jaccard(a, b, data, record=False)
+    if metric == "knn_agreement":
+        return knn_agreement(a, b, data, k=like.k, pooling=like.pooling, sweep=(), record=False)
+    train = runner.datasets_used.get(like.bank) or runner.dataset(like.bank)
+    validation = None if like.validation.startswith("held-out") else runner.dataset(like.validation)
+    return ood_agreement(a, b, data, train_set=train, validation_set=validation, k=like.k, tpr=like.tpr,
+                         pooling=like.pooling, sweep=(), record=False)

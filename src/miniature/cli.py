@@ -139,8 +139,17 @@ def run_compare(args: argparse.Namespace) -> int:
     print(f"model outputs: {stats.computed} computed ({stats.seconds_computing:.1f}s), {stats.from_disk} from cache "
           f"(cache: {settings.cache_dir or 'disabled'})")
     code = 1 if failures else 0
-    if args.miniature_report:
-        print(f"JSON report: {write_json(build_report(runner, exit_status=code), here / args.miniature_report)}")
+    if args.miniature_compare_baseline:
+        from .report.baseline import baseline_lines
+        from .report.json_report import read_json
+
+        source = here / args.miniature_compare_baseline
+        for line in baseline_lines(runner.results, read_json(source), str(source)):
+            print(line)
+    report = build_report(runner, exit_status=code)
+    for path, what in ((args.miniature_report, "JSON report"), (args.miniature_save_baseline, "baseline saved")):
+        if path:
+            print(f"{what}: {write_json(report, here / path)}")
     if args.miniature_markdown and runner.results:
         path = here / args.miniature_markdown
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -152,3 +152,10 @@ def failure_message(result: Any, threshold: float, *, examples: int = 10) -> str
         table(headers, [row]),
         f"{what}: {', '.join(shown) or '(none)'}" + (f" (+{more} more)" if more > 0 else ""),
     ])
+
+
+def matrix_table(names: Sequence[str], values: dict[tuple[str, str], float]) -> str:
+    """An upper-triangular matrix of pair agreements, as Table 2 of the paper lists its pairs."""
+    rows = [[a, *[f"{values[(a, b)]:.4f}" if (a, b) in values else ("-" if a == b else "") for b in names[1:]]]
+            for a in names[:-1]]
+    return table(["", *names[1:]], rows)

@@ -1,0 +1,37 @@
+"""How results moved against a baseline: the report of the last accepted candidates.
+
+A baseline is any JSON report (``--miniature-save-baseline`` writes one). Results are
+matched on (check, candidate name, K, pooling), so a team that keeps its candidate's alias
+stable sees each release against the last accepted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .terminal import plain, table
+
+
+def _key(r: dict[str, Any]) -> tuple:
+    return (r["metric"], r["candidate"], r.get("k"), r.get("pooling"))
+
+
+def baseline_rows(results: Sequence[Any], baseline: dict[str, Any]) -> list[list[Any]]:
+    """[check, candidate, K, baseline, now, change] for every result the baseline also has."""
+    before = {_key(r): r for r in baseline["results"]}
+    rows = []
+    for r in map(plain, results):
+        old = before.get(_key(r))
+        if old is not None:
+            rows.append([r["metric"], r["candidate"], r.get("k") or "", f"{old['value']:.4f}", f"{r['value']:.4f}",
+                         f"{r['value'] - old['value']:+.4f}"])
+    return rows
+
+
+def baseline_lines(results: Sequence[Any], baseline: dict[str, Any], source: str) -> list[str]:
+    rows = baseline_rows(results, baseline)
+    if not rows:
+        return [f"baseline {source} ({baseline['created']}): no result matches (check, candidate, K, pooling)"]
+    return [f"against baseline {source} ({baseline['created']}):",
+            *table(["check", "candidate", "K", "baseline", "now", "change"], rows).splitlines()]
