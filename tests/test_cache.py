@@ -91,3 +91,13 @@ def test_no_cache_dir_writes_nothing(tiny_models, tmp_path: Path, monkeypatch):
         warnings.simplefilter("error", CacheWarning)
         runner.model(str(tiny_models.teacher)).outputs(runner.dataset(str(tiny_models.eval_csv)))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_entries_are_readable_like_ordinary_files(tmp_path: Path):
+    import os
+    import stat
+
+    path = OutputCache(tmp_path).put("ab" * 32, ModelOutputs(logits=np.zeros((1, 2), np.float32), cls=None), {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

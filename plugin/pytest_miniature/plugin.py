@@ -271,7 +271,7 @@ def _pair_matrices(runner: Runner) -> list[str]:
 def _write_reports(config: pytest.Config, runner: Runner, exitstatus: int) -> list[str]:
     import os
 
-    from miniature.errors import UsageError
+    from miniature.errors import MiniatureError, UsageError
     from miniature.report.baseline import baseline_lines
     from miniature.report.json_report import build_report, read_json, write_json
     from miniature.report.markdown import markdown_summary
@@ -288,6 +288,13 @@ def _write_reports(config: pytest.Config, runner: Runner, exitstatus: int) -> li
     for option, what in (("miniature_report", "JSON report"), ("miniature_save_baseline", "baseline saved")):
         if getattr(config.option, option):
             written.append(f"{what}: {write_json(report, here / getattr(config.option, option))}")
+    if config.option.miniature_html:
+        from miniature.report.html import write_html
+
+        try:
+            written.append(f"HTML report: {write_html(runner.results, here / config.option.miniature_html, report=report)}")
+        except MiniatureError as exc:
+            written.append(f"HTML report not written: {exc}")
     markdown = markdown_summary(runner.results) if runner.results else None
     if markdown and config.option.miniature_markdown:
         path = here / config.option.miniature_markdown

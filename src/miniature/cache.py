@@ -12,13 +12,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic import write_atomic
 from .errors import CacheWarning
 from .outputs import ModelOutputs
 
@@ -61,21 +61,11 @@ class OutputCache:
 
     def put(self, key: str, outputs: ModelOutputs, meta: dict[str, Any]) -> Path:
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"meta": np.array(json.dumps({**meta, "key": key}))}
         for name in ("logits", "cls", "mean"):
             if getattr(outputs, name) is not None:
                 arrays[name] = getattr(outputs, name)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(buffer.getvalue())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, buffer.getvalue())
         return path

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="re-render a saved JSON report (terminal tables, Markdown)")
     report.add_argument("path", help="a report written by --miniature-report or miniature compare --report")
     report.add_argument("--markdown", metavar="PATH", help="also write the Markdown summary to PATH")
+    report.add_argument("--html", metavar="PATH", help="also write the HTML report with its plots to PATH")
 
     compress = commands.add_parser(
         "compress", help="make a compressed candidate of a model with a real tool, ready to gate",
@@ -150,6 +151,10 @@ def run_compare(args: argparse.Namespace) -> int:
     for path, what in ((args.miniature_report, "JSON report"), (args.miniature_save_baseline, "baseline saved")):
         if path:
             print(f"{what}: {write_json(report, here / path)}")
+    if args.miniature_html:
+        from .report.html import write_html
+
+        print(f"HTML report: {write_html(runner.results, here / args.miniature_html, report=report)}")
     if args.miniature_markdown and runner.results:
         path = here / args.miniature_markdown
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +196,10 @@ def run_report(args: argparse.Namespace) -> int:
         path = Path(args.markdown)
         path.write_text(markdown_summary(report["results"]), encoding="utf-8")
         print(f"Markdown summary: {path}")
+    if args.html:
+        from .report.html import write_html
+
+        print(f"HTML report: {write_html(report['results'], args.html, report=report)}")
     return 0
 
 

@@ -12,11 +12,12 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from ..atomic import write_atomic
 
 SCHEMA = "pytest-miniature/report"
 VERSION = 1
@@ -96,14 +97,7 @@ def build_report(runner: Any, *, exit_status: int | None = None) -> dict[str, An
 
 def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``report`` atomically (write, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, (json.dumps(report, indent=2, default=str) + "\n").encode())
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
