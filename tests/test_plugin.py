@@ -399,3 +399,21 @@ student = "onnx:{tiny_models.onnx_int8}"
     ])
     missing = project.runpytest(*args, "--miniature-compare-baseline=nowhere.json")
     missing.stdout.fnmatch_lines(["baseline not compared: Could not read report *nowhere.json*"])
+
+
+def test_under_xdist_the_controller_reports_what_the_workers_computed(project, tiny_models, expected):
+    import json
+
+    project.makepyfile(GATE_TEST.format(threshold=0.3))
+    result = project.runpytest("-n", "2", *gate_args(tiny_models, "student", "int8"), "--miniature-report=report.json")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*= miniature =*",
+        "prediction errors (paper section 3):",
+        "teacher*student*eval.csv" + row(expected["student"]) + "PASS (min 0.3)",
+        "(results of 2 xdist workers; the all-pairs matrix needs the models in one process*",
+        "model outputs: * computed*",
+        "JSON report: *report.json",
+    ])
+    report = json.loads((project.path / "report.json").read_text())
+    assert sorted(r["candidate"] for r in report["results"]) == ["int8", "student"] and report["gates"]["total"] == 2

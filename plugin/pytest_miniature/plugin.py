@@ -6,7 +6,7 @@ module level; the library is imported inside hooks, and models load only when a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,8 @@ class MiniatureState:
     runner: Runner | None = None
     #: Whether pyproject.toml was collected as a file (else its checks are added after collection).
     collected: bool = False
+    #: On the xdist controller: the reports its workers sent.
+    worker_reports: list[dict[str, Any]] = field(default_factory=list)
 
     def get_runner(self) -> Runner:
         if self.runner is None:
@@ -222,30 +224,61 @@ def pytest_runtest_call(item: pytest.Item):
 # -- summary ------------------------------------------------------------------------------------------
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """On an xdist worker: hand this worker's report to the controller, which reports for all."""
+    config = session.config
+    state = config.stash.get(state_key, None)
+    if hasattr(config, "workeroutput") and state is not None and state.runner is not None:
+        import json
+
+        from miniature.report.json_report import build_report
+
+        # Through JSON: execnet carries only plain types.
+        config.workeroutput["miniature"] = json.loads(json.dumps(build_report(state.runner), default=str))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the xdist controller: collect each worker's report."""
+    report = getattr(node, "workeroutput", {}).get("miniature")
+    state = node.config.stash.get(state_key, None)
+    if report is not None and state is not None:
+        state.worker_reports.append(report)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):  # xdist worker: the controller reports
         return
     state = config.stash.get(state_key, None)
-    if state is None or state.runner is None:
+    if state is None or (state.runner is None and not state.worker_reports):
         return
+    from miniature.report.json_report import build_report, merge_reports
     from miniature.report.terminal import summary
 
-    runner = state.runner
-    lines = summary(runner.results)
-    if not lines and not runner.stats.computed and not runner.stats.from_disk:
+    if state.runner is not None:
+        report = build_report(state.runner, exit_status=int(exitstatus))
+    else:
+        report = merge_reports(state.worker_reports, exit_status=int(exitstatus))
+    results = report["results"]
+    lines = summary(results)
+    outputs = report["outputs"]
+    if not lines and not outputs["computed"] and not outputs["from_cache"]:
         return
     terminalreporter.section("miniature")
     for line in lines:
         terminalreporter.write_line(line)
-    for line in _pair_matrices(runner):
-        terminalreporter.write_line(line)
-    stats = runner.stats
-    where = runner.settings.cache_dir or "disabled"
+    if state.runner is not None:
+        for line in _pair_matrices(state.runner):
+            terminalreporter.write_line(line)
+    else:
+        terminalreporter.write_line(f"(results of {len(state.worker_reports)} xdist workers; the all-pairs matrix "
+                                    "needs the models in one process: run without -n to see it)")
+    where = state.settings.cache_dir or "disabled"
     terminalreporter.write_line(
-        f"model outputs: {stats.computed} computed ({stats.seconds_computing:.1f}s), "
-        f"{stats.from_disk} from cache (cache: {where})"
+        f"model outputs: {outputs['computed']} computed ({outputs['seconds_computing']:.1f}s), "
+        f"{outputs['from_cache']} from cache (cache: {where})"
     )
-    for line in _write_reports(config, runner, int(exitstatus)):
+    for line in _write_reports(config, report):
         terminalreporter.write_line(line)
 
 
@@ -268,23 +301,23 @@ def _pair_matrices(runner: Runner) -> list[str]:
     return lines
 
 
-def _write_reports(config: pytest.Config, runner: Runner, exitstatus: int) -> list[str]:
+def _write_reports(config: pytest.Config, report: dict[str, Any]) -> list[str]:
     import os
 
     from miniature.errors import MiniatureError, UsageError
     from miniature.report.baseline import baseline_lines
-    from miniature.report.json_report import build_report, read_json, write_json
+    from miniature.report.json_report import read_json, write_json
     from miniature.report.markdown import markdown_summary
 
     here = Path(config.invocation_params.dir)
+    results = report["results"]
     written = []
     if config.option.miniature_compare_baseline:
         source = here / config.option.miniature_compare_baseline
         try:
-            written += baseline_lines(runner.results, read_json(source), str(source))
+            written += baseline_lines(results, read_json(source), str(source))
         except UsageError as exc:
             written.append(f"baseline not compared: {exc}")
-    report = build_report(runner, exit_status=exitstatus)
     for option, what in (("miniature_report", "JSON report"), ("miniature_save_baseline", "baseline saved")):
         if getattr(config.option, option):
             written.append(f"{what}: {write_json(report, here / getattr(config.option, option))}")
@@ -292,10 +325,10 @@ def _write_reports(config: pytest.Config, runner: Runner, exitstatus: int) -> li
         from miniature.report.html import write_html
 
         try:
-            written.append(f"HTML report: {write_html(runner.results, here / config.option.miniature_html, report=report)}")
+            written.append(f"HTML report: {write_html(results, here / config.option.miniature_html, report=report)}")
         except MiniatureError as exc:
             written.append(f"HTML report not written: {exc}")
-    markdown = markdown_summary(runner.results) if runner.results else None
+    markdown = markdown_summary(results) if results else None
     if markdown and config.option.miniature_markdown:
         path = here / config.option.miniature_markdown
         path.parent.mkdir(parents=True, exist_ok=True)

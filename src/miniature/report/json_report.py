@@ -95,6 +95,29 @@ def build_report(runner: Any, *, exit_status: int | None = None) -> dict[str, An
     }
 
 
+def merge_reports(reports: list[dict[str, Any]], *, exit_status: int | None = None) -> dict[str, Any]:
+    """One report from the reports of several processes of one run (pytest-xdist's workers)."""
+    merged = dict(reports[0])
+    merged.update(models={}, datasets={}, results=[], exit_status=exit_status,
+                  outputs={"computed": 0, "from_cache": 0, "seconds_computing": 0.0})
+    seen = set()
+    for report in reports:
+        merged["models"].update(report["models"])
+        merged["datasets"].update(report["datasets"])
+        for key in merged["outputs"]:
+            merged["outputs"][key] += report["outputs"][key]
+        for result in report["results"]:
+            identity = (result["metric"], result["reference"], result["candidate"], result["dataset"],
+                        result.get("pooling"), result.get("k"))
+            if identity not in seen:
+                seen.add(identity)
+                merged["results"].append(result)
+    gated = [r for r in merged["results"] if r.get("threshold") is not None]
+    merged["gates"] = {"total": len(gated), "failed": sum(not r["passed"] for r in gated)}
+    merged["verdict"] = "pass" if not merged["gates"]["failed"] else "fail"
+    return merged
+
+
 def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``report`` atomically (write, then rename)."""
     return write_atomic(path, (json.dumps(report, indent=2, default=str) + "\n").encode())
