@@ -33,6 +33,14 @@ def test_the_quick_demo_builds_gates_and_leaves_a_project_that_reruns_from_cache
     for name in candidates:
         assert f"reference  {name}" in result.stdout
         assert (out / "models" / name / "miniature-manifest.json").is_file()
+    reports = out / "reports"
+    assert f"reports in {reports}: report.json, report.html" in result.stdout
+    import json
+
+    report = json.loads((reports / "report.json").read_text())
+    assert report["gates"]["total"] == 18 and len(report["models"]) == 7
+    assert (reports / "report_files" / "figure-1ab-representation.png").stat().st_size > 0
+    assert (reports / "summary.md").read_text().startswith("## pytest-miniature") and (reports / "junit.xml").is_file()
     rerun = run(sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", cwd=out)
     assert "model outputs: 0 computed (0.0s), 21 from cache" in rerun.stdout
     # The same verdicts as the demo's own gate run, now without running a model.

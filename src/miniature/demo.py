@@ -198,8 +198,12 @@ def run_demo(
     gates = ", ".join(f"{name} >= {value}" for name, value in THRESHOLDS.items())
     print(f"[4/4] gating every candidate with pytest: {gates} (config: {out / 'pyproject.toml'})")
     sys.stdout.flush()
-    command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--rootdir", str(out), str(out)]
+    reports = out / "reports"
+    command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--rootdir", str(out), str(out),
+               f"--miniature-report={reports / 'report.json'}", f"--miniature-html={reports / 'report.html'}",
+               f"--miniature-markdown={reports / 'summary.md'}", f"--junitxml={reports / 'junit.xml'}"]
     code = subprocess.call(command, cwd=out)
-    print(f"\nreports: the table above; models, eval set and config in {out}; cached outputs in {out / '.miniature_cache'}")
+    print(f"\nreports in {reports}: report.json, report.html (with the Figure 1 plots), summary.md, junit.xml")
+    print(f"models, data sets and config in {out}; cached model outputs in {out / '.miniature_cache'}")
     print(f"re-run the gate alone (from the cache, no model runs): cd {out} && {sys.executable} -m pytest -v")
     return code if strict else (0 if code in (0, 1) else code)
