@@ -149,3 +149,17 @@ def test_checks_need_hidden_states(tmp_path, tiny_models, runner):
     with pytest.raises(ModelLoadError, match=r"gave no usable embeddings for the data-representation check"):
         knn_agreement(runner.model(str(tiny_models.teacher)), runner.model(f"onnx:{folder / 'model.onnx'}"), data)
     assert json.loads((folder / "config.json").read_text())["id2label"]
+
+
+def test_each_model_is_searched_once_however_many_pairs_it_is_in(tiny_models, runner, monkeypatch):
+    from miniature.characteristics import neighbours as module
+
+    calls = []
+    real = module.nearest_others
+    monkeypatch.setattr(module, "nearest_others", lambda x, k: (calls.append(k), real(x, k))[1])
+    data = runner.dataset(str(tiny_models.eval_csv))
+    models = [runner.model(s) for s in (str(tiny_models.teacher), str(tiny_models.student), f"onnx:{tiny_models.onnx}")]
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        knn_agreement(models[a], models[b], data, k=10)
+    knn_agreement(models[1], models[2], data, k=5, sweep=())
+    assert calls == [100, 100, 100]  # one search per model at the sweep's largest K; K=5 is sliced from it

@@ -104,6 +104,7 @@ def knn_agreement(
         runner.embeddings(reference, eval_set, pooling, check),
         runner.embeddings(candidate, eval_set, pooling, check),
         ks=ks, reference=reference.name, candidate=candidate.name, dataset=eval_set.name, pooling=pooling,
+        neighbours=tuple(runner.neighbours(m, eval_set, pooling, ks[-1], check) for m in (reference, candidate)),
     )
     result = results[k]
     result.sweep = {kk: (float(r), r.variance) for kk, r in results.items()}
@@ -154,17 +155,20 @@ def ood_agreement(
         )
     ks = _sweep_ks(k, runner.settings.sweep if sweep is None else sweep, bank_size)
     is_ood = np.array(ood_set.ood) if ood_set.ood is not None else None
-    detections = {}
-    for model in (reference, candidate):
+    def detect(model: Model) -> dict:
         train = runner.embeddings(model, train_set, pooling, check)
         if validation_set is None:
             bank, validation = train[bank_index], train[val_index]
         else:
             bank, validation = train, runner.embeddings(model, validation_set, pooling, check)
         challenge = runner.embeddings(model, ood_set, pooling, check)
-        detections[model] = detect_ood(
-            ood_set.ids, bank=bank, validation=validation, challenge=challenge, ks=ks, tpr=tpr, is_ood=is_ood
-        )
+        return detect_ood(ood_set.ids, bank=bank, validation=validation, challenge=challenge, ks=ks, tpr=tpr, is_ood=is_ood)
+
+    # One detector per model and setting, however many pairs it is in (the all-pairs matrix).
+    setting = (train_set.fingerprint, validation_set.fingerprint if validation_set else None, ood_set.fingerprint,
+               pooling, tuple(ks), tpr)
+    detections = {model: runner.memo(("ood", model.spec.text, *setting), lambda model=model: detect(model))
+                  for model in (reference, candidate)}
     ref_d, cand_d = detections[reference], detections[candidate]
     result = compare_ood(
         ood_set.ids, ref_d[k], cand_d[k], reference=reference.name, candidate=candidate.name,

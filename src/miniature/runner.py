@@ -64,6 +64,8 @@ class Runner:
         #: What this run looked at, for reports: model name -> content fingerprint, and the data sets.
         self.fingerprints: dict[str, str] = {}
         self.datasets_used: dict[str, EvalSet] = {}
+        self._neighbours: dict[tuple, np.ndarray] = {}
+        self._derived: dict[tuple, Any] = {}
 
     def model(self, spec: str | ModelSpec) -> Model:
         if isinstance(spec, str):
@@ -133,6 +135,22 @@ class Runner:
             return outputs.embeddings(pooling)
         except ValueError as exc:
             raise ModelLoadError(f"Model {model.name!r} gave no usable embeddings for {check}: {exc}") from exc
+
+    def neighbours(self, model: Model, eval_set: EvalSet, pooling: str, k: int, check: str) -> np.ndarray:
+        """Each point's ``k`` nearest other points under ``model``, searched once per (model, data, pooling)."""
+        from .characteristics.neighbours import nearest_others
+
+        key = (model.spec.text, eval_set.fingerprint, pooling)
+        known = self._neighbours.get(key)
+        if known is None or known.shape[1] < k:
+            known = self._neighbours[key] = nearest_others(self.embeddings(model, eval_set, pooling, check), k)
+        return known[:, :k]  # rows are ordered nearest first, so a wider search answers a narrower one
+
+    def memo(self, key: tuple, compute: Any) -> Any:
+        """A derived value (such as a model's OOD detections) computed once per run."""
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]
 
     def record(self, result: Any) -> None:
         """Keep a check's result for the summary; the same check re-run with the same settings replaces it."""

@@ -58,11 +58,13 @@ def compare_neighbourhoods(
     pooling: str = "cls",
     resamples: int = RESAMPLES,
     seed: int = 0,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[int, KnnAgreement]:
     """KNN agreement of two embeddings of the same points for every K in ``ks``, from one search.
 
     Embeddings may differ in width (models of different sizes); rows must be the same points.
     ``interval`` is a seeded bootstrap 95% interval of the mean over points (``resamples=0``: none).
+    ``neighbours``: each model's :func:`nearest_others` for at least the largest K, when already known.
     """
     n = len(ids)
     if reference_embeddings.shape[0] != n or candidate_embeddings.shape[0] != n:
@@ -73,8 +75,12 @@ def compare_neighbourhoods(
     ks = sorted(set(ks))
     if not ks or ks[0] < 1 or ks[-1] > n - 1:
         raise ValueError(f"Expected every K in 1..{n - 1} (n - 1 for {n} points) but got {list(ks)}")
-    ref_nn = nearest_others(reference_embeddings, ks[-1])
-    cand_nn = nearest_others(candidate_embeddings, ks[-1])
+    if neighbours is None:
+        ref_nn, cand_nn = nearest_others(reference_embeddings, ks[-1]), nearest_others(candidate_embeddings, ks[-1])
+    else:
+        ref_nn, cand_nn = neighbours
+        if min(ref_nn.shape[1], cand_nn.shape[1]) < ks[-1]:
+            raise ValueError(f"Expected precomputed neighbours for K >= {ks[-1]}")
     results = {}
     for k in ks:  # rows are sorted by similarity, so the first k columns are the k nearest
         per_point = neighbour_jaccard(ref_nn[:, :k], cand_nn[:, :k])
