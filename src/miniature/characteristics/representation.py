@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .bootstrap import RESAMPLES, bootstrap_interval, weighted_mean
+from .bootstrap import RESAMPLES, bootstrap_intervals, weighted_mean
 from .neighbours import nearest_others
 from .result import Agreement
 
@@ -81,11 +81,14 @@ def compare_neighbourhoods(
         ref_nn, cand_nn = neighbours
         if min(ref_nn.shape[1], cand_nn.shape[1]) < ks[-1]:
             raise ValueError(f"Expected precomputed neighbours for K >= {ks[-1]}")
+    # Rows are sorted by similarity, so the first k columns are the k nearest.
+    per_k = {k: neighbour_jaccard(ref_nn[:, :k], cand_nn[:, :k]) for k in ks}
+    intervals = (bootstrap_intervals([weighted_mean(per_k[k]) for k in ks], n, resamples=resamples, seed=seed)
+                 if resamples else [None] * len(ks))
     results = {}
-    for k in ks:  # rows are sorted by similarity, so the first k columns are the k nearest
-        per_point = neighbour_jaccard(ref_nn[:, :k], cand_nn[:, :k])
+    for k, interval in zip(ks, intervals):
+        per_point = per_k[k]
         order = np.argsort(per_point, kind="stable")
-        interval = bootstrap_interval(weighted_mean(per_point), n, resamples=resamples, seed=seed) if resamples else None
         results[k] = KnnAgreement(
             float(per_point.mean()),
             interval=interval,
