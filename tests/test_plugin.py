@@ -255,6 +255,12 @@ ood_agreement = 0.0
         "reference*candidate*challenge*n*k*OOD Jaccard*threshold ref/cand*OOD count (rate) ref/cand*AUROC ref/cand*FPR@TPR95 ref/cand*",
         "teacher*student*challenge.csv*120*10*0.*/ 0.*(0.*) / *(0.*)*/*/*5:* 10:* 20:*PASS (min 0)",
         "OOD bank: *train.csv; threshold keeps 95% of: held-out 10% of *train.csv",
+        "all pairs (Table 2), data representation, per-point KNN Jaccard, knn_agreement:",
+        "all pairs (Table 2), data distribution, Deep-NN OOD sets, ood_agreement:",
+        "*student*int8",
+        "---*",
+        "teacher*",
+        "student*-*",
     ])
 
 
@@ -286,7 +292,7 @@ ood_agreement = 0.2
 """)
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*sets ood_agreement but no train (--miniature-train) or ood (--miniature-ood) is configured*"])
+    result.stdout.fnmatch_lines(["*ood_agreement needs train (--miniature-train) and ood (--miniature-ood); configure them on the command line or in [[]tool.miniature[]]*"])
 
 
 @pytest.mark.parametrize(

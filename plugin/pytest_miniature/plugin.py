@@ -162,9 +162,9 @@ class MiniatureCheckItem(pytest.Item):
         self.add_marker("miniature")
 
     def runtest(self) -> None:
-        from miniature.gates import run_gate
+        from miniature.gates import run_check
 
-        run_gate(_state(self.config).get_runner(), self.check, self.threshold, self.candidate_spec)
+        run_check(_state(self.config).get_runner(), self.check, self.candidate_spec, self.threshold)
 
     def repr_failure(self, excinfo, style=None):
         from miniature.errors import MiniatureError

@@ -20,7 +20,7 @@ _EXPORTS = {
     "ErrorJaccard": "characteristics", "compare_errors": "characteristics", "error_set": "characteristics",
     "jaccard": "characteristics", "negative_flip_rate": "characteristics",
     "error_jaccard": "checks", "knn_agreement": "checks", "ood_agreement": "checks",
-    "run_gate": "gates",
+    "run_check": "gates",
     "Settings": "config", "Threshold": "config", "load_settings": "config",
     "EvalSet": "data",
     "CacheWarning": "errors", "DatasetError": "errors", "LabelMismatchError": "errors", "MiniatureError": "errors",

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .characteristics.bootstrap import RESAMPLES
 from .characteristics.distribution import OodAgreement, compare_ood, detect_ood
 from .characteristics.prediction_errors import ErrorJaccard, compare_errors
 from .characteristics.representation import KnnAgreement, compare_neighbourhoods
@@ -16,12 +17,15 @@ from .runner import Model, Runner
 from .validation import check_fraction, check_positive_int
 
 
-def error_jaccard(reference: Model, candidate: Model, eval_set: EvalSet, *, record: bool = True) -> ErrorJaccard:
+def error_jaccard(
+    reference: Model, candidate: Model, eval_set: EvalSet, *, resamples: int = RESAMPLES, record: bool = True
+) -> ErrorJaccard:
     """Jaccard of the sets of ``eval_set`` points each model gets wrong (paper, section 3).
 
     Returns an :class:`~miniature.characteristics.ErrorJaccard`: a float in [0, 1] that
     also carries both accuracies, the set sizes, the subset test and the negative-flip rate.
-    ``record=False`` keeps it out of the Runner's results (and so out of the summary).
+    ``resamples`` sets the bootstrap of its 95% interval (0: none); ``record=False`` keeps it out
+    of the Runner's results (and so out of the summary). The other checks take both too.
     """
     _check_models(reference, candidate, eval_set, "error_jaccard")
     runner = reference.runner
@@ -44,6 +48,7 @@ def error_jaccard(reference: Model, candidate: Model, eval_set: EvalSet, *, reco
         reference=reference.name,
         candidate=candidate.name,
         dataset=eval_set.name,
+        resamples=resamples,
     )
     if record:
         runner.record(result)
@@ -79,6 +84,7 @@ def knn_agreement(
     k: int = 10,
     pooling: str | None = None,
     sweep: Sequence[int] | None = None,
+    resamples: int = RESAMPLES,
     record: bool = True,
 ) -> KnnAgreement:
     """Mean Jaccard of each point's K nearest other points under the two models (paper, section 4).
@@ -105,6 +111,7 @@ def knn_agreement(
         runner.embeddings(candidate, eval_set, pooling, check),
         ks=ks, reference=reference.name, candidate=candidate.name, dataset=eval_set.name, pooling=pooling,
         neighbours=tuple(runner.neighbours(m, eval_set, pooling, ks[-1], check) for m in (reference, candidate)),
+        resamples=resamples,
     )
     result = results[k]
     result.sweep = {kk: (float(r), r.variance) for kk, r in results.items()}
@@ -124,6 +131,7 @@ def ood_agreement(
     tpr: float = 0.95,
     pooling: str | None = None,
     sweep: Sequence[int] | None = None,
+    resamples: int = RESAMPLES,
     record: bool = True,
 ) -> OodAgreement:
     """Jaccard of the challenge points each model flags as out-of-distribution (paper, section 5).
@@ -155,6 +163,7 @@ def ood_agreement(
         )
     ks = _sweep_ks(k, runner.settings.sweep if sweep is None else sweep, bank_size)
     is_ood = np.array(ood_set.ood) if ood_set.ood is not None else None
+
     def detect(model: Model) -> dict:
         train = runner.embeddings(model, train_set, pooling, check)
         if validation_set is None:
@@ -172,10 +181,10 @@ def ood_agreement(
     ref_d, cand_d = detections[reference], detections[candidate]
     result = compare_ood(
         ood_set.ids, ref_d[k], cand_d[k], reference=reference.name, candidate=candidate.name,
-        dataset=ood_set.name, tpr=tpr, pooling=pooling,
+        dataset=ood_set.name, tpr=tpr, pooling=pooling, resamples=resamples,
     )
     result.bank = train_set.name
-    result.validation = validation_set.name if validation_set is not None else f"held-out 10% of {train_set.name}"
+    result.validation = validation_set.name if validation_set is not None else None  # None: held out of the bank
     result.sweep = {kk: float(compare_ood(ood_set.ids, ref_d[kk], cand_d[kk], resamples=0)) for kk in ks}
     if record:
         runner.record(result)
@@ -207,7 +216,7 @@ def pair_matrix(runner: Runner, metric: str) -> tuple[list[str], dict[tuple[str,
             and getattr(r, "pooling", None) == getattr(first, "pooling", None) and r.reference == first.reference]
     names = [first.reference, *dict.fromkeys(r.candidate for r in same)]
     values = {(first.reference, r.candidate): float(r) for r in same}
-    models = {m.name: m for m in runner._models.values()}
+    models = {m.name: m for m in runner.known_models}
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             if (a, b) in values:
@@ -217,12 +226,12 @@ def pair_matrix(runner: Runner, metric: str) -> tuple[list[str], dict[tuple[str,
 
 
 def _recompute(runner: Runner, metric: str, like: Any, a: Model, b: Model) -> Any:
-    data = runner.datasets_used.get(like.dataset) or runner.dataset(like.dataset)
+    """Pair (a, b) with ``like``'s data and parameters; only the value is shown, so no interval is drawn."""
+    used = runner.datasets_used  # every data set of a recorded result went through Runner.outputs
     if metric == "error_jaccard":
-        return error_jaccard(a, b, data, record=False)
+        return error_jaccard(a, b, used[like.dataset], resamples=0, record=False)
     if metric == "knn_agreement":
-        return knn_agreement(a, b, data, k=like.k, pooling=like.pooling, sweep=(), record=False)
-    train = runner.datasets_used.get(like.bank) or runner.dataset(like.bank)
-    validation = None if like.validation.startswith("held-out") else runner.dataset(like.validation)
-    return ood_agreement(a, b, data, train_set=train, validation_set=validation, k=like.k, tpr=like.tpr,
-                         pooling=like.pooling, sweep=(), record=False)
+        return knn_agreement(a, b, used[like.dataset], k=like.k, pooling=like.pooling, sweep=(), resamples=0, record=False)
+    validation = used[like.validation] if like.validation is not None else None
+    return ood_agreement(a, b, used[like.dataset], train_set=used[like.bank], validation_set=validation, k=like.k,
+                         tpr=like.tpr, pooling=like.pooling, sweep=(), resamples=0, record=False)

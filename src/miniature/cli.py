@@ -8,7 +8,7 @@ from typing import Any
 
 from . import __version__
 from .errors import MiniatureError, UsageError
-from .options import add_options
+from .options import add_options, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("source", help="the model to compress: a local HF directory, hf:<hub id>, or an alias")
     compress.add_argument("out", help="directory to write the candidate to")
     compress.add_argument("--sparsity", type=fraction, default=0.5, help="prune: share of encoder weights zeroed (default 0.5)")
-    compress.add_argument("--keep-every", type=whole, default=2, help="drop-layers, distill: keep every n-th layer (default 2)")
+    compress.add_argument("--keep-every", type=positive_int, default=2, help="drop-layers, distill: keep every n-th layer (default 2)")
     compress.add_argument("--texts", metavar="DATASET", help="distill: unlabelled texts to distil on; onnx-int8: calibration texts (static quantization)")
-    compress.add_argument("--steps", type=whole, default=200, help="distill: training steps (default 200)")
+    compress.add_argument("--steps", type=positive_int, default=200, help="distill: training steps (default 200)")
     return parser
 
 
@@ -74,12 +74,6 @@ def fraction(text: str) -> float:
     return value
 
 
-def whole(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 but got {text!r}")
-    return int(text)
-
-
 def threshold_arg(text: str) -> tuple[str, Any]:
     from .config import THRESHOLDS
 
@@ -97,9 +91,8 @@ def run_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .assertions import GateFailure
-    from .checks import error_jaccard, knn_agreement, ood_agreement
     from .config import Threshold
-    from .gates import run_gate
+    from .gates import run_check
     from .options import resolve_settings
     from .report.json_report import build_report, write_json
     from .report.markdown import markdown_summary
@@ -115,23 +108,11 @@ def run_compare(args: argparse.Namespace) -> int:
     if settings.eval is None and (settings.train is None or settings.ood is None):
         raise UsageError("compare needs data: --eval SPEC, or --train SPEC and --ood SPEC")
     runner = Runner(settings)
-    reference = runner.model(settings.reference)
     failures = []
     for spec in settings.candidates:
-        candidate = runner.model(spec)
-        checks = list(settings.thresholds) or applicable_checks(runner)
-        for check in checks:
+        for check in list(settings.thresholds) or applicable_checks(runner):
             try:
-                if check in settings.thresholds:
-                    run_gate(runner, check, settings.thresholds[check], spec)
-                elif check == "error_jaccard":
-                    error_jaccard(reference, candidate, runner.dataset(settings.eval))
-                elif check == "knn_agreement":
-                    knn_agreement(reference, candidate, runner.dataset(settings.eval))
-                else:
-                    validation = runner.dataset(settings.validation) if settings.validation else None
-                    ood_agreement(reference, candidate, runner.dataset(settings.ood),
-                                  train_set=runner.dataset(settings.train), validation_set=validation)
+                run_check(runner, check, spec, settings.thresholds.get(check))
             except GateFailure as failure:
                 failures.append(str(failure))
     for line in summary(runner.results):

@@ -24,9 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .models.fingerprint import TOKENIZER_FILES
+from .models.hf import declares_classifier
+
 MANIFEST = "miniature-manifest.json"
-_TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                    "vocab.json", "merges.txt", "spiece.model", "added_tokens.json")
 
 
 def _write_manifest(out_dir: Path, recipe: str, source: str | Path, **details: Any) -> None:
@@ -35,7 +36,7 @@ def _write_manifest(out_dir: Path, recipe: str, source: str | Path, **details: A
 
 
 def _copy_tokenizer(src: Path, out_dir: Path) -> None:
-    for name in _TOKENIZER_FILES:
+    for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, out_dir / name)
 
@@ -44,8 +45,7 @@ def _load(model_dir: Path):
     """The model as the backends load it: a classifier when its config says so, else the bare encoder."""
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-    config = json.loads((model_dir / "config.json").read_text())
-    classifier = any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+    classifier = declares_classifier(json.loads((model_dir / "config.json").read_text()))
     loader = AutoModelForSequenceClassification if classifier else AutoModel
     return loader.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir), classifier
 

@@ -13,6 +13,7 @@ from typing import Any
 from .data.spec import DatasetSpec
 from .errors import UsageError
 from .models.spec import ModelSpec
+from .outputs import POOLINGS
 from .validation import check_fraction, check_positive_int
 
 if sys.version_info >= (3, 11):
@@ -21,7 +22,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TASKS = ("text-classification",)
-POOLINGS = ("cls", "mean")
 GATE_MODES = ("point", "lower")
 #: threshold name -> what it bounds; each is a lower bound on an agreement in [0, 1].
 THRESHOLDS = {

@@ -1,10 +1,11 @@
-"""The configured gates: each threshold in [tool.miniature.thresholds] as one runnable check."""
+"""The configured checks: each characteristic run on the configured data, gated when it has a threshold."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .assertions import assert_error_jaccard, assert_knn_agreement, assert_ood_agreement
+from .checks import error_jaccard, knn_agreement, ood_agreement
 from .config import Threshold
 from .errors import UsageError
 from .models import ModelSpec
@@ -18,23 +19,29 @@ NEEDS = {
 }
 
 
-def run_gate(runner: Runner, name: str, threshold: Threshold, candidate: str | ModelSpec) -> Any:
-    """Run gate ``name`` for ``candidate`` against the configured reference; raise GateFailure below threshold."""
+def run_check(runner: Runner, name: str, candidate: str | ModelSpec, threshold: Threshold | None = None) -> Any:
+    """Run check ``name`` for ``candidate`` against the configured reference, on the configured data.
+
+    With a ``threshold`` it is a gate: :class:`~miniature.assertions.GateFailure` below it.
+    """
     __tracebackhide__ = True
     settings = runner.settings
     missing = [f"{key} ({option})" for key, option in NEEDS[name].items() if getattr(settings, key) is None]
     if missing:
-        raise UsageError(
-            f"[tool.miniature.thresholds] sets {name} but no {' or '.join(missing)} is configured "
-            f"(on the command line, or in [tool.miniature])"
-        )
+        raise UsageError(f"{name} needs {' and '.join(missing)}; configure {'it' if len(missing) == 1 else 'them'} "
+                         f"on the command line or in [tool.miniature]")
     reference, cand = runner.model(settings.reference), runner.model(candidate)
-    if name == "error_jaccard":
-        return assert_error_jaccard(reference, cand, runner.dataset(settings.eval), min=threshold.min)
-    if name == "knn_agreement":
-        return assert_knn_agreement(reference, cand, runner.dataset(settings.eval), min=threshold.min, k=threshold.k)
-    validation = runner.dataset(settings.validation) if settings.validation is not None else None
-    return assert_ood_agreement(
-        reference, cand, runner.dataset(settings.ood), train_set=runner.dataset(settings.train),
-        validation_set=validation, min=threshold.min, k=threshold.k,
-    )
+    if name == "ood_agreement":
+        validation = runner.dataset(settings.validation) if settings.validation is not None else None
+        data, extra = runner.dataset(settings.ood), {"train_set": runner.dataset(settings.train), "validation_set": validation}
+    else:
+        data, extra = runner.dataset(settings.eval), {}
+    if name != "error_jaccard":
+        extra["k"] = threshold.k if threshold is not None else 10
+    if threshold is None:
+        return CHECKS[name](reference, cand, data, **extra)
+    return GATES[name](reference, cand, data, min=threshold.min, **extra)
+
+
+CHECKS = {"error_jaccard": error_jaccard, "knn_agreement": knn_agreement, "ood_agreement": ood_agreement}
+GATES = {"error_jaccard": assert_error_jaccard, "knn_agreement": assert_knn_agreement, "ood_agreement": assert_ood_agreement}

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: How a point's embedding is taken from the last hidden layer.
+POOLINGS = ("cls", "mean")
+
 
 @dataclass(frozen=True)
 class ModelOutputs:
@@ -50,5 +53,3 @@ class ModelOutputs:
             raise ValueError("these outputs have no hidden states, so no embeddings")
         return array
 
-
-POOLINGS = ("cls", "mean")

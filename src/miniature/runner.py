@@ -67,6 +67,11 @@ class Runner:
         self._neighbours: dict[tuple, np.ndarray] = {}
         self._derived: dict[tuple, Any] = {}
 
+    @property
+    def known_models(self) -> list[Model]:
+        """Every model this Runner has handed out, in order."""
+        return list(self._models.values())
+
     def model(self, spec: str | ModelSpec) -> Model:
         if isinstance(spec, str):
             spec = parse_model_spec(spec, aliases=self.settings.models, base_dir=self.settings.base_dir)

@@ -24,12 +24,12 @@ def load_eval_set(spec: DatasetSpec) -> EvalSet:
         frame = _read_file(spec)
         columns = [str(c) for c in frame.columns]
         frame.columns = columns
-        records = {c: frame[c].tolist() for c in columns}
+        n = len(frame)
+        start, stop = spec.rows.bounds(n)
+        records = {c: frame[c].tolist()[start:stop] for c in columns}
         label_names = None
     else:
-        records, columns, label_names = _read_hub(spec)
-    n = len(next(iter(records.values()))) if records else 0
-    start, stop = spec.rows.bounds(n)
+        records, columns, label_names, n, (start, stop) = _read_hub(spec)
 
     text_col = _pick(spec, "text", columns, TEXT_COLUMNS, required=True)
     label_col = _pick(spec, "label", columns, LABEL_COLUMNS, required=False)
@@ -37,16 +37,16 @@ def load_eval_set(spec: DatasetSpec) -> EvalSet:
     ood_col = _pick(spec, "ood", columns, OOD_COLUMNS, required=False)
 
     texts, labels, ids, ood = [], [] if label_col else None, [], [] if ood_col else None
-    for row in range(start, stop):
-        text = records[text_col][row]
+    for i, row in enumerate(range(start, stop)):  # records hold the sliced rows; ids keep the original row numbers
+        text = records[text_col][i]
         if not isinstance(text, str) or not text.strip():
             raise DatasetError(f"Dataset {spec.text!r}: row {row} has no text in column {text_col!r} (got {text!r})")
         texts.append(text)
-        ids.append(str(records[id_col][row]) if id_col else str(row))
+        ids.append(str(records[id_col][i]) if id_col else str(row))
         if labels is not None:
-            labels.append(_label(records[label_col][row], spec, row, label_col))
+            labels.append(_label(records[label_col][i], spec, row, label_col))
         if ood is not None:
-            ood.append(_flag(records[ood_col][row], spec, row, ood_col))
+            ood.append(_flag(records[ood_col][i], spec, row, ood_col))
     if not texts:
         raise DatasetError(f"Dataset {spec.text!r} has no rows in {spec.rows} (it has {n} rows)")
     names = tuple(label_names) if label_names and label_col == "label" else None
@@ -77,7 +77,8 @@ def _read_file(spec: DatasetSpec):
         raise DatasetError(f"Could not read dataset file {spec.location} as {fmt} (spec {spec.text!r}): {exc}") from exc
 
 
-def _read_hub(spec: DatasetSpec) -> tuple[dict[str, list], list[str], list[str] | None]:
+def _read_hub(spec: DatasetSpec) -> tuple[dict[str, list], list[str], list[str] | None, int, tuple[int, int]]:
+    """The slice's rows as columns, the column names, ClassLabel names, the split's size and the slice's bounds."""
     import datasets
 
     try:
@@ -89,7 +90,9 @@ def _read_hub(spec: DatasetSpec) -> tuple[dict[str, list], list[str], list[str] 
         ) from exc
     feature = data.features.get("label")
     names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-    return data.to_dict(), list(data.column_names), names
+    start, stop = spec.rows.bounds(len(data))
+    # Select before converting: only the asked rows become Python objects, however large the split.
+    return data.select(range(start, stop)).to_dict(), list(data.column_names), names, len(data), (start, stop)
 
 
 def _pick(spec: DatasetSpec, role: str, columns: list[str], candidates: tuple[str, ...], *, required: bool) -> str | None:

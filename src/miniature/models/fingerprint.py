@@ -7,7 +7,8 @@ from pathlib import Path
 
 # Files that never change what a model computes.
 _IGNORED_SUFFIXES = (".md", ".lock", ".metadata")
-_TOKENIZER_FILES = (
+#: Files a tokenizer is made of (with config.json, which holds id2label); shared by the fingerprint and the recipes.
+TOKENIZER_FILES = (
     "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
     "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
     "added_tokens.json",
@@ -44,7 +45,7 @@ def onnx_files(model_file: Path, tokenizer_dir: Path) -> list[Path]:
     """The .onnx file, its external-data files, and the tokenizer files it is run with."""
     stem = model_file.name
     data = [p for p in model_file.parent.iterdir() if p.is_file() and p.name.startswith(stem) and p != model_file]
-    tok = [tokenizer_dir / n for n in _TOKENIZER_FILES if (tokenizer_dir / n).is_file()]
+    tok = [tokenizer_dir / n for n in TOKENIZER_FILES if (tokenizer_dir / n).is_file()]
     return [model_file, *sorted(data), *tok]
 
 

@@ -34,6 +34,11 @@ def download(spec_text: str, repo_id: str, revision: str | None) -> Path:
     return Path(path)
 
 
+def declares_classifier(config: dict) -> bool:
+    """Whether a config.json declares a sequence-classification architecture (else: a bare encoder)."""
+    return any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+
+
 class HFBackend(Backend):
     """A local HF directory: ``AutoModelForSequenceClassification`` when its config declares a
     classifier, else ``AutoModel`` (base and sentence encoders)."""
@@ -54,8 +59,7 @@ class HFBackend(Backend):
         return options
 
     def has_head(self) -> bool:
-        """Whether config.json declares a sequence-classification architecture."""
-        return any(a.endswith("ForSequenceClassification") for a in self.config().get("architectures") or [])
+        return declares_classifier(self.config())
 
     def load(self, task: str) -> None:
         import torch

@@ -70,7 +70,7 @@ def build_report(runner: Any, *, exit_status: int | None = None) -> dict[str, An
     models = {
         name: {"spec": model.spec.text, "backend": model.spec.backend, "location": model.spec.location,
                "fingerprint": runner.fingerprints.get(name)}
-        for name, model in ((m.name, m) for m in runner._models.values())
+        for name, model in ((m.name, m) for m in runner.known_models)
     }
     datasets = {name: {"n": len(data), "fingerprint": data.fingerprint, "labelled": data.labels is not None}
                 for name, data in runner.datasets_used.items()}

@@ -37,6 +37,11 @@ def _value(r: dict[str, Any]) -> str:
     return text + (" (both empty)" if r.get("both_empty") else "")
 
 
+def _result_value(result: Any) -> str:
+    """``_value`` of a live result, without converting it (and its per-point arrays) to a dict."""
+    return _value({"value": float(result), "interval": result.interval, "both_empty": getattr(result, "both_empty", False)})
+
+
 def _sweep(r: dict[str, Any]) -> str:
     sweep = r.get("sweep") or {}
     values = {int(k): (v[0] if isinstance(v, (list, tuple)) else v) for k, v in sweep.items()}
@@ -108,8 +113,10 @@ def notes(results: Sequence[Any]) -> list[str]:
     lines = []
     if any(r.get("both_empty") for r in results):
         lines.append("(both empty): neither model had a point in its set; two empty sets have Jaccard 1.0")
-    for bank, validation in sorted({(r["bank"], r["validation"]) for r in results if r["metric"] == "ood_agreement"}):
-        lines.append(f"OOD bank: {bank}; threshold keeps 95% of: {validation}")
+    settings = {(r["bank"], r["validation"] or "", r["tpr"]) for r in results if r["metric"] == "ood_agreement"}
+    for bank, validation, tpr in sorted(settings):
+        kept = validation or f"held-out 10% of {bank}"
+        lines.append(f"OOD bank: {bank}; threshold keeps {tpr:.0%} of: {kept}")
     if any(r.get("interval") for r in results):
         lines.append("[95% CI]: seeded bootstrap over eval points (1,000 resamples)")
     return lines
@@ -128,19 +135,19 @@ def failure_message(result: Any, threshold: float, *, examples: int = 10) -> str
     if result.metric == "error_jaccard":
         head = f"{result.candidate} does not make the errors {result.reference} makes on {result.dataset}"
         headers = ["metric", "threshold", "value", "n", "|E_ref|", "|E_cand|", "|E_ref∩E_cand|", "neg. flip"]
-        row = [result.metric, f">= {threshold:g}", _value(plain(result)), result.n, result.errors_reference,
+        row = [result.metric, f">= {threshold:g}", _result_value(result), result.n, result.errors_reference,
                result.errors_candidate, result.errors_both, f"{result.negative_flip_rate:.4f}"]
         ids, what = result.differing_ids, "ids wrong for exactly one model, largest change in gold-class probability first"
     elif result.metric == "knn_agreement":
         head = f"{result.candidate} does not see the neighbourhoods {result.reference} sees in {result.dataset}"
         headers = ["metric", "threshold", "value", "variance", "n", "K", "pooling"]
-        row = [result.metric, f">= {threshold:g}", _value(plain(result)), f"{result.variance:.4f}", result.n, result.k, result.pooling]
+        row = [result.metric, f">= {threshold:g}", _result_value(result), f"{result.variance:.4f}", result.n, result.k, result.pooling]
         ids, what = result.lowest_ids, "ids whose neighbourhoods agree least"
     else:
         ref, cand = result.reference_detection, result.candidate_detection
         head = f"{result.candidate} does not flag the out-of-distribution points {result.reference} flags in {result.dataset}"
         headers = ["metric", "threshold", "value", "n", "k", "|O_ref|", "|O_cand|", "|O_ref∩O_cand|"]
-        row = [result.metric, f">= {threshold:g}", _value(plain(result)), result.n, result.k, len(ref.flagged),
+        row = [result.metric, f">= {threshold:g}", _result_value(result), result.n, result.k, len(ref.flagged),
                len(cand.flagged), len(ref.flagged & cand.flagged)]
         ids, what = result.differing_ids, "ids flagged by exactly one model"
     if getattr(result, "gate_mode", "point") == "lower":
