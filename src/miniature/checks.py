@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
+from .attack.offline import TEXTATTACK_VERSION
+from .characteristics.adversarial import AttackGap, compare_attacks
 from .characteristics.bootstrap import RESAMPLES
 from .characteristics.distribution import OodAgreement, compare_ood, detect_ood
 from .characteristics.prediction_errors import ErrorJaccard, compare_errors
 from .characteristics.representation import KnnAgreement, compare_neighbourhoods
+from .config import AttackSettings
 from .data import EvalSet
 from .errors import UsageError
 from .runner import Model, Runner
@@ -186,6 +190,56 @@ def ood_agreement(
     result.bank = train_set.name
     result.validation = validation_set.name if validation_set is not None else None  # None: held out of the bank
     result.sweep = {kk: float(compare_ood(ood_set.ids, ref_d[kk], cand_d[kk], resamples=0)) for kk in ks}
+    if record:
+        runner.record(result)
+    return result
+
+
+def attack_robustness(
+    reference: Model,
+    candidate: Model,
+    attack_set: EvalSet,
+    *,
+    settings: AttackSettings | None = None,
+    resamples: int = RESAMPLES,
+    record: bool = True,
+    **changes: Any,
+) -> AttackGap:
+    """How much more accuracy ``candidate`` loses to BERT-Attack than ``reference`` (paper, section 6).
+
+    Both models are attacked on the same examples of ``attack_set`` (labelled) with the
+    Runner's ``[tool.miniature.attack]`` settings, or ``settings``, with keyword ``changes``
+    (e.g. ``max_candidates=48, examples=100``) applied. Returns an
+    :class:`~miniature.characteristics.adversarial.AttackGap`: the candidate's % accuracy drop
+    minus the reference's, carrying both Table 3 rows, the Jaccard of the successfully attacked
+    sets and the transfer rate of the reference's adversarial examples to the candidate.
+    Needs the ``attack`` extra (TextAttack).
+    """
+    from .attack.offline import import_textattack
+    from .attack.runs import attack_outcomes
+
+    _check_models(reference, candidate, attack_set, "attack_robustness")
+    import_textattack()  # before any model runs: a missing extra should fail fast
+    runner = reference.runner
+    settings = (settings or runner.settings.attack).replace(**changes)
+    ref_out = runner.memo(("attack", reference.spec.text, attack_set.fingerprint, settings),
+                          lambda: attack_outcomes(runner, reference, attack_set, settings))
+    cand_out = runner.memo(("attack", candidate.spec.text, attack_set.fingerprint, settings),
+                           lambda: attack_outcomes(runner, candidate, attack_set, settings))
+    # Transfer: the reference's adversarial texts, shown to the candidate where it was right before.
+    tried = [(r.id, r.perturbed_text) for r, c in zip(ref_out, cand_out) if r.status == "successful" and c.status != "skipped"]
+    fooled: dict[str, bool] = {}
+    if tried:
+        adversarial = EvalSet(f"{attack_set.name} attacked on {reference.name}", tuple(i for i, _ in tried),
+                              tuple(t for _, t in tried))
+        predictions = runner.outputs(candidate, adversarial).predictions
+        gold = dict(zip(attack_set.ids, runner.gold(candidate, attack_set, "the adversarial-vulnerability check")))
+        fooled = {i: bool(p != gold[i]) for (i, _), p in zip(tried, predictions)}
+    result = compare_attacks(
+        [o.id for o in ref_out], ref_out, cand_out, transfer_fooled=fooled, reference_name=reference.name,
+        candidate_name=candidate.name, dataset=attack_set.name,
+        attack={**asdict(settings), "textattack": TEXTATTACK_VERSION}, resamples=resamples,
+    )
     if record:
         runner.record(result)
     return result

@@ -5,6 +5,7 @@ Shared by the pytest plugin and the ``miniature`` CLI so both read one config th
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -23,27 +24,40 @@ else:  # pragma: no cover
 
 TASKS = ("text-classification",)
 GATE_MODES = ("point", "lower")
-#: threshold name -> what it bounds; each is a lower bound on an agreement in [0, 1].
+#: threshold name -> what it bounds. The agreements take a lower bound in [0, 1]; the attack
+#: check takes an upper bound on its gap (percentage points of accuracy drop).
 THRESHOLDS = {
     "error_jaccard": "prediction-error Jaccard",
     "knn_agreement": "data-representation KNN agreement",
     "ood_agreement": "data-distribution OOD agreement",
+    "attack_robustness": "adversarial accuracy-drop gap (candidate minus reference, % points)",
 }
 _TAKES_K = ("knn_agreement", "ood_agreement")
 
 
 @dataclass(frozen=True)
 class Threshold:
-    """A gate: the agreement must be at least ``min``; ``k`` is the K of the KNN-based checks."""
+    """A gate: the agreement must be at least ``min`` (``k``: the K of the KNN-based checks), or,
+    for ``attack_robustness``, the candidate's % accuracy drop under attack may exceed the
+    reference's by at most ``max_gap`` percentage points."""
 
-    min: float
+    min: float | None = None
     k: int = 10
+    max_gap: float | None = None
 
     @classmethod
     def parse(cls, name: str, value: Any) -> Threshold:
         owner = "[tool.miniature.thresholds]"
         if isinstance(value, Threshold):
             return value
+        if name == "attack_robustness":
+            gap = value.get("max_gap") if isinstance(value, dict) and set(value) == {"max_gap"} else value
+            if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not math.isfinite(gap):
+                raise UsageError(
+                    f"Expected {name} in {owner} to be a number of percentage points or a table "
+                    f"{{max_gap = <number>}} but got {value!r}"
+                )
+            return cls(max_gap=float(gap))
         if isinstance(value, dict):
             allowed = {"min", "k"} if name in _TAKES_K else {"min"}
             unknown = set(value) - allowed
@@ -55,6 +69,63 @@ class Threshold:
             return cls(check_fraction(value["min"], f"{name}.min", owner),
                        check_positive_int(value.get("k", 10), f"{name}.k", owner))
         return cls(check_fraction(value, name, owner))
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """``[tool.miniature.attack]``: the BERT-Attack of the adversarial-vulnerability check.
+
+    Defaults follow TextAttack 0.3.11's ``BERTAttackLi2020`` recipe, minus its Universal
+    Sentence Encoder constraint (TensorFlow Hub); ``similarity_model`` puts a local
+    encoder's cosine constraint in its place. See docs/attack.md for every difference.
+    """
+
+    #: The masked LM that proposes substitutes (a model spec; the paper: BERT-base).
+    model: str = "bert-base"
+    #: Substitutes per word (BERT-Attack's K: 48 in its paper, 8 in TextAttack 0.3.11's recipe).
+    max_candidates: int = 8
+    #: At most this share of the words may be changed (the recipe: 0.4) ...
+    max_percent: float = 0.4
+    #: ... and at most this many (None: no count limit).
+    max_words: int | None = None
+    #: Model queries allowed per example (None: unlimited); a spent budget ends the attack as failed.
+    query_budget: int | None = None
+    #: Attack only the first N examples of the attack set (None: all).
+    examples: int | None = None
+    #: A local encoder (model spec) whose mean-pooled cosine similarity must stay >= the threshold.
+    similarity_model: str | None = None
+    similarity_threshold: float = 0.2
+
+    @classmethod
+    def parse(cls, value: Any) -> AttackSettings:
+        owner = "[tool.miniature.attack]"
+        if isinstance(value, AttackSettings):
+            return value
+        if not isinstance(value, dict):
+            raise UsageError(f"Expected {owner} to be a table but got {value!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(value) - known
+        if unknown:
+            raise UsageError(f"Unknown key(s) {', '.join(sorted(unknown))} in {owner}; expected {', '.join(sorted(known))}")
+        settings = cls(**value)
+        if not isinstance(settings.model, str) or not settings.model:
+            raise UsageError(f"Expected model in {owner} to be a masked-LM model spec but got {settings.model!r}")
+        if settings.similarity_model is not None and not isinstance(settings.similarity_model, str):
+            raise UsageError(f"Expected similarity_model in {owner} to be a model spec but got {settings.similarity_model!r}")
+        check_positive_int(settings.max_candidates, "max_candidates", owner)
+        if check_fraction(settings.max_percent, "max_percent", owner) == 0:  # TextAttack reads 0 as "no limit"
+            raise UsageError(f"The 'max_percent' parameter of {owner} must be above 0 (a share of words). Got 0 instead.")
+        check_fraction(settings.similarity_threshold, "similarity_threshold", owner)
+        for name in ("max_words", "query_budget", "examples"):
+            if getattr(settings, name) is not None:
+                check_positive_int(getattr(settings, name), name, owner)
+        return settings
+
+    def replace(self, **changes: Any) -> AttackSettings:
+        """A copy with the non-None ``changes`` applied, checked again."""
+        from dataclasses import asdict
+
+        return AttackSettings.parse({**asdict(self), **{k: v for k, v in changes.items() if v is not None}})
 
 
 @dataclass
@@ -69,6 +140,9 @@ class Settings:
     train: str | DatasetSpec | None = None
     validation: str | DatasetSpec | None = None
     ood: str | DatasetSpec | None = None
+    #: Labelled texts attacked by the adversarial-vulnerability check, and how they are attacked.
+    attack_set: str | DatasetSpec | None = None
+    attack: AttackSettings = field(default_factory=AttackSettings)
     task: str = "text-classification"
     pooling: str = "cls"
     #: What a gate compares with its threshold: the point estimate, or the lower end of its
@@ -117,6 +191,7 @@ class Settings:
         if not isinstance(self.sweep, list):
             raise UsageError(f"Expected sweep to be a list of K values in {owner} but got {self.sweep!r}")
         self.sweep = [check_positive_int(k, "sweep", owner) for k in self.sweep]
+        self.attack = AttackSettings.parse(self.attack)
 
 
 def find_pyproject(start: Path) -> Path | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .assertions import assert_error_jaccard, assert_knn_agreement, assert_ood_agreement
-from .checks import error_jaccard, knn_agreement, ood_agreement
+from .assertions import assert_attack_robustness, assert_error_jaccard, assert_knn_agreement, assert_ood_agreement
+from .checks import attack_robustness, error_jaccard, knn_agreement, ood_agreement
 from .config import Threshold
 from .errors import UsageError
 from .models import ModelSpec
@@ -16,6 +16,7 @@ NEEDS = {
     "error_jaccard": {"reference": "--reference", "eval": "--miniature-eval"},
     "knn_agreement": {"reference": "--reference", "eval": "--miniature-eval"},
     "ood_agreement": {"reference": "--reference", "train": "--miniature-train", "ood": "--miniature-ood"},
+    "attack_robustness": {"reference": "--reference", "attack_set": "--miniature-attack-set"},
 }
 
 
@@ -34,6 +35,11 @@ def run_check(runner: Runner, name: str, candidate: str | ModelSpec, threshold: 
     if name == "ood_agreement":
         validation = runner.dataset(settings.validation) if settings.validation is not None else None
         data, extra = runner.dataset(settings.ood), {"train_set": runner.dataset(settings.train), "validation_set": validation}
+    elif name == "attack_robustness":
+        data = runner.dataset(settings.attack_set)
+        if threshold is None:
+            return attack_robustness(reference, cand, data)
+        return assert_attack_robustness(reference, cand, data, max_gap=threshold.max_gap)
     else:
         data, extra = runner.dataset(settings.eval), {}
     if name != "error_jaccard":
@@ -43,5 +49,7 @@ def run_check(runner: Runner, name: str, candidate: str | ModelSpec, threshold: 
     return GATES[name](reference, cand, data, min=threshold.min, **extra)
 
 
-CHECKS = {"error_jaccard": error_jaccard, "knn_agreement": knn_agreement, "ood_agreement": ood_agreement}
-GATES = {"error_jaccard": assert_error_jaccard, "knn_agreement": assert_knn_agreement, "ood_agreement": assert_ood_agreement}
+CHECKS = {"error_jaccard": error_jaccard, "knn_agreement": knn_agreement, "ood_agreement": ood_agreement,
+          "attack_robustness": attack_robustness}
+GATES = {"error_jaccard": assert_error_jaccard, "knn_agreement": assert_knn_agreement, "ood_agreement": assert_ood_agreement,
+         "attack_robustness": assert_attack_robustness}

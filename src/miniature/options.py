@@ -51,6 +51,12 @@ OPTIONS = (
     Option("validation", {"metavar": "SPEC",
                           "help": "in-distribution validation set of the OOD check (default: a held-out tenth of the bank)"}),
     Option("ood", {"metavar": "SPEC", "help": "challenge set of the OOD check"}),
+    Option("attack-set", {"metavar": "SPEC", "help": "labelled texts the adversarial-vulnerability check attacks"}),
+    Option("attack-model", {"metavar": "SPEC", "help": "masked LM proposing BERT-Attack's substitutes (default bert-base)"}),
+    Option("attack-examples", {"type": positive_int, "metavar": "N", "help": "attack only the first N examples"}),
+    Option("attack-candidates", {"type": positive_int, "metavar": "K",
+                                 "help": "substitutes per word (BERT-Attack's K; default 8, as TextAttack 0.3.11)"}),
+    Option("attack-budget", {"type": positive_int, "metavar": "N", "help": "model queries allowed per attacked example"}),
     Option("task", {"choices": list(TASKS), "help": "task of the models under test"}),
     Option("pooling", {"choices": list(POOLINGS), "help": "embedding of the KNN and OOD checks (default cls)"}),
     Option("gate", {"choices": list(GATE_MODES),
@@ -105,7 +111,14 @@ def resolve_settings(values: Any, here: Path, *, search_from: tuple[Path, ...] =
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise UsageError(f"Candidate(s) {', '.join(duplicated)} given more than once")
-    for key in ("eval", "train", "validation", "ood"):
+    attack_model = get("attack_model")
+    if attack_model and ":" not in attack_model and Path(here, attack_model).exists():
+        attack_model = str(Path(here, attack_model))  # a relative path given on the command line
+    settings.attack = settings.attack.replace(
+        model=attack_model, examples=get("attack_examples"), max_candidates=get("attack_candidates"),
+        query_budget=get("attack_budget"),
+    )
+    for key in ("eval", "train", "validation", "ood", "attack_set"):
         if get(key):
             setattr(settings, key, parse_dataset_spec(get(key), base_dir=here))
         elif getattr(settings, key):

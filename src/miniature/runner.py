@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,10 @@ class RunStats:
     computed: int = 0
     from_disk: int = 0
     seconds_computing: float = 0.0
+    #: Examples attacked in this run, and attack outcomes taken from the cache.
+    attacked: int = 0
+    attacks_from_cache: int = 0
+    seconds_attacking: float = 0.0
 
 
 class Model:
@@ -54,6 +59,8 @@ class Runner:
     stats: RunStats = field(default_factory=RunStats)
     #: Check results in the order they were computed (the terminal summary reads these).
     results: list[Any] = field(default_factory=list)
+    #: Where progress lines of slow work (attacks) go; None: the "miniature" logger at INFO.
+    progress: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
         self._models: dict[str, Model] = {}
@@ -91,6 +98,19 @@ class Runner:
             self._backends[model.spec.text] = open_backend(model.spec)
         return self._backends[model.spec.text]
 
+    def loaded_backend(self, model: Model) -> Backend:
+        """``model``'s backend with its weights loaded (to run it outside :meth:`outputs`)."""
+        backend = self.backend(model)
+        if backend.tokenizer is None:
+            backend.load(self.settings.task)
+        return backend
+
+    def report_progress(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
+        else:
+            log.info("miniature: %s", message)
+
     def outputs(self, model: Model, eval_set: EvalSet) -> ModelOutputs:
         """The model's outputs on ``eval_set``: from memory, else the disk cache, else one forward pass."""
         memo_key = (model.spec.text, eval_set.fingerprint)
@@ -120,8 +140,7 @@ class Runner:
         return outputs
 
     def _compute(self, model: Model, backend: Backend, eval_set: EvalSet) -> ModelOutputs:
-        if backend.tokenizer is None:
-            backend.load(self.settings.task)
+        self.loaded_backend(model)
         log.info("miniature: running %s on %s (n=%d)", model.name, eval_set.name, len(eval_set))
         start = time.perf_counter()
         outputs = backend.run(eval_set.texts, batch_size=self.settings.batch_size, max_length=self.settings.max_length)

@@ -48,8 +48,14 @@ class Backend(ABC):
         """Load tokenizer and weights for ``task``; a model without a task head yields hidden states only."""
 
     @abstractmethod
-    def forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Return (logits (b, labels), last hidden state (b, seq, hidden)) for a padded batch."""
+    def forward(
+        self, batch: dict[str, np.ndarray], need_hidden: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Return (logits (b, labels), last hidden state (b, seq, hidden)) for a padded batch.
+
+        With ``need_hidden=False`` the hidden state may be skipped (returned as None) when
+        the model has logits: attack queries need predictions only.
+        """
 
     def config(self) -> dict:
         """The model's config.json (empty when it has none), readable without loading the model."""
@@ -73,8 +79,12 @@ class Backend(ABC):
         batch_size: int,
         max_length: int,
         progress: Callable[[int, int], None] | None = None,
+        need_hidden: bool = True,
     ) -> ModelOutputs:
-        """Run the model over ``texts`` once, in length-sorted batches padded to their longest member."""
+        """Run the model over ``texts`` once, in length-sorted batches padded to their longest member.
+
+        ``need_hidden=False``: logits only, where the model has them (no embeddings).
+        """
         limit = max_length
         for bound in (self.max_positions, getattr(self.tokenizer, "model_max_length", None)):
             if isinstance(bound, int) and 0 < bound < limit:
@@ -95,7 +105,7 @@ class Backend(ABC):
                 for k in keys:
                     values = encoded[k][i]
                     batch[k][row, : len(values)] = values
-            logits, hidden = self.forward(batch)
+            logits, hidden = self.forward(batch, need_hidden)
             forward_counter.batches += 1
             if logits is not None:
                 logits_parts.append(np.asarray(logits, dtype=np.float32))

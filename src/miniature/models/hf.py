@@ -67,7 +67,8 @@ class HFBackend(Backend):
 
         # A classifier yields logits and hidden states; a base or sentence encoder (no head)
         # yields hidden states only, which is all the representation and OOD checks need.
-        loader = AutoModelForSequenceClassification if self.has_head() else AutoModel
+        self.classifier = self.has_head()
+        loader = AutoModelForSequenceClassification if self.classifier else AutoModel
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.local_dir)
             model, info = loader.from_pretrained(self.local_dir, output_loading_info=True)
@@ -90,10 +91,11 @@ class HFBackend(Backend):
                 model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model
 
-    def forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
+    def forward(self, batch: dict[str, np.ndarray], need_hidden: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
         import torch
 
+        hidden = need_hidden or not self.classifier
         with torch.inference_mode():
-            out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}, output_hidden_states=True)
+            out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}, output_hidden_states=hidden)
         logits = out.logits.float().numpy() if getattr(out, "logits", None) is not None else None
-        return logits, out.hidden_states[-1].float().numpy()
+        return logits, out.hidden_states[-1].float().numpy() if hidden else None

@@ -55,7 +55,7 @@ class OnnxBackend(Backend):
                 f"(outputs: {described}); name them with ?output=<name or index> and ?hidden=<name or index>"
             )
 
-    def forward(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def forward(self, batch: dict[str, np.ndarray], need_hidden: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
         missing = [name for name in self.inputs if name not in batch]
         if missing:
             raise ModelLoadError(
@@ -63,7 +63,8 @@ class OnnxBackend(Backend):
                 f"does not produce (it produces {', '.join(batch)})"
             )
         feed = {name: batch[name].astype(dtype) for name, dtype in self.inputs.items()}
-        names = [n for n in (self.logits_name, self.hidden_name) if n is not None]
+        wanted = (self.logits_name, self.hidden_name if need_hidden or self.logits_name is None else None)
+        names = [n for n in wanted if n is not None]
         results = dict(zip(names, self.session.run(names, feed)))
         return results.get(self.logits_name), results.get(self.hidden_name)
 

@@ -21,9 +21,9 @@ from ..atomic import write_atomic
 
 SCHEMA = "pytest-miniature/report"
 VERSION = 1
-_LIBRARIES = ("pytest-miniature", "pytest", "numpy", "torch", "transformers", "onnxruntime", "faiss-cpu", "datasets")
+_LIBRARIES = ("pytest-miniature", "pytest", "numpy", "torch", "transformers", "onnxruntime", "faiss-cpu", "datasets", "textattack")
 _DROPPED = {"per_point", "scores"}
-_ID_LISTS = {"differing_ids", "lowest_ids", "flagged"}
+_ID_LISTS = {"differing_ids", "lowest_ids", "flagged", "candidate_only_ids"}
 _MAX_IDS = 100
 
 
@@ -63,7 +63,8 @@ def build_report(runner: Any, *, exit_status: int | None = None) -> dict[str, An
         f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name not in ("models", "base_dir")
     }
     plain_settings["thresholds"] = {k: dataclasses.asdict(v) for k, v in settings.thresholds.items()}
-    for key in ("reference", "eval", "train", "validation", "ood", "cache_dir"):
+    plain_settings["attack"] = dataclasses.asdict(settings.attack)
+    for key in ("reference", "eval", "train", "validation", "ood", "attack_set", "cache_dir"):
         if plain_settings.get(key) is not None:
             plain_settings[key] = getattr(plain_settings[key], "text", str(plain_settings[key]))
     plain_settings["candidates"] = [getattr(c, "text", c) for c in settings.candidates]
@@ -90,7 +91,9 @@ def build_report(runner: Any, *, exit_status: int | None = None) -> dict[str, An
         "models": models,
         "datasets": datasets,
         "outputs": {"computed": runner.stats.computed, "from_cache": runner.stats.from_disk,
-                    "seconds_computing": round(runner.stats.seconds_computing, 3)},
+                    "seconds_computing": round(runner.stats.seconds_computing, 3),
+                    "attacked": runner.stats.attacked, "attacks_from_cache": runner.stats.attacks_from_cache,
+                    "seconds_attacking": round(runner.stats.seconds_attacking, 3)},
         "results": results,
     }
 
@@ -99,13 +102,14 @@ def merge_reports(reports: list[dict[str, Any]], *, exit_status: int | None = No
     """One report from the reports of several processes of one run (pytest-xdist's workers)."""
     merged = dict(reports[0])
     merged.update(models={}, datasets={}, results=[], exit_status=exit_status,
-                  outputs={"computed": 0, "from_cache": 0, "seconds_computing": 0.0})
+                  outputs={"computed": 0, "from_cache": 0, "seconds_computing": 0.0,
+                           "attacked": 0, "attacks_from_cache": 0, "seconds_attacking": 0.0})
     seen = set()
     for report in reports:
         merged["models"].update(report["models"])
         merged["datasets"].update(report["datasets"])
         for key in merged["outputs"]:
-            merged["outputs"][key] += report["outputs"][key]
+            merged["outputs"][key] += report["outputs"].get(key, 0)
         for result in report["results"]:
             identity = (result["metric"], result["reference"], result["candidate"], result["dataset"],
                         result.get("pooling"), result.get("k"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,11 +90,50 @@ def ood_rows(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[An
     return headers, rows
 
 
+def _number(value: float | None, spec: str = ".4f", suffix: str = "") -> str:
+    return "-" if value is None or value != value else f"{value:{spec}}{suffix}"
+
+
+def attack_rows(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The paper's Table 3: one row per target model (each reference once), then the pair figures."""
+    rows, shown = [], set()
+
+    def target(summary: dict[str, Any], dataset: str) -> list[Any]:
+        return [summary["model"], dataset, summary["n"], _number(summary["original_accuracy"]),
+                _number(summary["attacked_accuracy"]), _number(summary["absolute_change"]),
+                _number(summary["percent_change"], ".2f"), _number(summary["success_rate"]),
+                _number(summary["average_queries"], ".1f"), _number(summary["perturbed_word_share"], ".3f")]
+
+    for r in results:
+        ref = r["reference_summary"]
+        if (ref["model"], r["dataset"]) not in shown:
+            shown.add((ref["model"], r["dataset"]))
+            rows.append([*target(ref, r["dataset"]), "(reference)", "", "", ""])
+        interval = r.get("interval")
+        gap = _number(r["value"], "+.2f") + (f" [{interval[0]:+.1f}, {interval[1]:+.1f}]" if interval else "")
+        transfer = f"{_number(r['transfer_rate'], '.3f')} ({r['transferred']}/{r['transfer_tried']})"
+        rows.append([*target(r["candidate_summary"], r["dataset"]), gap, _number(r["success_jaccard"]), transfer,
+                     _attack_verdict(r)])
+    headers = ["target", "attack set", "n", "orig. acc", "after attack", "abs. change", "% change", "success rate",
+               "avg queries", "words changed", "gap vs ref [95% CI]", "success Jaccard", "transfer", "gate"]
+    return headers, rows
+
+
+def _attack_verdict(r: dict[str, Any]) -> str:
+    if r.get("threshold") is None:
+        return ""
+    bound = "upper bound" if r.get("gate_mode", "point") == "lower" else "max gap"
+    return ("PASS" if r["passed"] else "FAIL") + f" ({bound} {r['threshold']:g})"
+
+
 SECTIONS = (
     ("error_jaccard", "prediction errors (paper section 3):", error_rows),
     ("knn_agreement", "data representation, per-point KNN Jaccard (paper section 4):", knn_rows),
     ("ood_agreement", "data distribution, Deep-NN OOD sets (paper section 5):", ood_rows),
+    ("attack_robustness", "adversarial vulnerability, BERT-Attack (paper section 6, Table 3):", attack_rows),
 )
+#: The characteristics that are agreements between two models (an all-pairs matrix makes sense).
+PAIRWISE = ("error_jaccard", "knn_agreement", "ood_agreement")
 
 
 def sections(results: Sequence[Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
@@ -117,9 +157,25 @@ def notes(results: Sequence[Any]) -> list[str]:
     for bank, validation, tpr in sorted(settings):
         kept = validation or f"held-out 10% of {bank}"
         lines.append(f"OOD bank: {bank}; threshold keeps {tpr:.0%} of: {kept}")
+    attacks = {json.dumps(r["attack"], sort_keys=True) for r in results if r["metric"] == "attack_robustness"}
+    for attack in sorted(attacks):
+        lines.append(attack_note(json.loads(attack)))
+    if any(r["metric"] == "attack_robustness" for r in results):
+        lines.append("gap: candidate's % change minus the reference's (positive: more vulnerable); transfer: share of "
+                     "the reference's adversarial examples that also fool the candidate")
     if any(r.get("interval") for r in results):
         lines.append("[95% CI]: seeded bootstrap over eval points (1,000 resamples)")
     return lines
+
+
+def attack_note(attack: dict[str, Any]) -> str:
+    """One line naming every setting of an attack (what Table 3's numbers depend on)."""
+    limits = [f"max {attack['max_percent']:.0%} of words"] + ([f"max {attack['max_words']} words"] if attack.get("max_words") else [])
+    similarity = (f"cosine >= {attack['similarity_threshold']:g} on {attack['similarity_model']}"
+                  if attack.get("similarity_model") else "no sentence-similarity constraint")
+    budget = f"{attack['query_budget']} queries/example" if attack.get("query_budget") else "unlimited queries"
+    return (f"BERT-Attack (TextAttack {attack.get('textattack')}): masked LM {attack['model']}, K={attack['max_candidates']} "
+            f"candidates/word, {', '.join(limits)}, {similarity}, {budget}")
 
 
 def summary(results: Sequence[Any]) -> list[str]:
@@ -143,6 +199,16 @@ def failure_message(result: Any, threshold: float, *, examples: int = 10) -> str
         headers = ["metric", "threshold", "value", "variance", "n", "K", "pooling"]
         row = [result.metric, f">= {threshold:g}", _result_value(result), f"{result.variance:.4f}", result.n, result.k, result.pooling]
         ids, what = result.lowest_ids, "ids whose neighbourhoods agree least"
+    elif result.metric == "attack_robustness":
+        ref, cand = result.reference_summary, result.candidate_summary
+        head = (f"{result.candidate} loses {cand.percent_change:.1f}% of its accuracy to BERT-Attack on {result.dataset}, "
+                f"{float(result):+.1f} points against {result.reference}'s {ref.percent_change:.1f}%")
+        headers = ["metric", "max gap", "gap [95% CI]", "n", "acc ref before/after", "acc cand before/after", "transfer"]
+        gap = f"{float(result):+.2f}" + (f" [{result.interval[0]:+.1f}, {result.interval[1]:+.1f}]" if result.interval else "")
+        row = [result.metric, f"<= {threshold:g}", gap, result.n,
+               f"{ref.original_accuracy:.3f}/{ref.attacked_accuracy:.3f}", f"{cand.original_accuracy:.3f}/{cand.attacked_accuracy:.3f}",
+               _number(result.transfer_rate, ".3f")]
+        ids, what = result.candidate_only_ids, "ids attacked successfully on the candidate only"
     else:
         ref, cand = result.reference_detection, result.candidate_detection
         head = f"{result.candidate} does not flag the out-of-distribution points {result.reference} flags in {result.dataset}"
@@ -150,8 +216,9 @@ def failure_message(result: Any, threshold: float, *, examples: int = 10) -> str
         row = [result.metric, f">= {threshold:g}", _result_value(result), result.n, result.k, len(ref.flagged),
                len(cand.flagged), len(ref.flagged & cand.flagged)]
         ids, what = result.differing_ids, "ids flagged by exactly one model"
-    if getattr(result, "gate_mode", "point") == "lower":
-        head += f" (the gate compares the interval's lower end, {result.interval[0]:.4f})"
+    if getattr(result, "gate_mode", "point") == "lower" and result.interval is not None:
+        upper = result.metric == "attack_robustness"  # a maximum is gated on the interval's upper end
+        head += f" (the gate compares the interval's {'upper' if upper else 'lower'} end, {result.interval[int(upper)]:.4f})"
     shown = list(ids[:examples])
     more = len(ids) - len(shown)
     return "\n".join([

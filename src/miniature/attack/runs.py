@@ -1,0 +1,177 @@
+"""Attack one target model on an attack set, once: outcomes are cached per example on disk.
+
+Attacks are slow (thousands of queries per example), so each outcome is stored under a
+key made of everything that decides it: the target's content fingerprint, the masked LM's
+and the similarity encoder's fingerprints, every attack setting, the TextAttack version,
+the tokenisation length and batch size, and the example's text and gold label. An
+unchanged re-run attacks nothing; an interrupted one resumes where it stopped; adding
+examples attacks only the new ones. Unreadable cache files are moved aside and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_atomic
+from ..cache import cache_key
+from ..characteristics.adversarial import AttackOutcome
+from ..config import AttackSettings
+from ..data import EvalSet
+from ..errors import CacheWarning, ModelLoadError
+from ..runner import Model, Runner, backend_fingerprint
+from .offline import TEXTATTACK_VERSION
+
+log = logging.getLogger("miniature")
+_FLUSH_SECONDS = 20.0
+_REPORT_SECONDS = 10.0
+
+
+def attack_settings_key(settings: AttackSettings) -> dict[str, Any]:
+    """The settings that change an example's outcome (``examples`` only chooses which are attacked)."""
+    return {k: v for k, v in asdict(settings).items() if k != "examples"}
+
+
+def example_key(text: str, gold: int) -> str:
+    return hashlib.sha256(json.dumps([text, gold]).encode()).hexdigest()[:24]
+
+
+class OutcomeStore:
+    """One JSON file of outcomes per (target, attack setting); written atomically."""
+
+    def __init__(self, path: Path | None, key: str) -> None:
+        self.path, self.key = path, key
+        self.outcomes: dict[str, dict[str, Any]] = {}
+        if path is not None and path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if data.get("key") != key:
+                    raise ValueError(f"file holds key {data.get('key')!r}")
+                self.outcomes = {k: dict(v) for k, v in data["outcomes"].items()}
+                for value in self.outcomes.values():
+                    AttackOutcome(**value)  # validates every stored field
+            except Exception as exc:
+                aside = path.with_suffix(".corrupt")
+                os.replace(path, aside)
+                warnings.warn(
+                    f"miniature attack cache entry {path} is unreadable ({type(exc).__name__}: {exc}); "
+                    f"moved it to {aside} and attacking again", CacheWarning, stacklevel=3,
+                )
+                self.outcomes = {}
+
+    def save(self, meta: dict[str, Any]) -> None:
+        if self.path is not None:
+            write_atomic(self.path, json.dumps({"key": self.key, **meta, "outcomes": self.outcomes}).encode())
+
+
+def attack_outcomes(runner: Runner, target: Model, attack_set: EvalSet, settings: AttackSettings) -> list[AttackOutcome]:
+    """Each example's outcome of attacking ``target`` (the first ``settings.examples`` of ``attack_set``)."""
+    check = "the adversarial-vulnerability check"
+    gold = runner.gold(target, attack_set, check)
+    count = len(attack_set) if settings.examples is None else min(settings.examples, len(attack_set))
+    examples = [(attack_set.ids[i], attack_set.texts[i], int(gold[i])) for i in range(count)]
+    lm = runner.model(settings.model)
+    similarity = runner.model(settings.similarity_model) if settings.similarity_model else None
+    parts = {
+        "kind": "attack", "target": runner.fingerprints[target.name], "textattack": TEXTATTACK_VERSION,
+        "masked_lm": backend_fingerprint(runner.backend(lm)),
+        "similarity": backend_fingerprint(runner.backend(similarity)) if similarity else None,
+        "settings": attack_settings_key(settings), "max_length": runner.settings.max_length,
+        "batch_size": runner.settings.batch_size,
+    }
+    key = cache_key(**parts)
+    cache_dir = runner.settings.cache_dir
+    store = OutcomeStore(Path(cache_dir) / "attacks" / key[:2] / f"{key}.json" if cache_dir else None, key)
+    keys = [example_key(text, label) for _, text, label in examples]
+    todo = [(e, k) for e, k in zip(examples, keys) if k not in store.outcomes]
+    runner.stats.attacks_from_cache += count - len(todo)
+    if todo:
+        meta = {"target": target.spec.text, "masked_lm": lm.spec.text, "settings": parts["settings"]}
+        attack = _attack_for(runner, target, lm, similarity, settings)
+        start = last_flush = last_report = time.perf_counter()
+        for done, ((example_id, text, label), k) in enumerate(todo, 1):
+            result = attack.attack(text, label)
+            store.outcomes[k] = asdict(_outcome(example_id, result))
+            runner.stats.attacked += 1
+            now = time.perf_counter()
+            if now - last_flush > _FLUSH_SECONDS or done == len(todo):
+                store.save(meta)
+                last_flush = now
+            if now - last_report > _REPORT_SECONDS or done == len(todo):
+                last_report = now
+                runner.report_progress(
+                    f"attacking {target.name}: {done}/{len(todo)} examples "
+                    f"({count - len(todo)} from cache), {now - start:.0f}s"
+                )
+        runner.stats.seconds_attacking += time.perf_counter() - start
+    return [AttackOutcome(**{**store.outcomes[k], "id": example_id}) for (example_id, _, _), k in zip(examples, keys)]
+
+
+def _outcome(example_id: str, result: Any) -> AttackOutcome:
+    from textattack.attack_results import FailedAttackResult, SkippedAttackResult, SuccessfulAttackResult
+
+    if isinstance(result, SuccessfulAttackResult):
+        status = "successful"
+    elif isinstance(result, SkippedAttackResult):
+        status = "skipped"
+    elif isinstance(result, FailedAttackResult):
+        status = "failed"
+    else:  # pragma: no cover - MaximizedAttackResult needs a maximizable goal, which this attack does not use
+        raise TypeError(f"Unexpected attack result {type(result).__name__}")
+    original, perturbed = result.original_result.attacked_text, result.perturbed_result.attacked_text
+    return AttackOutcome(
+        id=example_id, status=status, perturbed_text=perturbed.text,
+        queries=int(result.perturbed_result.num_queries), words=len(original.words),
+        words_changed=len(original.all_words_diff(perturbed)) if status == "successful" else 0,
+    )
+
+
+def _attack_for(runner: Runner, target: Model, lm: Model, similarity: Model | None, settings: AttackSettings) -> Any:
+    from .recipe import EncoderSimilarity, build_attack
+    from .wrapper import BackendModelWrapper
+
+    batch_size, max_length = runner.settings.batch_size, runner.settings.max_length
+    masked_lm, tokenizer = runner.memo(("masked_lm", lm.spec.text), lambda: load_masked_lm(runner, lm))
+    constraint = None
+    if similarity is not None:
+        encoder = runner.loaded_backend(similarity)
+        constraint = EncoderSimilarity(encoder, threshold=settings.similarity_threshold,
+                                       batch_size=batch_size, max_length=max_length)
+    lm_positions = getattr(masked_lm.config, "max_position_embeddings", max_length)
+    wrapper = BackendModelWrapper(runner.loaded_backend(target), batch_size=batch_size, max_length=max_length)
+    return build_attack(wrapper, masked_lm=masked_lm, lm_tokenizer=tokenizer, settings=settings,
+                        lm_max_length=min(max_length, lm_positions), batch_size=batch_size, similarity=constraint)
+
+
+def load_masked_lm(runner: Runner, lm: Model) -> tuple[Any, Any]:
+    """The attack's masked LM and its tokenizer, from ``lm``'s local directory (or hub snapshot)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    backend = runner.backend(lm)
+    if backend.spec.backend != "hf":
+        raise ModelLoadError(
+            f"The attack's masked LM must be a transformers model (hf: spec or directory); got {lm.spec.text!r}"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(backend.local_dir)
+        model, info = AutoModelForMaskedLM.from_pretrained(backend.local_dir, output_loading_info=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"Could not load the attack's masked LM {lm.name!r} from {backend.local_dir} "
+            f"(AutoModelForMaskedLM): {type(exc).__name__}: {exc}"
+        ) from exc
+    untrained = sorted(k for k in info.get("missing_keys", []) if "predictions" in k or "lm_head" in k)
+    if untrained:
+        raise ModelLoadError(
+            f"Model {lm.name!r} ({backend.local_dir}) has no trained masked-LM head ({', '.join(untrained)} were "
+            f"newly initialised), so its substitutes would be random; give a masked LM such as bert-base-uncased"
+        )
+    model.eval()
+    return model, tokenizer
