@@ -39,6 +39,57 @@ from textattack.search_methods import GreedyWordSwapWIR  # noqa: E402
 from textattack.transformations import WordSwapMaskedLM  # noqa: E402
 
 
+class BertAttackSwap(WordSwapMaskedLM):
+    """``WordSwapMaskedLM(method="bert-attack")`` with BERT-Attack's own handling of multi-piece words.
+
+    For a word the masked LM splits into several sub-word pieces, TextAttack 0.3.11 forms every
+    combination of the top ``max_candidates`` tokens per piece (8^pieces of them, each scored
+    by a separate loss computation: minutes for one long word) and then keeps the first
+    ``max_candidates`` combinations *unranked* (its ``sorted(...)`` result is discarded).
+    BERT-Attack's reference implementation takes the top 4 tokens per piece and ranks the
+    combinations by the masked LM's perplexity; so does this class, vectorised. Words of
+    more than ``max_word_pieces`` pieces (URLs, long numbers) get no substitutes.
+    Single-piece words go through TextAttack's code unchanged.
+    """
+
+    def __init__(self, *args: Any, bpe_candidates: int = 4, max_word_pieces: int = 8, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bpe_candidates, self.max_word_pieces = bpe_candidates, max_word_pieces
+
+    def _bert_attack_replacement_words(self, current_text, index, id_preds, masked_lm_logits):
+        import torch
+        from textattack.shared import utils
+
+        pieces = self._lm_tokenizer.encode(current_text.words[index], add_special_tokens=False)
+        if len(pieces) <= 1:
+            return super()._bert_attack_replacement_words(current_text, index, id_preds, masked_lm_logits)
+        if len(pieces) > self.max_word_pieces:
+            return []
+        masked = current_text.replace_word_at_index(index, self._lm_tokenizer.mask_token)
+        ids = self._encode_text(masked.text)["input_ids"].tolist()[0]
+        try:
+            first = ids.index(self._lm_tokenizer.mask_token_id)
+        except ValueError:  # the word lies beyond the masked LM's max_length
+            return []
+        positions = [p for p in range(first, first + len(pieces)) if p < len(masked_lm_logits)]
+        if len(positions) < len(pieces):
+            return []
+        per_piece = min(self.bpe_candidates, id_preds.shape[1])
+        candidates = id_preds[positions, :per_piece]  # (pieces, c) token ids
+        log_probs = torch.log_softmax(masked_lm_logits[positions].float(), dim=-1).gather(1, candidates).numpy()
+        grid = np.indices((per_piece,) * len(positions)).reshape(len(positions), -1).T  # every combination
+        mean_log_prob = log_probs[np.arange(len(positions)), grid].mean(axis=1)  # perplexity = exp(-this)
+        words = []
+        for row in np.argsort(-mean_log_prob, kind="stable"):
+            tokens = candidates[np.arange(len(positions)), grid[row]].tolist()
+            word = "".join(self._lm_tokenizer.convert_ids_to_tokens(tokens)).replace("##", "")
+            if utils.is_one_word(word):
+                words.append(word)
+                if len(words) >= self.max_candidates:
+                    break
+        return words
+
+
 def english_stopwords() -> set[str]:
     """NLTK's English stopword list, as shipped with this package (read explicitly for reproducibility)."""
     return set((NLTK_DATA / "corpora" / "stopwords" / "english").read_text(encoding="utf-8").split())
@@ -77,7 +128,7 @@ def build_attack(
     similarity: EncoderSimilarity | None = None,
 ) -> Attack:
     """The attack on ``target`` (a TextAttack model wrapper) with ``settings``."""
-    transformation = WordSwapMaskedLM(
+    transformation = BertAttackSwap(
         method="bert-attack", masked_language_model=masked_lm, tokenizer=lm_tokenizer,
         max_candidates=settings.max_candidates, max_length=lm_max_length,
     )

@@ -30,6 +30,8 @@ from ..runner import Model, Runner, backend_fingerprint
 from .offline import TEXTATTACK_VERSION
 
 log = logging.getLogger("miniature")
+#: Bumped whenever build_attack changes what an attack does (cached outcomes then go stale).
+RECIPE_VERSION = 2
 _FLUSH_SECONDS = 20.0
 _REPORT_SECONDS = 10.0
 
@@ -80,7 +82,7 @@ def attack_outcomes(runner: Runner, target: Model, attack_set: EvalSet, settings
     lm = runner.model(settings.model)
     similarity = runner.model(settings.similarity_model) if settings.similarity_model else None
     parts = {
-        "kind": "attack", "target": runner.fingerprints[target.name], "textattack": TEXTATTACK_VERSION,
+        "kind": "attack", "recipe": RECIPE_VERSION, "target": runner.fingerprints[target.name], "textattack": TEXTATTACK_VERSION,
         "masked_lm": backend_fingerprint(runner.backend(lm)),
         "similarity": backend_fingerprint(runner.backend(similarity)) if similarity else None,
         "settings": attack_settings_key(settings), "max_length": runner.settings.max_length,
