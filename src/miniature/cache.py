@@ -22,7 +22,8 @@ from .atomic import write_atomic
 from .errors import CacheWarning
 from .outputs import ModelOutputs
 
-FORMAT_VERSION = 2  # 2: mean-pooled embeddings
+FORMAT_VERSION = 3  # 2: mean-pooled embeddings; 3: QA answer spans
+_ARRAYS = ("logits", "cls", "mean", "answers", "span_scores", "null_scores")
 
 
 def cache_key(**parts: Any) -> str:
@@ -46,7 +47,7 @@ class OutputCache:
                 meta = json.loads(str(data["meta"]))
                 if meta.get("key") != key:
                     raise ValueError(f"entry holds key {meta.get('key')!r}")
-                arrays = {name: data[name] if name in data.files else None for name in ("logits", "cls", "mean")}
+                arrays = {name: data[name] if name in data.files else None for name in _ARRAYS}
             return ModelOutputs(**arrays)
         except Exception as exc:
             aside = path.with_suffix(".corrupt")
@@ -62,7 +63,7 @@ class OutputCache:
     def put(self, key: str, outputs: ModelOutputs, meta: dict[str, Any]) -> Path:
         path = self.path(key)
         arrays = {"meta": np.array(json.dumps({**meta, "key": key}))}
-        for name in ("logits", "cls", "mean"):
+        for name in _ARRAYS:
             if getattr(outputs, name) is not None:
                 arrays[name] = getattr(outputs, name)
         buffer = io.BytesIO()

@@ -35,6 +35,8 @@ def error_jaccard(
     runner = reference.runner
     check = "the prediction-error check"
     ids = eval_set.ids
+    if eval_set.is_qa:
+        return _qa_error_jaccard(reference, candidate, eval_set, resamples=resamples, record=record)
     per_model = {}
     for model in (reference, candidate):
         outputs = model.outputs(eval_set)
@@ -54,6 +56,35 @@ def error_jaccard(
         dataset=eval_set.name,
         resamples=resamples,
     )
+    if record:
+        runner.record(result)
+    return result
+
+
+def _qa_error_jaccard(reference: Model, candidate: Model, eval_set: EvalSet, *, resamples: int, record: bool) -> ErrorJaccard:
+    """Extractive QA: a point is an error when its answer exactly matches no gold answer (SQuAD 2.0 rules;
+    answering an unanswerable question is an error). Also reports each model's EM and F1."""
+    from .characteristics.squad import exact_match, f1_score
+
+    runner = reference.runner
+    check = "the prediction-error check"
+    golds = eval_set.require_answers(check)
+    scores = {}
+    for model in (reference, candidate):
+        answers = runner.qa_predictions(model, eval_set, check)
+        correct = np.array([exact_match(a, g) for a, g in zip(answers, golds)], dtype=np.int64)
+        scores[model] = (correct, float(np.mean([f1_score(a, g) for a, g in zip(answers, golds)])))
+    (ref_correct, ref_f1), (cand_correct, cand_f1) = scores[reference], scores[candidate]
+    always = np.ones(len(eval_set), dtype=np.int64)  # "correct" is the gold of the correct-or-not prediction
+    result = compare_errors(
+        eval_set.ids, reference_predictions=ref_correct, reference_gold=always, candidate_predictions=cand_correct,
+        candidate_gold=always, reference=reference.name, candidate=candidate.name, dataset=eval_set.name,
+        resamples=resamples,
+    )
+    result.task = "question-answering"
+    result.exact_match_reference, result.exact_match_candidate = float(ref_correct.mean()), float(cand_correct.mean())
+    result.f1_reference, result.f1_candidate = ref_f1, cand_f1
+    result.null_threshold = runner.settings.null_threshold
     if record:
         runner.record(result)
     return result

@@ -105,8 +105,8 @@ def run_compare(args: argparse.Namespace) -> int:
         settings.thresholds[name] = Threshold.parse(name, value)
     if settings.reference is None or not settings.candidates:
         raise UsageError("compare needs --reference SPEC and at least one --candidate SPEC (or reference and candidates in [tool.miniature])")
-    if settings.eval is None and (settings.train is None or settings.ood is None):
-        raise UsageError("compare needs data: --eval SPEC, or --train SPEC and --ood SPEC")
+    if settings.eval is None and (settings.train is None or settings.ood is None) and settings.attack_set is None:
+        raise UsageError("compare needs data: --eval SPEC, or --train SPEC and --ood SPEC, or --attack-set SPEC")
     runner = Runner(settings)
     failures = []
     for spec in settings.candidates:
@@ -149,15 +149,19 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def applicable_checks(runner: Any) -> list[str]:
-    """Without thresholds: every check whose data is configured (prediction errors only on labelled data)."""
+    """Without thresholds: every check whose data is configured (prediction errors only on labelled data,
+    or on QA data with gold answers; the attack only with an attack set)."""
     settings = runner.settings
     checks = []
     if settings.eval is not None:
-        if runner.dataset(settings.eval).labels is not None:
+        data = runner.dataset(settings.eval)
+        if data.labels is not None or data.answers is not None:
             checks.append("error_jaccard")
         checks.append("knn_agreement")
     if settings.train is not None and settings.ood is not None:
         checks.append("ood_agreement")
+    if settings.attack_set is not None:
+        checks.append("attack_robustness")
     return checks
 
 

@@ -1,7 +1,8 @@
 """Compression recipes that write loadable candidates, built on real tools.
 
-- :func:`export_onnx`: ``torch.onnx.export`` of a sequence classifier, with its logits and
-  last hidden state as outputs and the tokenizer files beside it;
+- :func:`export_onnx`: ``torch.onnx.export`` of a sequence classifier (logits) or extractive
+  QA model (start and end logits), with the last hidden state as an output too and the
+  tokenizer files beside it;
 - :func:`quantize_onnx`: onnxruntime's dynamic int8 quantizer over such an export, or its
   static (QDQ) quantizer with activation ranges calibrated on given texts;
 - :func:`quantize_torch`: torch dynamic int8 quantization of the Linear layers, on load;
@@ -42,21 +43,29 @@ def _copy_tokenizer(src: Path, out_dir: Path) -> None:
 
 
 def _load(model_dir: Path):
-    """The model as the backends load it: a classifier when its config says so, else the bare encoder."""
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    """The model as the backends load it: a classifier or QA model when its config says so, else
+    the bare encoder. Returns (model, tokenizer, task or None)."""
+    from transformers import AutoModel, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
-    classifier = declares_classifier(json.loads((model_dir / "config.json").read_text()))
-    loader = AutoModelForSequenceClassification if classifier else AutoModel
-    return loader.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir), classifier
+    config = json.loads((model_dir / "config.json").read_text())
+    architectures = config.get("architectures") or []
+    if any(a.endswith("ForQuestionAnswering") for a in architectures):
+        task, loader = "question-answering", AutoModelForQuestionAnswering
+    elif declares_classifier(config):
+        task, loader = "text-classification", AutoModelForSequenceClassification
+    else:
+        task, loader = None, AutoModel
+    return loader.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir), task
 
 
 def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17) -> Path:
-    """Export a HF model to ``out_dir/model.onnx``: outputs ``logits`` (classifiers only) and ``last_hidden_state``."""
+    """Export a HF model to ``out_dir/model.onnx``: outputs ``logits`` (classifiers) or ``start_logits`` and
+    ``end_logits`` (extractive QA), and ``last_hidden_state``."""
     import torch
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer, classifier = _load(model_dir)
+    model, tokenizer, task = _load(model_dir)
     sample = tokenizer(["a short sample", "a somewhat longer sample sentence"], padding=True, return_tensors="pt")
     names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
 
@@ -67,12 +76,16 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17) 
 
         def forward(self, *inputs: torch.Tensor):
             out = self.model(**dict(zip(names, inputs)), output_hidden_states=True)
-            return (out.logits, out.hidden_states[-1]) if classifier else out.hidden_states[-1]
+            if task == "question-answering":
+                return out.start_logits, out.end_logits, out.hidden_states[-1]
+            return (out.logits, out.hidden_states[-1]) if task else out.hidden_states[-1]
 
     path = out_dir / "model.onnx"
-    outputs = ["logits", "last_hidden_state"] if classifier else ["last_hidden_state"]
+    heads = {"question-answering": ["start_logits", "end_logits"], "text-classification": ["logits"]}.get(task, [])
+    outputs = [*heads, "last_hidden_state"]
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes.update(logits={0: "batch"}, last_hidden_state={0: "batch", 1: "sequence"})
+    axes.update(logits={0: "batch"}, start_logits={0: "batch", 1: "sequence"}, end_logits={0: "batch", 1: "sequence"},
+                last_hidden_state={0: "batch", 1: "sequence"})
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notices
         torch.onnx.export(

@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-TASKS = ("text-classification",)
+TASKS = ("text-classification", "question-answering")
 GATE_MODES = ("point", "lower")
 #: threshold name -> what it bounds. The agreements take a lower bound in [0, 1]; the attack
 #: check takes an upper bound on its gap (percentage points of accuracy drop).
@@ -152,6 +152,11 @@ class Settings:
     sweep: list[int] = field(default_factory=lambda: [5, 10, 20, 50, 100])
     batch_size: int = 32
     max_length: int = 256
+    #: Extractive QA: overlap of a long context's windows (tokens), the longest answer span
+    #: (tokens), and how far the no-answer score must beat the best span to answer "".
+    doc_stride: int = 128
+    max_answer_length: int = 30
+    null_threshold: float = 0.0
     cache_dir: Path | None = Path(".miniature_cache")
     label_map: dict[str, int | str] | None = None
     models: dict[str, str] = field(default_factory=dict)
@@ -168,6 +173,15 @@ class Settings:
             raise UsageError(f"Expected task to be one of {', '.join(TASKS)} in {owner} but got {self.task!r}")
         check_positive_int(self.batch_size, "batch_size", owner)
         check_positive_int(self.max_length, "max_length", owner)
+        check_positive_int(self.doc_stride, "doc_stride", owner)
+        check_positive_int(self.max_answer_length, "max_answer_length", owner)
+        if isinstance(self.null_threshold, bool) or not isinstance(self.null_threshold, (int, float)) \
+                or not math.isfinite(self.null_threshold):
+            raise UsageError(f"Expected null_threshold to be a finite number (a score difference) in {owner} "
+                             f"but got {self.null_threshold!r}")
+        if self.doc_stride >= self.max_length:
+            raise UsageError(f"Expected doc_stride ({self.doc_stride}) to be below max_length ({self.max_length}) in "
+                             f"{owner}: windows overlap by doc_stride tokens")
         if isinstance(self.candidates, (str, ModelSpec)):
             self.candidates = [self.candidates]
         if not isinstance(self.candidates, list) or not all(isinstance(c, (str, ModelSpec)) for c in self.candidates):

@@ -22,10 +22,16 @@ class ModelOutputs:
     logits: np.ndarray | None
     cls: np.ndarray | None
     mean: np.ndarray | None = None
+    #: Extractive QA: each question's best answer span (text), its score start+end, and the
+    #: no-answer score (the [CLS] span, lowest over the question's windows). Whether to answer
+    #: is decided later, against a threshold, so changing it runs no model.
+    answers: np.ndarray | None = None
+    span_scores: np.ndarray | None = None
+    null_scores: np.ndarray | None = None
 
     @property
     def n(self) -> int:
-        for array in (self.logits, self.cls, self.mean):
+        for array in (self.logits, self.cls, self.mean, self.answers):
             if array is not None:
                 return int(array.shape[0])
         return 0
@@ -35,6 +41,16 @@ class ModelOutputs:
         if self.logits is None:
             raise ValueError("these outputs have no logits, so no predictions")
         return self.logits.argmax(axis=1)
+
+    def qa_predictions(self, null_threshold: float = 0.0) -> list[str]:
+        """Each question's answer: its best span, or "" (no answer) when the no-answer score beats
+        the span's by more than ``null_threshold`` (SQuAD 2.0's rule)."""
+        from .models.spans import decide
+
+        if self.answers is None:
+            raise ValueError("these outputs have no answer spans (not a question-answering model)")
+        return [str(a) if decide(s, z, null_threshold) else ""
+                for a, s, z in zip(self.answers, self.span_scores, self.null_scores)]
 
     def probabilities(self) -> np.ndarray:
         """Softmax of the logits, computed stably in float64."""

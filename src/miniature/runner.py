@@ -127,6 +127,8 @@ class Runner:
             # Dynamically quantized models scale activations per batch, so which texts share
             # a batch changes their outputs: the batch size is part of the key.
             batch_size=self.settings.batch_size,
+            **({"doc_stride": self.settings.doc_stride, "max_answer_length": self.settings.max_answer_length}
+               if eval_set.is_qa else {}),
         )
         outputs = self._cache.get(key) if self._cache else None
         if outputs is not None and outputs.n == len(eval_set):
@@ -143,7 +145,13 @@ class Runner:
         self.loaded_backend(model)
         log.info("miniature: running %s on %s (n=%d)", model.name, eval_set.name, len(eval_set))
         start = time.perf_counter()
-        outputs = backend.run(eval_set.texts, batch_size=self.settings.batch_size, max_length=self.settings.max_length)
+        settings = self.settings
+        if eval_set.is_qa:
+            outputs = backend.run_qa(eval_set.questions, eval_set.texts, batch_size=settings.batch_size,
+                                     max_length=settings.max_length, stride=settings.doc_stride,
+                                     max_answer_length=settings.max_answer_length)
+        else:
+            outputs = backend.run(eval_set.texts, batch_size=settings.batch_size, max_length=settings.max_length)
         self.stats.seconds_computing += time.perf_counter() - start
         self.stats.computed += 1
         if outputs.n != len(eval_set):
@@ -184,6 +192,18 @@ class Runner:
 
         self.results = [r for r in self.results if key(r) != key(result)]
         self.results.append(result)
+
+    def qa_predictions(self, model: Model, eval_set: EvalSet, check: str) -> list[str]:
+        """Each question's answer under ``model`` ("" for no answer, by the settings' null_threshold)."""
+        outputs = self.outputs(model, eval_set)
+        if outputs.answers is None:
+            architectures = ", ".join(self.backend(model).config().get("architectures") or []) or "not stated"
+            raise ModelLoadError(
+                f"Model {model.name!r} has no question-answering head (architectures: {architectures}), so it "
+                f"answers nothing, which {check} needs on {eval_set.name!r}; give a model fine-tuned for extractive "
+                f"QA, or add ?task=question-answering to its spec if its files do not say so"
+            )
+        return outputs.qa_predictions(self.settings.null_threshold)
 
     def gold(self, model: Model, eval_set: EvalSet, check: str) -> np.ndarray:
         """The eval set's labels as ``model``'s class indices."""

@@ -25,13 +25,19 @@ class EvalSet:
     label_names: tuple[str, ...] | None = None
     #: For challenge sets: which points are truly out-of-distribution, when the data says.
     ood: tuple[bool, ...] | None = None
+    #: Extractive QA: each point's question (``texts`` are then the contexts) and its gold
+    #: answers (an empty tuple: unanswerable, as in SQuAD 2.0).
+    questions: tuple[str, ...] | None = None
+    answers: tuple[tuple[str, ...], ...] | None = None
     #: Digest of what the models see (the texts, in order): model outputs are keyed by it.
     fingerprint: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not self.texts:
             raise DatasetError(f"Dataset {self.name!r} has no rows")
-        lengths = {len(self.ids), len(self.texts)} | {len(x) for x in (self.labels, self.ood) if x is not None}
+        lengths = {len(self.ids), len(self.texts)} | {
+            len(x) for x in (self.labels, self.ood, self.questions, self.answers) if x is not None
+        }
         if len(lengths) != 1:
             raise DatasetError(f"Dataset {self.name!r} has ids, texts, labels and flags of different lengths")
         if len(set(self.ids)) != len(self.ids):
@@ -40,11 +46,29 @@ class EvalSet:
             raise DatasetError(f"Dataset {self.name!r} has duplicate id {dup!r}; ids must be unique")
         if not self.fingerprint:
             digest = hashlib.sha256()
-            digest.update(json.dumps(self.texts).encode())
+            # Questions are part of what a QA model sees (a plain set's digest is unchanged).
+            digest.update(json.dumps(self.texts if self.questions is None else [self.questions, self.texts]).encode())
             object.__setattr__(self, "fingerprint", digest.hexdigest())
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def is_qa(self) -> bool:
+        return self.questions is not None
+
+    @property
+    def inputs(self) -> list[str] | list[tuple[str, str]]:
+        """What a model reads per point: the text, or (question, context) for QA."""
+        return list(zip(self.questions, self.texts)) if self.questions is not None else list(self.texts)
+
+    def require_answers(self, check: str) -> tuple[tuple[str, ...], ...]:
+        if self.answers is None:
+            raise DatasetError(
+                f"Dataset {self.name!r} has no gold answers, which {check} needs on a question-answering set; "
+                f"name the column with ?answers=<column> in the dataset spec"
+            )
+        return self.answers
 
     def require_labels(self, check: str) -> tuple[int | str, ...]:
         if self.labels is None:

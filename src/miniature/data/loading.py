@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError
 from .evalset import EvalSet
+from .qa import ANSWER_COLUMNS, CONTEXT_COLUMNS, QUESTION_COLUMNS, answer_texts, nested_qa_rows
 from .spec import DatasetSpec
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "document", "description")
@@ -20,7 +22,12 @@ _OOD_VALUES = {"1": True, "true": True, "yes": True, "out": True, "ood": True,
 
 def load_eval_set(spec: DatasetSpec) -> EvalSet:
     """Read the rows ``spec`` names; raise :class:`DatasetError` naming what is missing."""
-    if spec.source == "file":
+    nested = nested_qa_rows(Path(spec.location), spec.format, spec.text) if spec.source == "file" else None
+    if nested is not None:  # SQuAD JSON or MRQA JSONL: one row per question
+        columns, label_names, n = list(nested), None, len(nested["id"])
+        start, stop = spec.rows.bounds(n)
+        records = {c: values[start:stop] for c, values in nested.items()}
+    elif spec.source == "file":
         frame = _read_file(spec)
         columns = [str(c) for c in frame.columns]
         frame.columns = columns
@@ -31,6 +38,9 @@ def load_eval_set(spec: DatasetSpec) -> EvalSet:
     else:
         records, columns, label_names, n, (start, stop) = _read_hub(spec)
 
+    question_col = _pick(spec, "question", columns, QUESTION_COLUMNS, required=False)
+    if question_col is not None:
+        return _qa_eval_set(spec, records, columns, question_col, n, start, stop)
     text_col = _pick(spec, "text", columns, TEXT_COLUMNS, required=True)
     label_col = _pick(spec, "label", columns, LABEL_COLUMNS, required=False)
     id_col = _pick(spec, "id", columns, ID_COLUMNS, required=False)
@@ -54,6 +64,29 @@ def load_eval_set(spec: DatasetSpec) -> EvalSet:
         spec.text, tuple(ids), tuple(texts), tuple(labels) if labels is not None else None, names,
         tuple(ood) if ood is not None else None,
     )
+
+
+def _qa_eval_set(spec: DatasetSpec, records: dict[str, list], columns: list[str], question_col: str,
+                 n: int, start: int, stop: int) -> EvalSet:
+    """A question-answering set: ``texts`` are the contexts, with questions and gold answers beside them."""
+    context_col = _pick(spec, "text", columns, CONTEXT_COLUMNS, required=True)
+    answer_col = _pick(spec, "answers", columns, ANSWER_COLUMNS, required=False)
+    id_col = _pick(spec, "id", columns, ID_COLUMNS, required=False)
+    questions, contexts, answers, ids = [], [], [] if answer_col else None, []
+    for i, row in enumerate(range(start, stop)):
+        question, context = records[question_col][i], records[context_col][i]
+        for value, column in ((question, question_col), (context, context_col)):
+            if not isinstance(value, str) or not value.strip():
+                raise DatasetError(f"Dataset {spec.text!r}: row {row} has no text in column {column!r} (got {value!r})")
+        questions.append(question)
+        contexts.append(context)
+        ids.append(str(records[id_col][i]) if id_col else str(row))
+        if answers is not None:
+            answers.append(answer_texts(records[answer_col][i], spec.text, row))
+    if not contexts:
+        raise DatasetError(f"Dataset {spec.text!r} has no rows in {spec.rows} (it has {n} rows)")
+    return EvalSet(spec.text, tuple(ids), tuple(contexts), questions=tuple(questions),
+                   answers=tuple(answers) if answers is not None else None)
 
 
 def _read_file(spec: DatasetSpec):

@@ -59,16 +59,19 @@ class HFBackend(Backend):
         return options
 
     def has_head(self) -> bool:
-        return declares_classifier(self.config())
+        return self.model_task() is not None
 
     def load(self, task: str) -> None:
         import torch
-        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModel, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
-        # A classifier yields logits and hidden states; a base or sentence encoder (no head)
-        # yields hidden states only, which is all the representation and OOD checks need.
-        self.classifier = self.has_head()
-        loader = AutoModelForSequenceClassification if self.classifier else AutoModel
+        # A classifier yields logits and hidden states; a QA model start/end logits and hidden
+        # states; a base or sentence encoder (no head) yields hidden states only, which is all
+        # the representation and OOD checks need.
+        self.task = self.model_task()
+        self.classifier = self.task is not None
+        loader = {"text-classification": AutoModelForSequenceClassification,
+                  "question-answering": AutoModelForQuestionAnswering}.get(self.task, AutoModel)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.local_dir)
             model, info = loader.from_pretrained(self.local_dir, output_loading_info=True)
@@ -77,7 +80,8 @@ class HFBackend(Backend):
                 f"Could not load model {self.spec.name!r} from {self.local_dir} "
                 f"({loader.__name__}): {type(exc).__name__}: {exc}"
             ) from exc
-        untrained = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
+        heads = ("classifier", "score", "qa_outputs")
+        untrained = [k for k in info.get("missing_keys", []) if any(h in k for h in heads)]
         if untrained:
             raise ModelLoadError(
                 f"Model {self.spec.name!r} ({self.local_dir}) has no trained classification head: "
@@ -97,5 +101,8 @@ class HFBackend(Backend):
         hidden = need_hidden or not self.classifier
         with torch.inference_mode():
             out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}, output_hidden_states=hidden)
-        logits = out.logits.float().numpy() if getattr(out, "logits", None) is not None else None
+        if self.task == "question-answering":  # (batch, tokens, 2): start and end logits
+            logits = np.stack([out.start_logits.float().numpy(), out.end_logits.float().numpy()], axis=-1)
+        else:
+            logits = out.logits.float().numpy() if getattr(out, "logits", None) is not None else None
         return logits, out.hidden_states[-1].float().numpy() if hidden else None

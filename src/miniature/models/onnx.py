@@ -23,6 +23,12 @@ class OnnxBackend(Backend):
         self.tokenizer_dir = self.local_dir
         self.session = None
 
+    def model_task(self) -> str | None:
+        declared = super().model_task()
+        if declared is None and self.session is not None:
+            return "question-answering" if self.qa else ("text-classification" if self.logits_name else None)
+        return declared
+
     def files(self) -> list[Path]:
         return onnx_files(self.model_file, self.tokenizer_dir)
 
@@ -46,9 +52,22 @@ class OnnxBackend(Backend):
             ) from exc
         self.inputs = {i.name: _INPUT_DTYPES.get(i.type, np.int64) for i in self.session.get_inputs()}
         outputs = self.session.get_outputs()
-        self.logits_name = _choose(outputs, self.spec.options.get("output"), "logits", 2, self.spec.text, "output")
+        names = {o.name for o in outputs}
+        options = self.spec.options
+        self.qa = options.get("task") == "question-answering" or (
+            "task" not in options and {"start_logits", "end_logits"} <= names)
+        if self.qa:  # start and end logits, (batch, tokens) each, stacked into (batch, tokens, 2)
+            self.start_name = _choose(outputs, options.get("start"), "start_logits", 2, self.spec.text, "start")
+            self.end_name = _choose(outputs, options.get("end"), "end_logits", 2, self.spec.text, "end")
+            if self.start_name is None or self.end_name is None or self.start_name == self.end_name:
+                described = ", ".join(f"{o.name} {o.shape}" for o in outputs)
+                raise ModelLoadError(
+                    f"ONNX model {self.spec.name!r} is a question-answering model but has no distinct start and end "
+                    f"logits outputs (outputs: {described}); name them with ?start=<name or index>&end=<name or index>"
+                )
+        self.logits_name = None if self.qa else _choose(outputs, options.get("output"), "logits", 2, self.spec.text, "output")
         self.hidden_name = _choose(outputs, self.spec.options.get("hidden"), "last_hidden_state", 3, self.spec.text, "hidden")
-        if self.logits_name is None and self.hidden_name is None:
+        if self.logits_name is None and self.hidden_name is None and not self.qa:
             described = ", ".join(f"{o.name} {o.shape}" for o in outputs)
             raise ModelLoadError(
                 f"ONNX model {self.spec.name!r} has neither a logits (2-D) nor a hidden-state (3-D) output "
@@ -63,6 +82,11 @@ class OnnxBackend(Backend):
                 f"does not produce (it produces {', '.join(batch)})"
             )
         feed = {name: batch[name].astype(dtype) for name, dtype in self.inputs.items()}
+        if self.qa:
+            names = [self.start_name, self.end_name, *([self.hidden_name] if need_hidden and self.hidden_name else [])]
+            results = dict(zip(names, self.session.run(names, feed)))
+            logits = np.stack([results[self.start_name], results[self.end_name]], axis=-1)
+            return logits, results.get(self.hidden_name)
         wanted = (self.logits_name, self.hidden_name if need_hidden or self.logits_name is None else None)
         names = [n for n in wanted if n is not None]
         results = dict(zip(names, self.session.run(names, feed)))

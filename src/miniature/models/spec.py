@@ -3,7 +3,8 @@
 Grammar::
 
     hf:<hub id or directory>[?quantize=int8&revision=<rev>]
-    onnx:<file.onnx>[?tokenizer=<dir>&output=<name or index>&hidden=<name or index>]
+    onnx:<file.onnx>[?tokenizer=<dir>&output=<name or index>&hidden=<name or index>&start=..&end=..]
+    either may add ?task=text-classification|question-answering when the model's files do not say
     <alias>                 a built-in or [tool.miniature.models] name
     <directory> | <file.onnx> | <org>/<name>   the backend is inferred; a bare word must be an alias
 """
@@ -26,12 +27,22 @@ BUILTIN_ALIASES: dict[str, str] = {
     "bert-medium": "hf:google/bert_uncased_L-8_H-512_A-8",
     "bert-mini": "hf:google/bert_uncased_L-4_H-256_A-4",
     "tiny-bert": "hf:google/bert_uncased_L-2_H-128_A-2",
+    # The same family fine-tuned for SQuAD 2.0 extractive QA (community checkpoints on the
+    # hub; not reachable from this project's CI, so unverified here beyond their names).
+    "bert-large-squad2": "hf:deepset/bert-large-uncased-whole-word-masking-squad2",
+    "bert-base-squad2": "hf:deepset/bert-base-uncased-squad2",
+    "distilbert-squad2": "hf:twmkn9/distilbert-base-uncased-squad2",
+    "bert-medium-squad2": "hf:mrm8488/bert-medium-finetuned-squadv2",
+    "bert-mini-squad2": "hf:mrm8488/bert-mini-finetuned-squadv2",
+    "tiny-bert-squad2": "hf:mrm8488/bert-tiny-finetuned-squadv2",
 }
 
 BACKEND_OPTIONS: dict[str, frozenset[str]] = {
-    "hf": frozenset({"quantize", "revision"}),
-    "onnx": frozenset({"tokenizer", "output", "hidden"}),
+    "hf": frozenset({"quantize", "revision", "task"}),
+    "onnx": frozenset({"tokenizer", "output", "hidden", "task", "start", "end"}),
 }
+#: What ?task= may say: a model's task, when its files do not declare it.
+MODEL_TASKS = ("text-classification", "question-answering")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _QUANTIZE_VALUES = ("int8",)
@@ -99,6 +110,8 @@ def parse_model_spec(
             f"Unknown option(s) {', '.join(sorted(unknown))} in model spec {text!r}; "
             f"the {backend} backend takes {', '.join(sorted(BACKEND_OPTIONS[backend]))}"
         )
+    if "task" in options and options["task"] not in MODEL_TASKS:
+        raise UsageError(f"Expected task={'|'.join(MODEL_TASKS)} in model spec {text!r} but got task={options['task']!r}")
     if "quantize" in options and options["quantize"] not in _QUANTIZE_VALUES:
         raise UsageError(
             f"Expected quantize={'|'.join(_QUANTIZE_VALUES)} in model spec {text!r} but got quantize={options['quantize']!r}"

@@ -157,6 +157,14 @@ def notes(results: Sequence[Any]) -> list[str]:
     for bank, validation, tpr in sorted(settings):
         kept = validation or f"held-out 10% of {bank}"
         lines.append(f"OOD bank: {bank}; threshold keeps {tpr:.0%} of: {kept}")
+    for r in results:
+        if r["metric"] == "error_jaccard" and r.get("task") == "question-answering":
+            lines.append(
+                f"extractive QA (SQuAD 2.0 rules): reference {r['reference']} EM {r['exact_match_reference']:.4f}, "
+                f"F1 {r['f1_reference']:.4f}; {r['candidate']} EM {r['exact_match_candidate']:.4f}, "
+                f"F1 {r['f1_candidate']:.4f} (on {r['dataset']}; an error is an answer matching no gold answer; "
+                f"no-answer threshold {r['null_threshold']:g})"
+            )
     attacks = {json.dumps(r["attack"], sort_keys=True) for r in results if r["metric"] == "attack_robustness"}
     for attack in sorted(attacks):
         lines.append(attack_note(json.loads(attack)))
