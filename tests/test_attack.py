@@ -290,6 +290,33 @@ def test_attack_settings_are_checked():
     with pytest.raises(UsageError, match="attack_robustness in \\[tool.miniature.thresholds\\]"):
         Settings(thresholds={"attack_robustness": {"min": 0.5}})
     assert Settings(thresholds={"attack_robustness": {"max_gap": 5}}).thresholds["attack_robustness"].max_gap == 5.0
+    assert Settings(thresholds={"attack_drop_gap": 15}).thresholds["attack_robustness"].max_gap == 15.0
+    with pytest.raises(UsageError, match="not both"):
+        Settings(thresholds={"attack_drop_gap": 15, "attack_robustness": 10})
+
+
+def test_attack_results_survive_the_json_report_and_render_again(attacked, tmp_path):
+    import json
+
+    from miniature.report.baseline import baseline_lines
+    from miniature.report.json_report import build_report, read_json, write_json
+    from miniature.report.markdown import markdown_summary
+    from miniature.report.terminal import summary
+
+    runner, result = attacked
+    path = write_json(build_report(runner), tmp_path / "report.json")
+    report = read_json(path)
+    [saved] = [r for r in report["results"] if r["metric"] == "attack_robustness"]
+    assert saved["value"] == pytest.approx(float(result))
+    assert saved["candidate_summary"]["successful"] == result.candidate_summary.successful
+    assert saved["attack"]["max_candidates"] == 8 and report["settings"]["attack"]["examples"] == EXAMPLES
+    assert report["outputs"]["attacked"] == 2 * EXAMPLES
+    assert summary(report["results"]) == summary([result])  # the saved report renders as the live result did
+    assert "| target | attack set |" in markdown_summary(report["results"])
+    # A gap that is NaN (a model with nothing to lose) is null in JSON and "-" in the baseline table.
+    saved["value"] = None
+    lines = baseline_lines([saved], json.loads(json.dumps(report)), "old.json")
+    assert any("attack_robustness" in line and line.rstrip().endswith("-") for line in lines)
 
 
 # -- the gate through pytest ---------------------------------------------------------------------

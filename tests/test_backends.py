@@ -46,7 +46,7 @@ def test_batches_are_padded_to_their_longest_member_not_to_max_length(tiny_model
     backend.load("text-classification")
     widths = []
     forward = backend.forward
-    monkeypatch.setattr(backend, "forward", lambda batch: (widths.append(batch["input_ids"].shape[1]), forward(batch))[1])
+    monkeypatch.setattr(backend, "forward", lambda batch, *rest: (widths.append(batch["input_ids"].shape[1]), forward(batch, *rest))[1])
     backend.run(texts, batch_size=8, max_length=512)
     longest = max(len(backend.tokenizer(t)["input_ids"]) for t in texts)
     assert widths[0] == min(longest, 128)  # 128 = the tiny model's max_position_embeddings

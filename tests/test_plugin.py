@@ -135,7 +135,7 @@ def test_a_warm_cache_makes_the_second_run_run_no_model(project, tiny_models):
     ("args", "message"),
     [
         (["--reference", "./no/such/model"], "ERROR: pytest-miniature: Model path './no/such/model' of model spec './no/such/model' does not exist*"),
-        (["--reference", "teacher", "--candidate", "bert-huge"], "ERROR: pytest-miniature: Unknown model alias 'bert-huge': it is not an alias (bert-base, bert-large, *, student, teacher, tiny-bert) nor an existing path*"),
+        (["--reference", "teacher", "--candidate", "bert-huge"], "ERROR: pytest-miniature: Unknown model alias 'bert-huge': it is not an alias (bert-base, bert-base-squad2, bert-large, *, student, teacher, tiny-bert, tiny-bert-squad2) nor an existing path*"),
         (["--candidate", "onnx:missing.onnx"], "ERROR: pytest-miniature: ONNX model file 'missing.onnx'*does not exist*"),
         (["--miniature-eval", "nothing.csv"], "ERROR: pytest-miniature: Dataset file 'nothing.csv'*does not exist*"),
         (["--candidate", "student", "--candidate", "student"], "ERROR: pytest-miniature: Candidate(s) student given more than once"),
@@ -153,7 +153,7 @@ def test_usage_errors_stop_the_run_before_any_test(project, args, message):
     ("toml", "message"),
     [
         ("[tool.miniature.thresholds]\nerror_jaccard = 1.5", "*'error_jaccard' parameter of [[]tool.miniature.thresholds[]] must be a number in the range [[]0, 1[]]. Got 1.5*"),
-        ("[tool.miniature.thresholds]\nerror_jacard = 0.5", "*Unknown threshold 'error_jacard'*expected one of error_jaccard, knn_agreement, ood_agreement"),
+        ("[tool.miniature.thresholds]\nerror_jacard = 0.5", "*Unknown threshold 'error_jacard'*expected one of error_jaccard, knn_agreement, ood_agreement, attack_robustness"),
         ("[tool.miniature]\ncandidate = 'x'", "*Unknown key(s) candidate in [[]tool.miniature[]]*expected*candidates*"),
         ("[tool.miniature]\nbatch_size = -1", "*'batch_size' parameter of [[]tool.miniature[]] must be an int in the range [[]1, inf). Got -1*"),
     ],

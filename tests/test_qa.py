@@ -312,3 +312,19 @@ def test_distilling_a_qa_model_is_refused_not_silently_mistrained(tiny_qa_models
     with pytest.raises(UsageError, match="not one \\(architectures: BertForQuestionAnswering\\)"):
         distill(tiny_qa_models.reference, tmp_path / "student", ["some text"])
     assert not (tmp_path / "student").exists()
+
+
+def test_the_compare_cli_gates_qa_models(tiny_qa_models, tmp_path):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "miniature.cli", "compare", "--task", "question-answering",
+               "--reference", str(tiny_qa_models.reference), "--candidate", str(tiny_qa_models.dropped),
+               "--eval", f"{tiny_qa_models.eval_json}[:60]", "--max-length", "128", "--doc-stride", "32",
+               "--cache-dir", str(tmp_path / "cache")]
+    passed = subprocess.run([*command, "--threshold", "error_jaccard=0.01"], capture_output=True, text=True, timeout=600)
+    assert passed.returncode == 0, passed.stderr[-2000:]
+    assert "extractive QA (SQuAD 2.0 rules): reference " in passed.stdout and "all 1 gates passed" in passed.stdout
+    failed = subprocess.run([*command, "--threshold", "error_jaccard=1.0"], capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1 and "1 of 1 gates failed" in failed.stdout
+    assert "model outputs: 0 computed" in failed.stdout  # the second run reads the first one's cache

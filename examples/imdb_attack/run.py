@@ -3,7 +3,7 @@
     .venv/bin/python examples/imdb_attack/run.py [--out /tmp/imdb-attack] [--examples 25]
 
 Builds the models of build.py once (about 3 minutes on 2 cores), then attacks the first
-``--examples`` of the 200 held-out reviews on every model. Outcomes are cached under --out,
+``--examples`` (default 15) of the 200 held-out reviews on every model. Outcomes are cached under --out,
 so a second run attacks nothing.
 """
 
@@ -25,25 +25,22 @@ from miniature.report.terminal import summary  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/imdb-attack"))
-    parser.add_argument("--examples", type=int, default=25)
+    parser.add_argument("--examples", type=int, default=15)
     parser.add_argument("--max-candidates", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=256)
     args = parser.parse_args()
     specs = build(args.out)
     settings = Settings(
-        cache_dir=args.out / "cache", max_length=args.max_length,
+        cache_dir=args.out / "cache", max_length=args.max_length, models=specs,  # the names are aliases
         attack={"model": specs["masked-lm"], "examples": args.examples, "max_candidates": args.max_candidates},
     )
     runner = Runner(settings, progress=lambda line: print(line, flush=True))
     attack_set = runner.dataset(specs["attack-set"])
-    reference = runner.model(specs["minilm-imdb"])
+    reference = runner.model("minilm-imdb")
     start = time.perf_counter()
     for name in ("torch-int8", "onnx-int8", "dropped-3l"):
-        attack_robustness(reference, runner.model(specs[name]), attack_set)
-    names = {spec: name for name, spec in specs.items()}
+        attack_robustness(reference, runner.model(name), attack_set)
     for line in summary(runner.results):
-        for spec, name in sorted(names.items(), key=lambda item: -len(item[0])):
-            line = line.replace(spec, name)
         print(line)
     stats = runner.stats
     print(f"{stats.attacked} examples attacked in {stats.seconds_attacking:.0f}s, {stats.attacks_from_cache} outcomes "

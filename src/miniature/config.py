@@ -33,6 +33,8 @@ THRESHOLDS = {
     "attack_robustness": "adversarial accuracy-drop gap (candidate minus reference, % points)",
 }
 _TAKES_K = ("knn_agreement", "ood_agreement")
+#: Accepted for attack_robustness: the maximum gap in percentage points.
+_ATTACK_GAP_SYNONYM = "attack_drop_gap"
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ class Settings:
     max_length: int = 256
     #: Extractive QA: overlap of a long context's windows (tokens), the longest answer span
     #: (tokens), and how far the no-answer score must beat the best span to answer "".
-    doc_stride: int = 128
+    doc_stride: int | None = None  # None: min(128, max_length // 2)
     max_answer_length: int = 30
     null_threshold: float = 0.0
     cache_dir: Path | None = Path(".miniature_cache")
@@ -167,21 +169,27 @@ class Settings:
     def __post_init__(self) -> None:
         self.validate()
 
+    @property
+    def stride(self) -> int:
+        """The QA windows' overlap: ``doc_stride``, else min(128, max_length // 2)."""
+        return self.doc_stride if self.doc_stride is not None else max(1, min(128, self.max_length // 2))
+
     def validate(self) -> None:
         owner = "[tool.miniature]"
         if self.task not in TASKS:
             raise UsageError(f"Expected task to be one of {', '.join(TASKS)} in {owner} but got {self.task!r}")
         check_positive_int(self.batch_size, "batch_size", owner)
         check_positive_int(self.max_length, "max_length", owner)
-        check_positive_int(self.doc_stride, "doc_stride", owner)
+        if self.doc_stride is not None:
+            check_positive_int(self.doc_stride, "doc_stride", owner)
         check_positive_int(self.max_answer_length, "max_answer_length", owner)
         if isinstance(self.null_threshold, bool) or not isinstance(self.null_threshold, (int, float)) \
                 or not math.isfinite(self.null_threshold):
             raise UsageError(f"Expected null_threshold to be a finite number (a score difference) in {owner} "
                              f"but got {self.null_threshold!r}")
-        if self.doc_stride >= self.max_length:
-            raise UsageError(f"Expected doc_stride ({self.doc_stride}) to be below max_length ({self.max_length}) in "
-                             f"{owner}: windows overlap by doc_stride tokens")
+        if self.doc_stride is not None and self.doc_stride >= self.max_length:
+            raise UsageError(f"Expected doc_stride ({self.doc_stride}) to be below max_length ({self.max_length}) "
+                             f"(--miniature-doc-stride / [tool.miniature] doc_stride): windows overlap by doc_stride tokens")
         if isinstance(self.candidates, (str, ModelSpec)):
             self.candidates = [self.candidates]
         if not isinstance(self.candidates, list) or not all(isinstance(c, (str, ModelSpec)) for c in self.candidates):
@@ -192,6 +200,11 @@ class Settings:
             raise UsageError(f"Expected label_map to be a table (dataset label = model label) but got {self.label_map!r}")
         if not isinstance(self.thresholds, dict):
             raise UsageError(f"Expected [tool.miniature.thresholds] to be a table but got {self.thresholds!r}")
+        if _ATTACK_GAP_SYNONYM in self.thresholds:  # the name DESIGN.md uses
+            if "attack_robustness" in self.thresholds:
+                raise UsageError(f"Give either attack_robustness or {_ATTACK_GAP_SYNONYM} in [tool.miniature.thresholds], "
+                                 f"not both (they are the same gate)")
+            self.thresholds["attack_robustness"] = self.thresholds.pop(_ATTACK_GAP_SYNONYM)
         for name, value in self.thresholds.items():
             if name not in THRESHOLDS:
                 raise UsageError(

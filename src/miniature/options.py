@@ -61,6 +61,11 @@ OPTIONS = (
     Option("pooling", {"choices": list(POOLINGS), "help": "embedding of the KNN and OOD checks (default cls)"}),
     Option("gate", {"choices": list(GATE_MODES),
                     "help": "gate on the point estimate (default) or on the lower end of its bootstrap 95%% interval"}),
+    Option("doc-stride", {"type": positive_int, "metavar": "N",
+                          "help": "QA: overlap of a long context's windows, in tokens (default min(128, max length / 2))"}),
+    Option("max-answer-length", {"type": positive_int, "metavar": "N", "help": "QA: longest answer span in tokens (default 30)"}),
+    Option("null-threshold", {"type": float, "metavar": "X",
+                              "help": "QA: answer nothing when the no-answer score beats the best span by more than X (default 0)"}),
     Option("batch-size", {"type": positive_int, "metavar": "N", "help": "inference batch size (default 32)"}),
     Option("max-length", {"type": positive_int, "metavar": "N", "help": "truncate inputs to N tokens (default 256)"}),
     Option("cache-dir", {"metavar": "DIR", "help": "where model outputs are cached (default: .miniature_cache beside pyproject.toml)"}),
@@ -93,7 +98,8 @@ def resolve_settings(values: Any, here: Path, *, search_from: tuple[Path, ...] =
     pyproject = next((p for p in (find_pyproject(d) for d in (here, *search_from)) if p), None)
     settings = load_settings(pyproject, {
         "task": get("task"), "batch_size": get("batch_size"), "max_length": get("max_length"),
-        "pooling": get("pooling"), "gate": get("gate"),
+        "pooling": get("pooling"), "gate": get("gate"), "doc_stride": get("doc_stride"),
+        "max_answer_length": get("max_answer_length"), "null_threshold": get("null_threshold"),
         "cache_dir": Path(here, get("cache_dir")) if get("cache_dir") else None,
     })
     if get("no_cache"):

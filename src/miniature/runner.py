@@ -127,7 +127,7 @@ class Runner:
             # Dynamically quantized models scale activations per batch, so which texts share
             # a batch changes their outputs: the batch size is part of the key.
             batch_size=self.settings.batch_size,
-            **({"doc_stride": self.settings.doc_stride, "max_answer_length": self.settings.max_answer_length}
+            **({"doc_stride": self.settings.stride, "max_answer_length": self.settings.max_answer_length}
                if eval_set.is_qa else {}),
         )
         outputs = self._cache.get(key) if self._cache else None
@@ -148,7 +148,7 @@ class Runner:
         settings = self.settings
         if eval_set.is_qa:
             outputs = backend.run_qa(eval_set.questions, eval_set.texts, batch_size=settings.batch_size,
-                                     max_length=settings.max_length, stride=settings.doc_stride,
+                                     max_length=settings.max_length, stride=settings.stride,
                                      max_answer_length=settings.max_answer_length)
         else:
             outputs = backend.run(eval_set.texts, batch_size=settings.batch_size, max_length=settings.max_length)

@@ -24,9 +24,14 @@ def baseline_rows(results: Sequence[Any], baseline: dict[str, Any]) -> list[list
     for r in map(plain, results):
         old = before.get(_key(r))
         if old is not None:
-            rows.append([r["metric"], r["candidate"], r.get("k") or "", f"{old['value']:.4f}", f"{r['value']:.4f}",
-                         f"{r['value'] - old['value']:+.4f}"])
+            was, now = old["value"], r["value"]  # None: NaN in the report (e.g. a gap with nothing to lose)
+            change = "-" if was is None or now is None else f"{now - was:+.4f}"
+            rows.append([r["metric"], r["candidate"], r.get("k") or "", _number(was), _number(now), change])
     return rows
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.4f}"
 
 
 def baseline_lines(results: Sequence[Any], baseline: dict[str, Any], source: str) -> list[str]:
