@@ -197,6 +197,18 @@ def test_an_unchanged_rerun_attacks_nothing(attacked, tiny_models, tiny_masked_l
     assert float(again) == float(first) and again.candidate_summary == first.candidate_summary
 
 
+def test_naming_the_same_models_differently_attacks_nothing(attacked, tiny_models, tiny_masked_lm, attack_cache, tmp_path):
+    import shutil
+
+    from miniature import Runner, Settings, attack_robustness
+
+    lm_copy = shutil.copytree(tiny_masked_lm, tmp_path / "renamed-mlm")  # same files, another path
+    runner = Runner(Settings(cache_dir=attack_cache, models={"t": str(tiny_models.teacher), "s": str(tiny_models.student)},
+                             attack={"model": str(lm_copy), "examples": EXAMPLES}))
+    attack_robustness(runner.model("t"), runner.model("s"), runner.dataset(str(tiny_models.eval_csv)))
+    assert runner.stats.attacked == 0 and runner.stats.attacks_from_cache == 2 * EXAMPLES
+
+
 def test_a_changed_setting_attacks_again(tiny_models, tiny_masked_lm, attack_cache):
     from miniature import attack_robustness
 

@@ -37,8 +37,9 @@ _REPORT_SECONDS = 10.0
 
 
 def attack_settings_key(settings: AttackSettings) -> dict[str, Any]:
-    """The settings that change an example's outcome (``examples`` only chooses which are attacked)."""
-    return {k: v for k, v in asdict(settings).items() if k != "examples"}
+    """The settings that change an example's outcome. ``examples`` only chooses which are attacked,
+    and the models are keyed by their content fingerprints, not by how their specs are spelt."""
+    return {k: v for k, v in asdict(settings).items() if k not in ("examples", "model", "similarity_model")}
 
 
 def example_key(text: str, gold: int) -> str:
