@@ -30,6 +30,10 @@ def main() -> None:
     specs = build(args.out)
 
     import torch
+
+    from miniature.attack.offline import import_textattack
+
+    import_textattack()  # offline: the project's NLTK stopwords, no download step
     from textattack.models.wrappers import HuggingFaceModelWrapper
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
