@@ -25,11 +25,14 @@ class GateFailure(AssertionError):
     """A model pair fell below a gate's threshold."""
 
 
-def _gate(result: Any, threshold: float, mode: str) -> Any:
-    """Compare the point estimate, or with ``mode="lower"`` the interval's lower end, with ``threshold``."""
+def _gate(result: Any, threshold: float, mode: str, *, at_most: bool = False) -> Any:
+    """Compare the point estimate with ``threshold``, or with ``mode="lower"`` the cautious end of its
+    interval: the lower end for a minimum, the upper end for a maximum (``at_most``). NaN never passes."""
     __tracebackhide__ = True
-    compared = result.interval[0] if mode == "lower" and result.interval is not None else float(result)
-    result.threshold, result.gate_mode, result.passed = threshold, mode, compared >= threshold
+    cautious = result.interval[1 if at_most else 0] if mode == "lower" and result.interval is not None else None
+    compared = float(result) if cautious is None else cautious
+    passed = compared <= threshold if at_most else compared >= threshold
+    result.threshold, result.gate_mode, result.passed = threshold, mode, bool(passed)
     if not result.passed:
         raise GateFailure(failure_message(result, threshold))
     return result
@@ -88,10 +91,4 @@ def assert_attack_robustness(
             f"Got {max_gap!r} instead."
         )
     result = attack_robustness(reference, candidate, attack_set, **settings)
-    mode = reference.runner.settings.gate
-    compared = result.interval[1] if mode == "lower" and result.interval is not None else float(result)
-    # NaN (a model with no correct example to lose) cannot pass.
-    result.threshold, result.gate_mode, result.passed = float(max_gap), mode, bool(compared <= max_gap)
-    if not result.passed:
-        raise GateFailure(failure_message(result, float(max_gap)))
-    return result
+    return _gate(result, float(max_gap), reference.runner.settings.gate, at_most=True)

@@ -32,11 +32,11 @@ def error_jaccard(
     of the Runner's results (and so out of the summary). The other checks take both too.
     """
     _check_models(reference, candidate, eval_set, "error_jaccard")
+    if eval_set.is_qa:
+        return _qa_error_jaccard(reference, candidate, eval_set, resamples=resamples, record=record)
     runner = reference.runner
     check = "the prediction-error check"
     ids = eval_set.ids
-    if eval_set.is_qa:
-        return _qa_error_jaccard(reference, candidate, eval_set, resamples=resamples, record=record)
     per_model = {}
     for model in (reference, candidate):
         outputs = model.outputs(eval_set)

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .models.base import task_of
 from .models.fingerprint import TOKENIZER_FILES
-from .models.hf import declares_classifier
 
 MANIFEST = "miniature-manifest.json"
 
@@ -47,14 +47,9 @@ def _load(model_dir: Path):
     the bare encoder. Returns (model, tokenizer, task or None)."""
     from transformers import AutoModel, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
-    config = json.loads((model_dir / "config.json").read_text())
-    architectures = config.get("architectures") or []
-    if any(a.endswith("ForQuestionAnswering") for a in architectures):
-        task, loader = "question-answering", AutoModelForQuestionAnswering
-    elif declares_classifier(config):
-        task, loader = "text-classification", AutoModelForSequenceClassification
-    else:
-        task, loader = None, AutoModel
+    task = task_of(json.loads((model_dir / "config.json").read_text()))
+    loader = {"question-answering": AutoModelForQuestionAnswering,
+              "text-classification": AutoModelForSequenceClassification}.get(task, AutoModel)
     return loader.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir), task
 
 
@@ -243,7 +238,7 @@ def distill(
 
     teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
     config = json.loads((teacher_dir / "config.json").read_text())
-    if not declares_classifier(config):
+    if task_of(config) != "text-classification":
         from .errors import UsageError
 
         raise UsageError(

@@ -197,22 +197,23 @@ class Runner:
         """Each question's answer under ``model`` ("" for no answer, by the settings' null_threshold)."""
         outputs = self.outputs(model, eval_set)
         if outputs.answers is None:
-            architectures = ", ".join(self.backend(model).config().get("architectures") or []) or "not stated"
             raise ModelLoadError(
-                f"Model {model.name!r} has no question-answering head (architectures: {architectures}), so it "
+                f"Model {model.name!r} has no question-answering head (architectures: {self._architectures(model)}), so it "
                 f"answers nothing, which {check} needs on {eval_set.name!r}; give a model fine-tuned for extractive "
                 f"QA, or add ?task=question-answering to its spec if its files do not say so"
             )
         return outputs.qa_predictions(self.settings.null_threshold)
+
+    def _architectures(self, model: Model) -> str:
+        return ", ".join(self.backend(model).config().get("architectures") or []) or "not stated"
 
     def gold(self, model: Model, eval_set: EvalSet, check: str) -> np.ndarray:
         """The eval set's labels as ``model``'s class indices."""
         labels = eval_set.require_labels(check)
         outputs = self.outputs(model, eval_set)
         if outputs.logits is None:
-            architectures = ", ".join(self.backend(model).config().get("architectures") or []) or "not stated"
             raise ModelLoadError(
-                f"Model {model.name!r} has no classification head (architectures: {architectures}), so it "
+                f"Model {model.name!r} has no classification head (architectures: {self._architectures(model)}), so it "
                 f"makes no predictions, which {check} needs; give a fine-tuned classifier"
             )
         return align_labels(

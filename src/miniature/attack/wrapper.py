@@ -31,7 +31,7 @@ class BackendModelWrapper(textattack.models.wrappers.ModelWrapper):
         self.queries = 0
 
     def __call__(self, text_input_list: Sequence[str]) -> np.ndarray:
-        texts = [t if isinstance(t, str) else " ".join(t) for t in text_input_list]
+        texts = list(text_input_list)  # single-text classification: each input is one string
         outputs = self.backend.run(texts, batch_size=self.batch_size, max_length=self.max_length, need_hidden=False)
         if outputs.logits is None:
             raise ValueError(f"Model {self.backend.spec.name!r} returned no logits; only classifiers can be attacked")

@@ -14,6 +14,17 @@ from ..outputs import ModelOutputs
 from .spec import ModelSpec
 
 
+def task_of(config: dict) -> str | None:
+    """The task a config.json's ``architectures`` declare: a sequence classifier, an extractive-QA
+    model, or None (a bare encoder)."""
+    architectures = config.get("architectures") or []
+    if any(a.endswith("ForQuestionAnswering") for a in architectures):
+        return "question-answering"
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return "text-classification"
+    return None
+
+
 class ForwardCounter:
     """Counts forward passes (batches) run by every backend in this process.
 
@@ -75,15 +86,7 @@ class Backend(ABC):
 
     def model_task(self) -> str | None:
         """What the model does: ``?task=`` of the spec, else what its files declare (None: a bare encoder)."""
-        declared = self.spec.options.get("task")
-        if declared:
-            return declared
-        architectures = self.config().get("architectures") or []
-        if any(a.endswith("ForQuestionAnswering") for a in architectures):
-            return "question-answering"
-        if any(a.endswith("ForSequenceClassification") for a in architectures):
-            return "text-classification"
-        return None
+        return self.spec.options.get("task") or task_of(self.config())
 
     def _limit(self, max_length: int) -> int:
         limit = max_length
@@ -147,23 +150,18 @@ class Backend(ABC):
         owner = np.asarray(encoded["overflow_to_sample_mapping"])
         n = len(questions)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-        first_window = np.full(n, -1)
-        for w in range(len(owner) - 1, -1, -1):
-            first_window[owner[w]] = w
+        first_window = np.unique(owner, return_index=True)[1]  # windows are in question order
         answers, span_scores, null_scores = [""] * n, np.full(n, -np.inf), np.full(n, np.inf)
         cls, mean, has_head = [None] * n, [None] * n, False
         done = 0
         for index, batch in self._batches(encoded, keys, batch_size):
             logits, hidden = self.forward(batch, True)
             forward_counter.batches += 1
-            mask = batch["attention_mask"][..., None].astype(np.float32) if "attention_mask" in batch else None
+            pooled = _pool(hidden, batch) if hidden is not None else None
             for row, w in enumerate(index):
                 q = owner[w]
-                if w == first_window[q] and hidden is not None:
-                    h = np.asarray(hidden[row], dtype=np.float32)
-                    cls[q] = h[0]
-                    m = mask[row] if mask is not None else np.ones((h.shape[0], 1), np.float32)
-                    mean[q] = (h * m).sum(axis=0) / max(float(m.sum()), 1.0)
+                if w == first_window[q] and pooled is not None:
+                    cls[q], mean[q] = pooled[0][row], pooled[1][row]
                 if logits is None or np.ndim(logits) != 3:  # no QA head (a classifier gives (batch, labels))
                     continue
                 has_head = True
@@ -210,13 +208,9 @@ class Backend(ABC):
             if logits is not None:
                 logits_parts.append(np.asarray(logits, dtype=np.float32))
             if hidden is not None:
-                hidden = np.asarray(hidden, dtype=np.float32)
-                cls_parts.append(hidden[:, 0, :])
-                mask = batch["attention_mask"][..., None].astype(np.float32) if "attention_mask" in batch else None
-                if mask is None:
-                    mean_parts.append(hidden.mean(axis=1))
-                else:
-                    mean_parts.append((hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0))
+                cls, mean = _pool(hidden, batch)
+                cls_parts.append(cls)
+                mean_parts.append(mean)
             if progress is not None:
                 progress(sum(map(len, order)), len(texts))
         forward_counter.runs += 1
@@ -227,3 +221,12 @@ class Backend(ABC):
             return np.concatenate(parts)[inverse] if parts else None
 
         return ModelOutputs(logits=restore(logits_parts), cls=restore(cls_parts), mean=restore(mean_parts))
+
+
+def _pool(hidden: np.ndarray, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(first token, mean over the attention mask) of a batch's last hidden states."""
+    hidden = np.asarray(hidden, dtype=np.float32)
+    if "attention_mask" not in batch:
+        return hidden[:, 0, :], hidden.mean(axis=1)
+    mask = batch["attention_mask"][..., None].astype(np.float32)
+    return hidden[:, 0, :], (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)

@@ -34,14 +34,9 @@ def download(spec_text: str, repo_id: str, revision: str | None) -> Path:
     return Path(path)
 
 
-def declares_classifier(config: dict) -> bool:
-    """Whether a config.json declares a sequence-classification architecture (else: a bare encoder)."""
-    return any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
-
-
 class HFBackend(Backend):
-    """A local HF directory: ``AutoModelForSequenceClassification`` when its config declares a
-    classifier, else ``AutoModel`` (base and sentence encoders)."""
+    """A local HF directory, loaded for the task its config declares (or ``?task=``): a sequence
+    classifier, an extractive-QA model, or ``AutoModel`` (base and sentence encoders)."""
 
     def files(self) -> list[Path]:
         return directory_files(self.local_dir)
@@ -58,9 +53,6 @@ class HFBackend(Backend):
             options["quantize"] = self.quantize()
         return options
 
-    def has_head(self) -> bool:
-        return self.model_task() is not None
-
     def load(self, task: str) -> None:
         import torch
         from transformers import AutoModel, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
@@ -69,7 +61,6 @@ class HFBackend(Backend):
         # states; a base or sentence encoder (no head) yields hidden states only, which is all
         # the representation and OOD checks need.
         self.task = self.model_task()
-        self.classifier = self.task is not None
         loader = {"text-classification": AutoModelForSequenceClassification,
                   "question-answering": AutoModelForQuestionAnswering}.get(self.task, AutoModel)
         try:
@@ -84,7 +75,7 @@ class HFBackend(Backend):
         untrained = [k for k in info.get("missing_keys", []) if any(h in k for h in heads)]
         if untrained:
             raise ModelLoadError(
-                f"Model {self.spec.name!r} ({self.local_dir}) has no trained classification head: "
+                f"Model {self.spec.name!r} ({self.local_dir}) has no trained {self.task.removeprefix('text-')} head: "
                 f"{', '.join(sorted(untrained))} were newly initialised, so its predictions would be "
                 f"random. Fine-tune it for {task} first, or give a fine-tuned checkpoint."
             )
@@ -98,7 +89,7 @@ class HFBackend(Backend):
     def forward(self, batch: dict[str, np.ndarray], need_hidden: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
         import torch
 
-        hidden = need_hidden or not self.classifier
+        hidden = need_hidden or self.task is None  # a bare encoder has only its hidden states
         with torch.inference_mode():
             out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}, output_hidden_states=hidden)
         if self.task == "question-answering":  # (batch, tokens, 2): start and end logits
