@@ -41,15 +41,16 @@ def main() -> None:
     from miniature.attack.recipe import build_attack
     from miniature.attack.runs import _outcome, load_masked_lm
     from miniature.attack.wrapper import BackendModelWrapper
+    from miniature.tasks import classification
 
     torch.set_num_threads(2)
     settings = Settings(cache_dir=None, max_length=512, attack={"model": specs["masked-lm"]})
     runner = Runner(settings)
     data = runner.dataset(specs["attack-set"])
     reference = runner.model(specs["minilm-imdb"])
-    gold = runner.gold(reference, data, "benchmark")
-    masked_lm, lm_tokenizer = load_masked_lm(runner, runner.model(specs["masked-lm"]))
-    ours = BackendModelWrapper(runner.loaded_backend(reference), batch_size=32, max_length=512)
+    gold = classification.gold(runner.engine, reference, data, "benchmark")
+    masked_lm, lm_tokenizer = load_masked_lm(runner.engine, runner.model(specs["masked-lm"]))
+    ours = BackendModelWrapper(runner.engine.loaded_backend(reference), batch_size=32, max_length=512)
     stock = HuggingFaceModelWrapper(AutoModelForSequenceClassification.from_pretrained(specs["minilm-imdb"]).eval(),
                                     AutoTokenizer.from_pretrained(specs["minilm-imdb"]))
     rows = {}

@@ -170,15 +170,16 @@ def test_the_attack_report_is_consistent(attacked):
 
 def test_adversarial_examples_respect_the_constraints_and_fool_the_model(attacked, tiny_models):
     from miniature.attack.runs import attack_outcomes
+    from miniature.tasks import classification
 
     runner, result = attacked
     teacher = runner.model(str(tiny_models.teacher))
     data = runner.dataset(str(tiny_models.eval_csv))
-    found = attack_outcomes(runner, teacher, data, runner.settings.attack)
-    gold = runner.gold(teacher, data, "test")
+    found = attack_outcomes(runner.engine, teacher, data, runner.settings.attack)
+    gold = classification.gold(runner.engine, teacher, data, "test")
     wins = [(o, i) for i, o in enumerate(found) if o.status == "successful"]
     assert wins
-    backend = runner.loaded_backend(teacher)
+    backend = runner.engine.loaded_backend(teacher)
     predictions = backend.run([o.perturbed_text for o, _ in wins], batch_size=32, max_length=256).predictions
     for (outcome, index), prediction in zip(wins, predictions):
         assert outcome.perturbed_text != data.texts[index]
@@ -259,7 +260,7 @@ def test_the_wrapper_gives_the_stock_wrappers_logits(tiny_models):
 
     texts = list(Runner(Settings(cache_dir=None)).dataset(str(tiny_models.eval_csv)).texts[:20])
     runner = Runner(Settings(cache_dir=None))
-    ours = BackendModelWrapper(runner.loaded_backend(runner.model(str(tiny_models.teacher))), batch_size=8, max_length=128)
+    ours = BackendModelWrapper(runner.engine.loaded_backend(runner.model(str(tiny_models.teacher))), batch_size=8, max_length=128)
     # The stock wrapper pads to the tokenizer's model_max_length (512 here) whatever the model's
     # position table holds (128 for the tiny model), so it is told the model's real limit.
     tokenizer = AutoTokenizer.from_pretrained(tiny_models.teacher, model_max_length=128)
@@ -301,8 +302,8 @@ def test_attack_settings_are_checked():
         Settings(attack={"max_percent": 1.5})
     with pytest.raises(UsageError, match="attack_robustness in \\[tool.miniature.thresholds\\]"):
         Settings(thresholds={"attack_robustness": {"min": 0.5}})
-    assert Settings(thresholds={"attack_robustness": {"max_gap": 5}}).thresholds["attack_robustness"].max_gap == 5.0
-    assert Settings(thresholds={"attack_drop_gap": 15}).thresholds["attack_robustness"].max_gap == 15.0
+    assert Settings(thresholds={"attack_robustness": {"max_gap": 5}}).thresholds["attack_robustness"].value == 5.0
+    assert Settings(thresholds={"attack_drop_gap": 15}).thresholds["attack_robustness"].value == 15.0
     with pytest.raises(UsageError, match="not both"):
         Settings(thresholds={"attack_drop_gap": 15, "attack_robustness": 10})
 

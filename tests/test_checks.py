@@ -21,7 +21,7 @@ from miniature import (
     ood_agreement,
 )
 from miniature.characteristics import nearest_others, tpr_threshold
-from miniature.checks import held_out_split
+from miniature.characteristics.distribution import held_out_split
 
 
 @pytest.fixture
@@ -81,7 +81,8 @@ def test_knn_gate_fails_with_the_least_agreeing_ids(tiny_models, runner):
     data = runner.dataset(str(tiny_models.eval_csv))
     ref, student = runner.model(str(tiny_models.teacher)), runner.model(str(tiny_models.student))
     value = float(knn_agreement(ref, student, data, k=10))
-    assert assert_knn_agreement(ref, student, data, k=10, min=value).passed
+    assert assert_knn_agreement(ref, student, data, k=10, min=value) == value
+    assert runner.ledger.entries[-1].verdict.passed
     with pytest.raises(GateFailure, match=r"(?s)student does not see the neighbourhoods .*knn_agreement\s+>= 0.99\s+" + f"{value:.4f}" + r".*ids whose neighbourhoods agree least: "):
         assert_knn_agreement(ref, student, data, k=10, min=0.99)
     with pytest.raises(UsageError, match=r"'k' parameter of knn_agreement must be at most n - 1 = 199"):

@@ -140,12 +140,16 @@ def test_compare_runs_every_applicable_check_and_gates_with_exit_codes(tiny_mode
         assert line in ungated.stdout
     report = json.loads((tmp_path / "out" / "ungated.json").read_text())
     assert len(report["results"]) == 6 and report["verdict"] == "pass" and report["gates"]["total"] == 0
+    # The gate below fails every candidate under 0.99: the student, and the int8 model only where this
+    # CPU's int8 kernels move a point (its value depends on AVX2 / AVX-512 VNNI / AMX).
+    below = sum(r["value"] < 0.99 for r in report["results"] if r["metric"] == "error_jaccard")
+    assert below >= 1
 
     gated = run(*base, "--threshold", "error_jaccard=0.99", "--threshold", "knn_agreement=0.0@5", "--markdown", "s.md", cwd=tmp_path)
     assert gated.returncode == 1
     assert "model outputs: 0 computed (0.0s), 3 from cache" in gated.stdout  # only the gated checks run
-    assert f"FAILED {tiny_models.student} does not make the errors" in gated.stdout and "1 of 4 gates failed" in gated.stdout
-    assert "**1 of 4 gates failed**" in (tmp_path / "s.md").read_text()
+    assert f"FAILED {tiny_models.student} does not make the errors" in gated.stdout and f"{below} of 4 gates failed" in gated.stdout
+    assert f"**{below} of 4 gates failed**" in (tmp_path / "s.md").read_text()
 
     rendered = run(*CLI, "report", str(tmp_path / "out" / "ungated.json"))
     assert rendered.returncode == 0
@@ -159,7 +163,7 @@ def test_compare_runs_every_applicable_check_and_gates_with_exit_codes(tiny_mode
     [
         (["compare", "--candidate", "REF"], 2, "compare needs --reference SPEC"),
         (["compare", "--reference", "REF", "--candidate", "REF"], 2, "compare needs data"),
-        (["compare", "--threshold", "speed=1"], 2, "expected NAME=MIN[@K] with NAME one of error_jaccard"),
+        (["compare", "--threshold", "speed=1"], 2, "expected NAME=BOUND[@K] with NAME one of error_jaccard"),
         (["compare", "--reference", "REF", "--candidate", "REF", "--eval", "nothing.csv"], 2, "Dataset file 'nothing.csv'"),
         (["report", "README.md"], 2, "Could not read report README.md"),
     ],

@@ -291,7 +291,7 @@ candidates = ["{tiny_models.student}"]
 ood_agreement = 0.2
 """)
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(errors=1)  # computed in the item's setup: missing data is an error, not a failed gate
     result.stdout.fnmatch_lines(["*ood_agreement needs train (--miniature-train) and ood (--miniature-ood); configure them on the command line or in [[]tool.miniature[]]*"])
 
 

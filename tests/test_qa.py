@@ -168,7 +168,7 @@ def test_windowed_answers_match_a_brute_force_decode_of_every_window(tiny_qa_mod
 
     runner = qa_runner()
     data = runner.dataset(f"{tiny_qa_models.eval_json}[:24]")
-    outputs = runner.outputs(runner.model(str(tiny_qa_models.reference)), data)
+    outputs = runner.model(str(tiny_qa_models.reference)).outputs(data)
     model = AutoModelForQuestionAnswering.from_pretrained(tiny_qa_models.reference).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_qa_models.reference)
     long_contexts = 0
@@ -195,6 +195,7 @@ def test_windowed_answers_match_a_brute_force_decode_of_every_window(tiny_qa_mod
 
 def test_qa_error_jaccard_is_the_jaccard_of_exact_match_failures(tiny_qa_models, qa_runner):
     from miniature import error_jaccard, jaccard
+    from miniature.tasks import question_answering
 
     runner = qa_runner()
     data = runner.dataset(f"{tiny_qa_models.eval_json}{SLICE}")
@@ -202,7 +203,7 @@ def test_qa_error_jaccard_is_the_jaccard_of_exact_match_failures(tiny_qa_models,
     result = error_jaccard(reference, dropped, data)
     wrong = {}
     for model in (reference, dropped):
-        answers = runner.qa_predictions(model, data, "test")
+        answers = question_answering.answers(runner.engine, model, data, "test")
         wrong[model] = {i for i, a, g in zip(data.ids, answers, data.answers) if not exact_match(a, g)}
         assert any(a for a in answers) or model is reference  # the candidate answers some questions
     assert float(result) == pytest.approx(jaccard(wrong[reference], wrong[dropped]))
@@ -218,7 +219,7 @@ def test_the_null_threshold_decides_without_rerunning_the_model(tiny_qa_models, 
     runner = qa_runner()
     data = runner.dataset(f"{tiny_qa_models.eval_json}{SLICE}")
     model = runner.model(str(tiny_qa_models.reference))
-    outputs = runner.outputs(model, data)
+    outputs = model.outputs(data)
     before = forward_counter.batches
     always = outputs.qa_predictions(null_threshold=1e9)
     never = outputs.qa_predictions(null_threshold=-1e9)
@@ -229,8 +230,8 @@ def test_the_null_threshold_decides_without_rerunning_the_model(tiny_qa_models, 
 def test_onnx_qa_exports_answer_as_the_torch_model_does(tiny_qa_models, qa_runner):
     runner = qa_runner()
     data = runner.dataset(f"{tiny_qa_models.eval_json}[:40]")
-    torch_out = runner.outputs(runner.model(str(tiny_qa_models.reference)), data)
-    onnx_out = runner.outputs(runner.model(f"onnx:{tiny_qa_models.onnx}"), data)
+    torch_out = runner.model(str(tiny_qa_models.reference)).outputs(data)
+    onnx_out = runner.model(f"onnx:{tiny_qa_models.onnx}").outputs(data)
     assert list(onnx_out.answers) == list(torch_out.answers)
     np.testing.assert_allclose(onnx_out.span_scores, torch_out.span_scores, atol=1e-3)
     np.testing.assert_allclose(onnx_out.cls, torch_out.cls, atol=1e-3)
@@ -251,7 +252,7 @@ def test_qa_settings_are_checked():
 
     with pytest.raises(UsageError, match="doc_stride \\(256\\) to be below max_length \\(256\\)"):
         Settings(task="question-answering", doc_stride=256)
-    with pytest.raises(UsageError, match="null_threshold to be a finite number"):
+    with pytest.raises(UsageError, match=r"'null_threshold' parameter of \[tool.miniature\] must be a finite number"):
         Settings(null_threshold="high")
 
 

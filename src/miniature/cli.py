@@ -25,14 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--eval", metavar="DATASET", help="with --train: the labelled eval set (default: the last quarter of --train)")
     compare = commands.add_parser(
         "compare", help="run the checks and gates without writing tests; exit 0 if every gate passes, 1 if one fails",
-        description="Compare a reference with candidates on every characteristic whose data is given "
-                    "(prediction errors and data representation on --eval, data distribution on --train and --ood), "
-                    "gate on the thresholds of [tool.miniature.thresholds] and --threshold, and print the tables.",
+        description="Compare a reference with candidates on every characteristic whose data is given, gate on the "
+                    "thresholds of [tool.miniature.thresholds] and --threshold, and print the tables. A check that "
+                    "cannot apply to a model or data set is reported as not applicable unless you asked for it. "
+                    "Exit codes: 0 every gate passed, 1 a gate failed, 2 usage error, 3 a model or data set could "
+                    "not be used.",
+        epilog="characteristics: " + "; ".join(f"{c.name}: {c.summary}" for c in _characteristics()),
     )
     add_options(compare.add_argument, plugin=False)
     compare.add_argument(
-        "--threshold", action="append", default=[], type=threshold_arg, metavar="NAME=MIN[@K]",
-        help="a gate, e.g. error_jaccard=0.45 or knn_agreement=0.3@10; overrides [tool.miniature.thresholds]",
+        "--threshold", action="append", default=[], type=threshold_arg, metavar="NAME=BOUND[@K]",
+        help="a gate on a characteristic (names below): a minimum for an agreement (NAME=0.45, or NAME=0.3@10 with "
+             "K = 10), a maximum for a gap; the direction is the characteristic's; overrides [tool.miniature.thresholds]",
     )
     report = commands.add_parser("report", help="re-render a saved JSON report (terminal tables, Markdown)")
     report.add_argument("path", help="a report written by --miniature-report or miniature compare --report")
@@ -74,117 +78,85 @@ def fraction(text: str) -> float:
     return value
 
 
+def _characteristics() -> list:
+    from .characteristics import registry
+
+    return list(registry.characteristics().values())
+
+
 def threshold_arg(text: str) -> tuple[str, Any]:
-    from .config import THRESHOLDS
+    from .characteristics import registry
+    from .errors import UsageError as Invalid
 
     name, sep, value = text.partition("=")
-    if not sep or name not in THRESHOLDS:
-        raise argparse.ArgumentTypeError(f"expected NAME=MIN[@K] with NAME one of {', '.join(THRESHOLDS)} but got {text!r}")
-    minimum, _, k = value.partition("@")
     try:
-        return name, ({"min": float(minimum), "k": int(k)} if k else float(minimum))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number for MIN (and a whole number for K) but got {text!r}") from None
+        characteristic = registry.get(name) if sep else None
+    except Invalid:
+        characteristic = None
+    if characteristic is None:
+        raise argparse.ArgumentTypeError(f"expected NAME=BOUND[@K] with NAME one of {', '.join(registry.names())} "
+                                         f"but got {text!r}")
+    bound, _, k = value.partition("@")
+    try:
+        table = {characteristic.bound_key: float(bound), **({"k": int(k)} if k else {})}
+        return characteristic.name, characteristic.parse_threshold(table, owner="--threshold")
+    except (ValueError, Invalid) as exc:
+        raise argparse.ArgumentTypeError(f"expected a number for the bound (and a whole number for K) in {text!r}: "
+                                         f"{exc}") from None
 
 
 def run_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .assertions import GateFailure
-    from .config import Threshold
-    from .gates import run_check
+    from .errors import GateFailure
     from .options import resolve_settings
-    from .report.json_report import build_report, write_json
-    from .report.markdown import markdown_summary
-    from .report.terminal import summary
-    from .runner import Runner
+    from .session import Session
 
     here = Path.cwd()
     settings, _ = resolve_settings(args, here)
-    for name, value in args.threshold:
-        settings.thresholds[name] = Threshold.parse(name, value)
+    for name, threshold in args.threshold:
+        settings.thresholds[name] = threshold
+    settings.validate()
     if settings.reference is None or not settings.candidates:
         raise UsageError("compare needs --reference SPEC and at least one --candidate SPEC (or reference and candidates in [tool.miniature])")
-    if settings.eval is None and (settings.train is None or settings.ood is None) and settings.attack_set is None:
+    if all(getattr(settings, key) is None for key in ("eval", "train", "ood", "attack_set")):
         raise UsageError("compare needs data: --eval SPEC, or --train SPEC and --ood SPEC, or --attack-set SPEC")
-    runner = Runner(settings)
+    session = Session(settings)
+    checks, explicit = session.chosen_checks()
+    for line in session.unused_data(checks):
+        print(f"miniature: warning: {line}", file=sys.stderr)
     failures = []
     for spec in settings.candidates:
-        for check in list(settings.thresholds) or applicable_checks(runner):
+        for check in checks:
             try:
-                run_check(runner, check, spec, settings.thresholds.get(check))
+                session.run_check(check, spec, settings.thresholds.get(check), explicit=explicit)
             except GateFailure as failure:
                 failures.append(str(failure))
-    for line in summary(runner.results):
-        print(line)
-    stats = runner.stats
-    print(f"model outputs: {stats.computed} computed ({stats.seconds_computing:.1f}s), {stats.from_disk} from cache "
-          f"(cache: {settings.cache_dir or 'disabled'})")
     code = 1 if failures else 0
-    if args.miniature_compare_baseline:
-        from .report.baseline import baseline_lines
-        from .report.json_report import read_json
-
-        source = here / args.miniature_compare_baseline
-        for line in baseline_lines(runner.results, read_json(source), str(source)):
-            print(line)
-    report = build_report(runner, exit_status=code)
-    for path, what in ((args.miniature_report, "JSON report"), (args.miniature_save_baseline, "baseline saved")):
-        if path:
-            print(f"{what}: {write_json(report, here / path)}")
-    if args.miniature_html:
-        from .report.html import write_html
-
-        print(f"HTML report: {write_html(runner.results, here / args.miniature_html, report=report)}")
-    if args.miniature_markdown and runner.results:
-        path = here / args.miniature_markdown
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(markdown_summary(runner.results), encoding="utf-8")
-        print(f"Markdown summary: {path}")
+    for line in session.finish(exit_status=code, options=args, here=here):
+        print(line)
     for failure in failures:
         print(f"\nFAILED {failure}")
-    gated = sum(1 for r in runner.results if getattr(r, "threshold", None) is not None)
+    gated = sum(1 for e in session.ledger.entries if e.verdict is not None)
     print(f"\n{len(failures)} of {gated} gates failed" if failures else f"\nall {gated} gates passed" if gated else "\nno gates set")
     return code
-
-
-def applicable_checks(runner: Any) -> list[str]:
-    """Without thresholds: every check whose data is configured (prediction errors only on labelled data,
-    or on QA data with gold answers; the attack only with an attack set)."""
-    settings = runner.settings
-    checks = []
-    if settings.eval is not None:
-        data = runner.dataset(settings.eval)
-        if data.labels is not None or data.answers is not None:
-            checks.append("error_jaccard")
-        checks.append("knn_agreement")
-    if settings.train is not None and settings.ood is not None:
-        checks.append("ood_agreement")
-    if settings.attack_set is not None:
-        checks.append("attack_robustness")
-    return checks
 
 
 def run_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .report.json_report import read_json
-    from .report.markdown import markdown_summary
-    from .report.terminal import summary
+    from .report.terminal import matrix_lines, summary
+    from .report.writing import write_reports
 
     report = read_json(args.path)
     print(f"pytest-miniature report of {report['created']}: {report['verdict']} "
           f"({report['gates']['failed']} of {report['gates']['total']} gates failed)")
-    for line in summary(report["results"]):
+    for line in summary(report["results"]) + matrix_lines(report.get("matrices") or {}):
         print(line)
-    if args.markdown:
-        path = Path(args.markdown)
-        path.write_text(markdown_summary(report["results"]), encoding="utf-8")
-        print(f"Markdown summary: {path}")
-    if args.html:
-        from .report.html import write_html
-
-        print(f"HTML report: {write_html(report['results'], args.html, report=report)}")
+    options = argparse.Namespace(miniature_markdown=args.markdown, miniature_html=args.html)
+    for line in write_reports(report, options, Path.cwd(), step_summary=False):
+        print(line)
     return 0
 
 

@@ -53,9 +53,10 @@ def _load(model_dir: Path):
     return loader.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir), task
 
 
-def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17) -> Path:
+def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17, hidden_states: bool = True) -> Path:
     """Export a HF model to ``out_dir/model.onnx``: outputs ``logits`` (classifiers) or ``start_logits`` and
-    ``end_logits`` (extractive QA), and ``last_hidden_state``."""
+    ``end_logits`` (extractive QA), and ``last_hidden_state`` unless ``hidden_states=False`` (a
+    logits-only export, as many deployed graphs are; the KNN and OOD checks do not apply to it)."""
     import torch
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -71,13 +72,12 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17) 
 
         def forward(self, *inputs: torch.Tensor):
             out = self.model(**dict(zip(names, inputs)), output_hidden_states=True)
-            if task == "question-answering":
-                return out.start_logits, out.end_logits, out.hidden_states[-1]
-            return (out.logits, out.hidden_states[-1]) if task else out.hidden_states[-1]
+            heads = (out.start_logits, out.end_logits) if task == "question-answering" else (out.logits,) if task else ()
+            return (*heads, *((out.hidden_states[-1],) if hidden_states or not task else ()))
 
     path = out_dir / "model.onnx"
     heads = {"question-answering": ["start_logits", "end_logits"], "text-classification": ["logits"]}.get(task, [])
-    outputs = [*heads, "last_hidden_state"]
+    outputs = [*heads, *(["last_hidden_state"] if hidden_states or not heads else [])]
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes.update(logits={0: "batch"}, start_logits={0: "batch", 1: "sequence"}, end_logits={0: "batch", 1: "sequence"},
                 last_hidden_state={0: "batch", 1: "sequence"})
@@ -89,7 +89,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17) 
             opset_version=opset, dynamo=False,
         )
     _copy_tokenizer(model_dir, out_dir)
-    _write_manifest(out_dir, "onnx-export", model_dir, opset=opset, torch=torch.__version__)
+    _write_manifest(out_dir, "onnx-export", model_dir, opset=opset, torch=torch.__version__, hidden_states=hidden_states)
     return path
 
 

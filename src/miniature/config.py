@@ -5,72 +5,26 @@ Shared by the pytest plugin and the ``miniature`` CLI so both read one config th
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .characteristics import registry
+from .characteristics.base import Threshold
 from .data.spec import DatasetSpec
 from .errors import UsageError
 from .models.spec import ModelSpec
 from .outputs import POOLINGS
-from .validation import check_fraction, check_positive_int
+from .tasks import TASKS
+from .validation import check_finite, check_fraction, check_positive_int
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-TASKS = ("text-classification", "question-answering")
 GATE_MODES = ("point", "lower")
-#: threshold name -> what it bounds. The agreements take a lower bound in [0, 1]; the attack
-#: check takes an upper bound on its gap (percentage points of accuracy drop).
-THRESHOLDS = {
-    "error_jaccard": "prediction-error Jaccard",
-    "knn_agreement": "data-representation KNN agreement",
-    "ood_agreement": "data-distribution OOD agreement",
-    "attack_robustness": "adversarial accuracy-drop gap (candidate minus reference, % points)",
-}
-_TAKES_K = ("knn_agreement", "ood_agreement")
-#: Accepted for attack_robustness: the maximum gap in percentage points.
-_ATTACK_GAP_SYNONYM = "attack_drop_gap"
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """A gate: the agreement must be at least ``min`` (``k``: the K of the KNN-based checks), or,
-    for ``attack_robustness``, the candidate's % accuracy drop under attack may exceed the
-    reference's by at most ``max_gap`` percentage points."""
-
-    min: float | None = None
-    k: int = 10
-    max_gap: float | None = None
-
-    @classmethod
-    def parse(cls, name: str, value: Any) -> Threshold:
-        owner = "[tool.miniature.thresholds]"
-        if isinstance(value, Threshold):
-            return value
-        if name == "attack_robustness":
-            gap = value.get("max_gap") if isinstance(value, dict) and set(value) == {"max_gap"} else value
-            if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not math.isfinite(gap):
-                raise UsageError(
-                    f"Expected {name} in {owner} to be a number of percentage points or a table "
-                    f"{{max_gap = <number>}} but got {value!r}"
-                )
-            return cls(max_gap=float(gap))
-        if isinstance(value, dict):
-            allowed = {"min", "k"} if name in _TAKES_K else {"min"}
-            unknown = set(value) - allowed
-            if unknown or "min" not in value:
-                raise UsageError(
-                    f"Expected {name} in {owner} to be a number or a table with keys {', '.join(sorted(allowed))} "
-                    f"(min required) but got {value!r}"
-                )
-            return cls(check_fraction(value["min"], f"{name}.min", owner),
-                       check_positive_int(value.get("k", 10), f"{name}.k", owner))
-        return cls(check_fraction(value, name, owner))
 
 
 @dataclass(frozen=True)
@@ -163,6 +117,8 @@ class Settings:
     label_map: dict[str, int | str] | None = None
     models: dict[str, str] = field(default_factory=dict)
     thresholds: dict[str, Threshold] = field(default_factory=dict)
+    #: The characteristics to run (None: those with thresholds, else every one whose data is given).
+    checks: list[str] | None = None
     #: Relative paths in specs resolve against this directory.
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -183,10 +139,7 @@ class Settings:
         if self.doc_stride is not None:
             check_positive_int(self.doc_stride, "doc_stride", owner)
         check_positive_int(self.max_answer_length, "max_answer_length", owner)
-        if isinstance(self.null_threshold, bool) or not isinstance(self.null_threshold, (int, float)) \
-                or not math.isfinite(self.null_threshold):
-            raise UsageError(f"Expected null_threshold to be a finite number (a score difference) in {owner} "
-                             f"but got {self.null_threshold!r}")
+        self.null_threshold = check_finite(self.null_threshold, "null_threshold", owner)
         if self.doc_stride is not None and self.doc_stride >= self.max_length:
             raise UsageError(f"Expected doc_stride ({self.doc_stride}) to be below max_length ({self.max_length}) "
                              f"(--miniature-doc-stride / [tool.miniature] doc_stride): windows overlap by doc_stride tokens")
@@ -200,17 +153,28 @@ class Settings:
             raise UsageError(f"Expected label_map to be a table (dataset label = model label) but got {self.label_map!r}")
         if not isinstance(self.thresholds, dict):
             raise UsageError(f"Expected [tool.miniature.thresholds] to be a table but got {self.thresholds!r}")
-        if _ATTACK_GAP_SYNONYM in self.thresholds:  # the name DESIGN.md uses
-            if "attack_robustness" in self.thresholds:
-                raise UsageError(f"Give either attack_robustness or {_ATTACK_GAP_SYNONYM} in [tool.miniature.thresholds], "
-                                 f"not both (they are the same gate)")
-            self.thresholds["attack_robustness"] = self.thresholds.pop(_ATTACK_GAP_SYNONYM)
+        thresholds = {}
         for name, value in self.thresholds.items():
-            if name not in THRESHOLDS:
-                raise UsageError(
-                    f"Unknown threshold {name!r} in [tool.miniature.thresholds]; expected one of {', '.join(THRESHOLDS)}"
-                )
-            self.thresholds[name] = Threshold.parse(name, value)
+            try:
+                characteristic = registry.get(name, owner="[tool.miniature.thresholds]")
+            except UsageError:
+                raise UsageError(f"Unknown threshold {name!r} in [tool.miniature.thresholds]; expected one of "
+                                 f"{', '.join(registry.names())}") from None
+            if characteristic.name in thresholds:
+                raise UsageError(f"Give either {characteristic.name} or {name} in [tool.miniature.thresholds], not both "
+                                 f"(they are the same gate)")
+            thresholds[characteristic.name] = characteristic.parse_threshold(value)
+        self.thresholds = thresholds
+        if self.checks is not None:
+            if isinstance(self.checks, str):
+                self.checks = [c.strip() for c in self.checks.split(",") if c.strip()]
+            if not isinstance(self.checks, list) or not all(isinstance(c, str) for c in self.checks):
+                raise UsageError(f"Expected checks to be a list of characteristic names in {owner} but got {self.checks!r}")
+            self.checks = [registry.get(c, owner="checks").name for c in self.checks]
+            unchosen = [n for n in self.thresholds if n not in self.checks]
+            if unchosen:
+                raise UsageError(f"Threshold(s) {', '.join(unchosen)} given for check(s) not among checks "
+                                 f"({', '.join(self.checks)}); add them to checks or drop their thresholds")
         if self.gate not in GATE_MODES:
             raise UsageError(f"Expected gate to be one of {', '.join(GATE_MODES)} in {owner} but got {self.gate!r}")
         if self.pooling not in POOLINGS:

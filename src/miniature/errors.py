@@ -24,9 +24,30 @@ class LabelMismatchError(DatasetError):
     """The dataset's labels cannot be matched to a model's ``id2label``."""
 
 
+class NotApplicable(MiniatureError):
+    """A check cannot apply to this model or data set: an ONNX export with logits only has no hidden
+    states for the KNN check, a bare encoder makes no predictions, a data set has no labels.
+
+    Where the check was chosen automatically, it is reported as not applicable with this
+    message as the reason and the other checks run; where the user asked for it, it is an error.
+    """
+
+
+class MissingOutput(ModelLoadError, NotApplicable):
+    """A model lacks an output a check needs: a classification or QA head, hidden states."""
+
+
+class MissingGold(DatasetError, NotApplicable):
+    """A data set lacks the labels or answers a check needs."""
+
+
 class MissingExtraError(MiniatureError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 
 
 class CacheWarning(UserWarning):
     """A cache entry was unreadable; it was moved aside and recomputed."""
+
+
+class GateFailure(AssertionError):
+    """A model pair fell outside a gate's threshold (a failed test, not an error)."""

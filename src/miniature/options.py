@@ -57,6 +57,9 @@ OPTIONS = (
     Option("attack-candidates", {"type": positive_int, "metavar": "K",
                                  "help": "substitutes per word (BERT-Attack's K; default 8, as TextAttack 0.3.11)"}),
     Option("attack-budget", {"type": positive_int, "metavar": "N", "help": "model queries allowed per attacked example"}),
+    Option("checks", {"metavar": "NAME[,NAME...]",
+                       "help": "the characteristics to run (default: those with thresholds, else every one whose data is "
+                               "given); see 'miniature compare --help' for the names"}),
     Option("task", {"choices": list(TASKS), "help": "task of the models under test"}),
     Option("pooling", {"choices": list(POOLINGS), "help": "embedding of the KNN and OOD checks (default cls)"}),
     Option("gate", {"choices": list(GATE_MODES),
@@ -101,6 +104,7 @@ def resolve_settings(values: Any, here: Path, *, search_from: tuple[Path, ...] =
         "pooling": get("pooling"), "gate": get("gate"), "doc_stride": get("doc_stride"),
         "max_answer_length": get("max_answer_length"), "null_threshold": get("null_threshold"),
         "cache_dir": Path(here, get("cache_dir")) if get("cache_dir") else None,
+        "checks": get("checks"),
     })
     if get("no_cache"):
         settings.cache_dir = None

@@ -31,3 +31,12 @@ def check_positive_int(value: Any, name: str, owner: str) -> int:
             f"Got {value!r} instead."
         )
     return value
+
+
+def check_finite(value: Any, name: str, owner: str) -> float:
+    """Return ``value`` as a finite float, or raise naming ``name`` and ``owner``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UsageError(
+            f"The {name!r} parameter of {owner} must be a finite number. Got {value!r} (type={type(value).__name__}) instead."
+        )
+    return float(value)

@@ -25,8 +25,9 @@ from ..cache import cache_key
 from ..characteristics.adversarial import AttackOutcome
 from ..config import AttackSettings
 from ..data import EvalSet
+from ..engine import Engine
 from ..errors import CacheWarning, ModelLoadError
-from ..runner import Model, Runner, backend_fingerprint
+from ..tasks.classification import gold as gold_labels
 from .offline import TEXTATTACK_VERSION
 
 log = logging.getLogger("miniature")
@@ -74,46 +75,46 @@ class OutcomeStore:
             write_atomic(self.path, json.dumps({"key": self.key, **meta, "outcomes": self.outcomes}).encode())
 
 
-def attack_outcomes(runner: Runner, target: Model, attack_set: EvalSet, settings: AttackSettings) -> list[AttackOutcome]:
+def attack_outcomes(engine: Engine, target: Any, attack_set: EvalSet, settings: AttackSettings) -> list[AttackOutcome]:
     """Each example's outcome of attacking ``target`` (the first ``settings.examples`` of ``attack_set``)."""
     check = "the adversarial-vulnerability check"
-    gold = runner.gold(target, attack_set, check)
+    gold = gold_labels(engine, target, attack_set, check)
     count = len(attack_set) if settings.examples is None else min(settings.examples, len(attack_set))
     examples = [(attack_set.ids[i], attack_set.texts[i], int(gold[i])) for i in range(count)]
-    lm = runner.model(settings.model)
-    similarity = runner.model(settings.similarity_model) if settings.similarity_model else None
+    lm = engine.handle(settings.model)
+    similarity = engine.handle(settings.similarity_model) if settings.similarity_model else None
     parts = {
-        "kind": "attack", "recipe": RECIPE_VERSION, "target": runner.fingerprints[target.name], "textattack": TEXTATTACK_VERSION,
-        "masked_lm": backend_fingerprint(runner.backend(lm)),
-        "similarity": backend_fingerprint(runner.backend(similarity)) if similarity else None,
-        "settings": attack_settings_key(settings), "max_length": runner.settings.max_length,
-        "batch_size": runner.settings.batch_size,
+        "kind": "attack", "recipe": RECIPE_VERSION, "target": engine.fingerprint(target), "textattack": TEXTATTACK_VERSION,
+        "masked_lm": engine.fingerprint(lm),
+        "similarity": engine.fingerprint(similarity) if similarity else None,
+        "settings": attack_settings_key(settings), "max_length": engine.settings.max_length,
+        "batch_size": engine.settings.batch_size,
     }
     key = cache_key(**parts)
-    cache_dir = runner.settings.cache_dir
+    cache_dir = engine.settings.cache_dir
     store = OutcomeStore(Path(cache_dir) / "attacks" / key[:2] / f"{key}.json" if cache_dir else None, key)
     keys = [example_key(text, label) for _, text, label in examples]
     todo = [(e, k) for e, k in zip(examples, keys) if k not in store.outcomes]
-    runner.stats.attacks_from_cache += count - len(todo)
+    engine.stats.attacks_from_cache += count - len(todo)
     if todo:
         meta = {"target": target.spec.text, "masked_lm": lm.spec.text, "settings": parts["settings"]}
-        attack = _attack_for(runner, target, lm, similarity, settings)
+        attack = _attack_for(engine, target, lm, similarity, settings)
         start = last_flush = last_report = time.perf_counter()
         for done, ((example_id, text, label), k) in enumerate(todo, 1):
             result = attack.attack(text, label)
             store.outcomes[k] = asdict(_outcome(example_id, result))
-            runner.stats.attacked += 1
+            engine.stats.attacked += 1
             now = time.perf_counter()
             if now - last_flush > _FLUSH_SECONDS or done == len(todo):
                 store.save(meta)
                 last_flush = now
             if now - last_report > _REPORT_SECONDS or done == len(todo):
                 last_report = now
-                runner.report_progress(
+                engine.report_progress(
                     f"attacking {target.name}: {done}/{len(todo)} examples "
                     f"({count - len(todo)} from cache), {now - start:.0f}s"
                 )
-        runner.stats.seconds_attacking += time.perf_counter() - start
+        engine.stats.seconds_attacking += time.perf_counter() - start
     return [AttackOutcome(**{**store.outcomes[k], "id": example_id}) for (example_id, _, _), k in zip(examples, keys)]
 
 
@@ -136,28 +137,28 @@ def _outcome(example_id: str, result: Any) -> AttackOutcome:
     )
 
 
-def _attack_for(runner: Runner, target: Model, lm: Model, similarity: Model | None, settings: AttackSettings) -> Any:
+def _attack_for(engine: Engine, target: Any, lm: Any, similarity: Any | None, settings: AttackSettings) -> Any:
     from .recipe import EncoderSimilarity, build_attack
     from .wrapper import BackendModelWrapper
 
-    batch_size, max_length = runner.settings.batch_size, runner.settings.max_length
-    masked_lm, tokenizer = runner.memo(("masked_lm", lm.spec.text), lambda: load_masked_lm(runner, lm))
+    batch_size, max_length = engine.settings.batch_size, engine.settings.max_length
+    masked_lm, tokenizer = engine.memo(("masked_lm", lm.spec.text), lambda: load_masked_lm(engine, lm))
     constraint = None
     if similarity is not None:
-        encoder = runner.loaded_backend(similarity)
+        encoder = engine.loaded_backend(similarity)
         constraint = EncoderSimilarity(encoder, threshold=settings.similarity_threshold,
                                        batch_size=batch_size, max_length=max_length)
     lm_positions = getattr(masked_lm.config, "max_position_embeddings", max_length)
-    wrapper = BackendModelWrapper(runner.loaded_backend(target), batch_size=batch_size, max_length=max_length)
+    wrapper = BackendModelWrapper(engine.loaded_backend(target), batch_size=batch_size, max_length=max_length)
     return build_attack(wrapper, masked_lm=masked_lm, lm_tokenizer=tokenizer, settings=settings,
                         lm_max_length=min(max_length, lm_positions), batch_size=batch_size, similarity=constraint)
 
 
-def load_masked_lm(runner: Runner, lm: Model) -> tuple[Any, Any]:
+def load_masked_lm(engine: Engine, lm: Any) -> tuple[Any, Any]:
     """The attack's masked LM and its tokenizer, from ``lm``'s local directory (or hub snapshot)."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    backend = runner.backend(lm)
+    backend = engine.backend(lm)
     if backend.spec.backend != "hf":
         raise ModelLoadError(
             f"The attack's masked LM must be a transformers model (hf: spec or directory); got {lm.spec.text!r}"

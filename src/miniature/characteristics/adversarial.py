@@ -8,15 +8,23 @@ correct; a spent query budget also ends here).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..validation import check_finite
+from .base import Characteristic, Result, Verdict, evalset_arg, number, session_of, verdict_cell
 from .bootstrap import RESAMPLES, bootstrap_interval
 from .prediction_errors import jaccard
-from .result import Agreement
+
+if TYPE_CHECKING:
+    from ..config import AttackSettings
+    from ..data import EvalSet
+    from ..session import Model
 
 STATUSES = ("successful", "failed", "skipped")
 
@@ -84,10 +92,11 @@ def percent_drop(before: float, after: float) -> float:
     return 100.0 * (before - after) / before if before > 0 else float("nan")
 
 
-class AttackGap(Agreement):
+@dataclasses.dataclass(eq=False, kw_only=True, repr=False)
+class AttackGap(Result):
     """The attack gate's figure: candidate's % accuracy drop minus the reference's, in percentage points.
 
-    Positive: the candidate is more vulnerable than its reference. A float (the gap) carrying
+    Positive: the candidate is more vulnerable than its reference. Carries
     ``reference_summary`` and ``candidate_summary`` (Table 3 rows), ``success_jaccard``
     (Jaccard of the sets of successfully attacked examples), ``candidate_only_ids`` (attacked
     successfully on the candidate only), ``transfer_rate`` (share of the
@@ -97,6 +106,15 @@ class AttackGap(Agreement):
     """
 
     metric = "attack_robustness"
+
+    reference_summary: AttackSummary
+    candidate_summary: AttackSummary
+    success_jaccard: float
+    candidate_only_ids: list[str]
+    transfer_rate: float
+    transferred: int
+    transfer_tried: int
+    attack: dict[str, Any]
 
     def __repr__(self) -> str:
         return (f"AttackGap({float(self):+.2f} points, reference={self.reference!r}, "
@@ -133,7 +151,7 @@ def compare_attacks(
     if resamples and len(ids) > 1:
         interval = bootstrap_interval(_gap_statistic(reference, candidate), len(ids), resamples=resamples)
     return AttackGap(
-        gap, reference=reference_name, candidate=candidate_name, dataset=dataset, n=len(ids),
+        value=gap, reference=reference_name, candidate=candidate_name, dataset=dataset, n=len(ids),
         reference_summary=ref, candidate_summary=cand,
         success_jaccard=jaccard(succeeded(reference), succeeded(candidate)),
         candidate_only_ids=sorted(succeeded(candidate) - succeeded(reference)),
@@ -156,3 +174,149 @@ def _gap_statistic(reference: Sequence[AttackOutcome], candidate: Sequence[Attac
         return np.divide(100.0 * (b - a), b, out=np.full_like(b, np.nan), where=b > 0)
 
     return lambda counts: drop(counts, cand_before, cand_after) - drop(counts, ref_before, ref_after)
+
+
+# -- the characteristic ---------------------------------------------------------------------------
+
+
+def attack_robustness(
+    reference: Model,
+    candidate: Model,
+    attack_set: EvalSet,
+    *,
+    settings: AttackSettings | None = None,
+    resamples: int = RESAMPLES,
+    record: bool = True,
+    **changes: Any,
+) -> AttackGap:
+    """How much more accuracy ``candidate`` loses to BERT-Attack than ``reference`` (paper, section 6).
+
+    Both models are attacked on the same examples of ``attack_set`` (labelled) with the
+    session's ``[tool.miniature.attack]`` settings, or ``settings``, with keyword ``changes``
+    (e.g. ``max_candidates=48, examples=100``) applied. Returns an :class:`AttackGap`: the
+    candidate's % accuracy drop minus the reference's, carrying both Table 3 rows, the Jaccard
+    of the successfully attacked sets and the transfer rate of the reference's adversarial
+    examples to the candidate. Needs the ``attack`` extra (TextAttack).
+    """
+    session = session_of(reference, candidate, "attack_robustness")
+    data = {"attack_set": evalset_arg(attack_set, "attack_set", "attack_robustness")}
+    params = {"settings": (settings or session.settings.attack).replace(**changes)}
+    return session.measure(AdversarialVulnerability(), reference, candidate, data, params, resamples=resamples,
+                           record=record)
+
+
+def assert_attack_robustness(
+    reference: Model, candidate: Model, attack_set: EvalSet, *, max_gap: float, **settings: Any
+) -> AttackGap:
+    """Fail when ``candidate`` loses more than ``max_gap`` percentage points more of its accuracy to
+    BERT-Attack than ``reference`` does (its % drop minus the reference's); return the result.
+
+    ``settings`` override ``[tool.miniature.attack]`` (e.g. ``examples=50``). With ``gate = "lower"``
+    the upper end of the gap's 95% interval is compared (the cautious end for an upper bound).
+    """
+    __tracebackhide__ = True
+    threshold = check_finite(max_gap, "max_gap", "assert_attack_robustness")
+    session = session_of(reference, candidate, "assert_attack_robustness")
+    data = {"attack_set": evalset_arg(attack_set, "attack_set", "assert_attack_robustness")}
+    params = {"settings": session.settings.attack.replace(**settings)}
+    return session.measure(AdversarialVulnerability(), reference, candidate, data, params, threshold=threshold)
+
+
+class AdversarialVulnerability(Characteristic):
+    """How much more accuracy does the candidate lose to BERT-Attack than its reference? A gap: lower is better."""
+
+    name = "attack_robustness"
+    title = "adversarial vulnerability, BERT-Attack (paper section 6, Table 3):"
+    summary = "candidate's % accuracy drop under BERT-Attack minus the reference's, in percentage points"
+    higher_is_better = False
+    bound_key = "max_gap"
+    synonyms = ("attack_drop_gap",)  # DESIGN.md's name
+    needs = {"attack_set": "attack set"}
+    pairwise = False
+    result_type = AttackGap
+
+    def params_for(self, threshold: Any) -> dict[str, Any]:
+        return {}
+
+    def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+                params: Mapping[str, Any], resamples: int) -> AttackGap:
+        from ..attack.offline import TEXTATTACK_VERSION, import_textattack
+        from ..attack.runs import attack_outcomes
+        from ..data import EvalSet
+        from ..tasks.classification import gold
+
+        import_textattack()  # before any model runs: a missing extra should fail fast
+        attack_set = data["attack_set"]
+        session = reference.session
+        engine = session.engine
+        settings = params.get("settings") or session.settings.attack
+        ref_out, cand_out = (engine.memo(("attack", m.spec.text, attack_set.fingerprint, settings),
+                                         lambda m=m: attack_outcomes(engine, m, attack_set, settings))
+                             for m in (reference, candidate))
+        # Transfer: the reference's adversarial texts, shown to the candidate where it was right before.
+        tried = [(r.id, r.perturbed_text) for r, c in zip(ref_out, cand_out) if r.status == "successful" and c.status != "skipped"]
+        fooled: dict[str, bool] = {}
+        if tried:
+            adversarial = EvalSet(f"{attack_set.name} attacked on {reference.name}", tuple(i for i, _ in tried),
+                                  tuple(t for _, t in tried))
+            predictions = engine.outputs(candidate, adversarial).predictions
+            labels = dict(zip(attack_set.ids, gold(engine, candidate, attack_set, "the adversarial-vulnerability check")))
+            fooled = {i: bool(p != labels[i]) for (i, _), p in zip(tried, predictions)}
+        return compare_attacks(
+            [o.id for o in ref_out], ref_out, cand_out, transfer_fooled=fooled, reference_name=reference.name,
+            candidate_name=candidate.name, dataset=attack_set.name,
+            attack={**asdict(settings), "textattack": TEXTATTACK_VERSION}, resamples=resamples,
+        )
+
+    def rows(self, *, results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+        """The paper's Table 3: one row per target model (each reference once), then the pair figures."""
+        rows, shown = [], set()
+
+        def target(summary: dict[str, Any], dataset: str) -> list[Any]:
+            return [summary["model"], dataset, summary["n"], number(summary["original_accuracy"]),
+                    number(summary["attacked_accuracy"]), number(summary["absolute_change"]),
+                    number(summary["percent_change"], ".2f"), number(summary["success_rate"]),
+                    number(summary["average_queries"], ".1f"), number(summary["perturbed_word_share"], ".3f")]
+
+        for r in results:
+            ref = r["reference_summary"]
+            if (ref["model"], r["dataset"]) not in shown:
+                shown.add((ref["model"], r["dataset"]))
+                rows.append([*target(ref, r["dataset"]), "(reference)", "", "", ""])
+            interval = r.get("interval")
+            gap = number(r["value"], "+.2f") + (f" [{interval[0]:+.1f}, {interval[1]:+.1f}]" if interval else "")
+            transfer = f"{number(r['transfer_rate'], '.3f')} ({r['transferred']}/{r['transfer_tried']})"
+            rows.append([*target(r["candidate_summary"], r["dataset"]), gap, number(r["success_jaccard"]), transfer,
+                         verdict_cell(r, words=("max gap", "upper bound"))])
+        headers = ["target", "attack set", "n", "orig. acc", "after attack", "abs. change", "% change", "success rate",
+                   "avg queries", "words changed", "gap vs ref [95% CI]", "success Jaccard", "transfer", "gate"]
+        return headers, rows
+
+    def notes(self, *, results: Sequence[dict[str, Any]]) -> list[str]:
+        attacks = {json.dumps(r["attack"], sort_keys=True) for r in results}
+        lines = [attack_note(json.loads(attack)) for attack in sorted(attacks)]
+        if results:
+            lines.append("gap: candidate's % change minus the reference's (positive: more vulnerable); transfer: share "
+                         "of the reference's adversarial examples that also fool the candidate")
+        return lines
+
+    def failure(self, *, result: AttackGap, verdict: Verdict):
+        ref, cand = result.reference_summary, result.candidate_summary
+        head = (f"{result.candidate} loses {cand.percent_change:.1f}% of its accuracy to BERT-Attack on {result.dataset}, "
+                f"{float(result):+.1f} points against {result.reference}'s {ref.percent_change:.1f}%")
+        headers = ["metric", "max gap", "gap [95% CI]", "n", "acc ref before/after", "acc cand before/after", "transfer"]
+        gap = f"{float(result):+.2f}" + (f" [{result.interval[0]:+.1f}, {result.interval[1]:+.1f}]" if result.interval else "")
+        row = [result.metric, f"<= {verdict.threshold:g}", gap, result.n,
+               f"{ref.original_accuracy:.3f}/{ref.attacked_accuracy:.3f}",
+               f"{cand.original_accuracy:.3f}/{cand.attacked_accuracy:.3f}", number(result.transfer_rate, ".3f")]
+        return head, headers, row, result.candidate_only_ids, "ids attacked successfully on the candidate only"
+
+
+def attack_note(attack: dict[str, Any]) -> str:
+    """One line naming every setting of an attack (what Table 3's numbers depend on)."""
+    limits = [f"max {attack['max_percent']:.0%} of words"] + ([f"max {attack['max_words']} words"] if attack.get("max_words") else [])
+    similarity = (f"cosine >= {attack['similarity_threshold']:g} on {attack['similarity_model']}"
+                  if attack.get("similarity_model") else "no sentence-similarity constraint")
+    budget = f"{attack['query_budget']} queries/example" if attack.get("query_budget") else "unlimited queries"
+    return (f"BERT-Attack (TextAttack {attack.get('textattack')}): masked LM {attack['model']}, K={attack['max_candidates']} "
+            f"candidates/word, {', '.join(limits)}, {similarity}, {budget}")

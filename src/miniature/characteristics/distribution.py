@@ -9,15 +9,36 @@ models is Jaccard(O_ref, O_cand).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import UsageError
+from ..validation import check_fraction, check_positive_int
+from .base import (
+    POSITIVE_INT,
+    Characteristic,
+    Param,
+    Result,
+    Verdict,
+    evalset_arg,
+    format_value,
+    number,
+    session_of,
+    sweep_cell,
+    verdict_cell,
+)
 from .bootstrap import RESAMPLES, bootstrap_interval, weighted_jaccard
 from .neighbours import kth_neighbour_distances
 from .prediction_errors import jaccard
-from .result import Agreement
+from .representation import sweep_ks
+
+if TYPE_CHECKING:
+    from ..data import EvalSet
+    from ..session import Model
 
 
 def tpr_threshold(validation_scores: np.ndarray, tpr: float = 0.95) -> float:
@@ -106,14 +127,27 @@ def detect_ood(
     return out
 
 
-class OodAgreement(Agreement):
-    """Jaccard of two models' OOD sets on a challenge set: a float, with both detections attached."""
+@dataclasses.dataclass(eq=False, kw_only=True, repr=False)
+class OodAgreement(Result):
+    """Jaccard of two models' OOD sets on a challenge set, with both detections beside it.
+
+    ``bank`` names the in-distribution bank; ``validation`` the validation set (None: a tenth
+    held out of the bank); ``sweep`` = {k: Jaccard}.
+    """
 
     metric = "ood_agreement"
+    setting = ("pooling", "k")
 
-    def __repr__(self) -> str:
-        return (f"OodAgreement({float(self):.4f}, k={self.k}, reference={self.reference!r}, "
-                f"candidate={self.candidate!r}, n={self.n})")
+    k: int
+    tpr: float
+    pooling: str
+    reference_detection: OodDetection
+    candidate_detection: OodDetection
+    both_empty: bool
+    differing_ids: list[str]
+    bank: str = ""
+    validation: str | None = dataclasses.field(default=None, metadata={"keep": True})
+    sweep: dict[int, float] | None = None
 
 
 def compare_ood(
@@ -141,7 +175,7 @@ def compare_ood(
     interval = (bootstrap_interval(weighted_jaccard(in_ref, in_cand), len(ids), resamples=resamples, seed=seed)
                 if resamples else None)
     return OodAgreement(
-        jaccard(o_ref, o_cand),
+        value=jaccard(o_ref, o_cand),
         interval=interval,
         k=reference_detection.k,
         n=len(ids),
@@ -155,3 +189,155 @@ def compare_ood(
         both_empty=not o_ref and not o_cand,
         differing_ids=sorted(o_ref ^ o_cand, key=position.__getitem__),
     )
+
+
+# -- the characteristic ---------------------------------------------------------------------------
+
+
+def held_out_split(n: int, share: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(bank indices, validation indices): a seeded ``share`` of ``n`` points held out for validation."""
+    if n < 2:
+        raise UsageError(f"The training bank needs at least 2 points to hold some out for validation; it has {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    held = max(1, round(n * share))
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def ood_agreement(
+    reference: Model,
+    candidate: Model,
+    ood_set: EvalSet,
+    *,
+    train_set: EvalSet,
+    validation_set: EvalSet | None = None,
+    k: int = 10,
+    tpr: float = 0.95,
+    pooling: str | None = None,
+    sweep: Sequence[int] | None = None,
+    resamples: int = RESAMPLES,
+    record: bool = True,
+) -> OodAgreement:
+    """Jaccard of the challenge points each model flags as out-of-distribution (paper, section 5).
+
+    Each model is a Deep Nearest Neighbors detector (Sun et al. 2022): the score of a point
+    is the distance from its L2-normalised embedding to the k-th nearest one of
+    ``train_set`` (the in-distribution bank); the threshold keeps ``tpr`` of
+    ``validation_set`` (default: a seeded held-out tenth of ``train_set``, at least one
+    point). Where ``ood_set`` has in/out flags, each model's AUROC and FPR@TPR95 are reported too.
+    """
+    session = session_of(reference, candidate, "ood_agreement")
+    data = _data(ood_set, train_set, validation_set, "ood_agreement")
+    params = {"k": check_positive_int(k, "k", "ood_agreement"), "tpr": check_fraction(tpr, "tpr", "ood_agreement"),
+              "pooling": pooling, "sweep": sweep}
+    return session.measure(DataDistribution(), reference, candidate, data, params, resamples=resamples, record=record)
+
+
+def assert_ood_agreement(
+    reference: Model,
+    candidate: Model,
+    ood_set: EvalSet,
+    *,
+    train_set: EvalSet,
+    min: float,
+    validation_set: EvalSet | None = None,
+    k: int = 10,
+    pooling: str | None = None,
+) -> OodAgreement:
+    """Fail unless the Jaccard of the two models' OOD sets is at least ``min``; return the result."""
+    __tracebackhide__ = True
+    threshold = check_fraction(min, "min", "assert_ood_agreement")
+    session = session_of(reference, candidate, "assert_ood_agreement")
+    data = _data(ood_set, train_set, validation_set, "assert_ood_agreement")
+    params = {"k": check_positive_int(k, "k", "assert_ood_agreement"), "pooling": pooling}
+    return session.measure(DataDistribution(), reference, candidate, data, params, threshold=threshold)
+
+
+def _data(ood_set: Any, train_set: Any, validation_set: Any, owner: str) -> dict[str, EvalSet | None]:
+    return {"ood": evalset_arg(ood_set, "ood_set", owner), "train": evalset_arg(train_set, "train_set", owner),
+            "validation": evalset_arg(validation_set, "validation_set", owner, optional=True)}
+
+
+class DataDistribution(Characteristic):
+    """Do two models flag the same challenge points as out-of-distribution? Jaccard of Deep-NN OOD sets."""
+
+    name = "ood_agreement"
+    title = "data distribution, Deep-NN OOD sets (paper section 5):"
+    summary = "Jaccard of the challenge points each model's Deep Nearest Neighbors detector flags as OOD"
+    params = {"k": Param(POSITIVE_INT, 10)}
+    needs = {"train": "training bank", "ood": "challenge (OOD) set"}
+    uses = ("validation",)
+    primary = "ood"
+    figure = ("figure-1c-distribution.png", "Data distribution: OOD-set Jaccard against k", "k")
+    result_type = OodAgreement
+
+    def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+                params: Mapping[str, Any], resamples: int) -> OodAgreement:
+        ood_set, train_set, validation_set = data["ood"], data["train"], data.get("validation")
+        session = reference.session
+        engine = session.engine
+        k, tpr = params.get("k", 10), params.get("tpr", 0.95)
+        pooling = params.get("pooling") or session.settings.pooling
+        sweep = params.get("sweep")
+        check = "the data-distribution check"
+        bank_index, val_index = held_out_split(len(train_set)) if validation_set is None else (None, None)
+        bank_size = len(bank_index) if bank_index is not None else len(train_set)
+        if k > bank_size:
+            raise UsageError(
+                f"The 'k' parameter of ood_agreement must be at most the bank's size, {bank_size} points of "
+                f"{train_set.name!r}. Got {k} instead."
+            )
+        ks = sweep_ks(k, session.settings.sweep if sweep is None else sweep, bank_size)
+        is_ood = np.array(ood_set.ood) if ood_set.ood is not None else None
+
+        def detect(model: Model) -> dict:
+            train = engine.embeddings(model, train_set, pooling, check)
+            if validation_set is None:
+                bank, validation = train[bank_index], train[val_index]
+            else:
+                bank, validation = train, engine.embeddings(model, validation_set, pooling, check)
+            challenge = engine.embeddings(model, ood_set, pooling, check)
+            return detect_ood(ood_set.ids, bank=bank, validation=validation, challenge=challenge, ks=ks, tpr=tpr,
+                              is_ood=is_ood)
+
+        # One detector per model and setting, however many pairs it is in (the all-pairs matrix).
+        setting = (train_set.fingerprint, validation_set.fingerprint if validation_set else None, ood_set.fingerprint,
+                   pooling, tuple(ks), tpr)
+        ref_d, cand_d = (engine.memo(("ood", m.spec.text, *setting), lambda m=m: detect(m)) for m in (reference, candidate))
+        result = compare_ood(ood_set.ids, ref_d[k], cand_d[k], reference=reference.name, candidate=candidate.name,
+                             dataset=ood_set.name, tpr=tpr, pooling=pooling, resamples=resamples)
+        result.bank = train_set.name
+        result.validation = validation_set.name if validation_set is not None else None  # None: held out of the bank
+        result.sweep = {kk: float(compare_ood(ood_set.ids, ref_d[kk], cand_d[kk], resamples=0)) for kk in ks}
+        return result
+
+    def pair_params(self, result: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"k": result["k"], "tpr": result["tpr"], "pooling": result["pooling"], "sweep": ()}
+
+    def rows(self, *, results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+        rows = []
+        for r in results:
+            ref, cand = r["reference_detection"], r["candidate_detection"]
+            count = lambda d: d.get("flagged_count", len(d.get("flagged", [])))  # noqa: E731
+            rows.append([
+                r["reference"], r["candidate"], r["dataset"], r["n"], r["k"], format_value(r),
+                f"{ref['threshold']:.4f} / {cand['threshold']:.4f}",
+                f"{count(ref)} ({count(ref) / ref['n']:.3f}) / {count(cand)} ({count(cand) / cand['n']:.3f})",
+                f"{number(ref['auroc'])} / {number(cand['auroc'])}",
+                f"{number(ref['fpr_at_tpr95'])} / {number(cand['fpr_at_tpr95'])}", sweep_cell(r), verdict_cell(r),
+            ])
+        headers = ["reference", "candidate", "challenge", "n", "k", "OOD Jaccard [95% CI]", "threshold ref/cand",
+                   "OOD count (rate) ref/cand", "AUROC ref/cand", "FPR@TPR95 ref/cand", "Jaccard by k", "gate"]
+        return headers, rows
+
+    def notes(self, *, results: Sequence[dict[str, Any]]) -> list[str]:
+        settings = {(r["bank"], r.get("validation") or "", r["tpr"]) for r in results}
+        return [f"OOD bank: {bank}; threshold keeps {tpr:.0%} of: {validation or f'held-out 10% of {bank}'}"
+                for bank, validation, tpr in sorted(settings)]
+
+    def failure(self, *, result: OodAgreement, verdict: Verdict):
+        ref, cand = result.reference_detection, result.candidate_detection
+        head = f"{result.candidate} does not flag the out-of-distribution points {result.reference} flags in {result.dataset}"
+        headers = ["metric", "threshold", "value", "n", "k", "|O_ref|", "|O_cand|", "|O_ref∩O_cand|"]
+        row = [result.metric, f">= {verdict.threshold:g}", format_value(result), result.n, result.k, len(ref.flagged),
+               len(cand.flagged), len(ref.flagged & cand.flagged)]
+        return head, headers, row, result.differing_ids, "ids flagged by exactly one model"

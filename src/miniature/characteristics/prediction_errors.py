@@ -1,17 +1,24 @@
 """Characteristic 1 of the paper (section 3): do two models get the same points wrong?
 
-Pure functions over id sets and arrays; nothing here loads or runs a model.
+The maths are pure functions over id sets and arrays; :class:`PredictionErrors` declares the
+characteristic (data, threshold, rendering) and asks the session's engine for outputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..validation import check_fraction
+from .base import Characteristic, Result, Verdict, evalset_arg, format_value, session_of, verdict_cell
 from .bootstrap import RESAMPLES, bootstrap_interval, weighted_jaccard
-from .result import Agreement
+
+if TYPE_CHECKING:
+    from ..data import EvalSet
+    from ..session import Model
 
 
 def error_set(ids: Sequence[str], predictions: np.ndarray, gold: np.ndarray) -> frozenset[str]:
@@ -51,17 +58,32 @@ def negative_flip_rate(reference_errors: Iterable[str], candidate_errors: Iterab
     return len(set(candidate_errors) - set(reference_errors)) / n
 
 
-class ErrorJaccard(Agreement):
-    """Error-set Jaccard of a (reference, candidate) pair: a float, with the details attached.
+@dataclasses.dataclass(eq=False, kw_only=True, repr=False)
+class ErrorJaccard(Result):
+    """Error-set Jaccard of a (reference, candidate) pair, with the figures beside it.
 
-    Attributes: ``n``, ``reference``, ``candidate``, ``dataset``, ``accuracy_reference``,
-    ``accuracy_candidate``, ``errors_reference`` (|E_ref|), ``errors_candidate``,
-    ``errors_both`` (|E_ref ∩ E_cand|), ``reference_subset`` (E_ref ⊆ E_cand),
-    ``negative_flip_rate``, ``both_empty``, and ``differing_ids``: the ids in exactly one
-    error set, the largest change in gold-class probability first.
+    ``errors_reference`` is |E_ref|, ``errors_both`` |E_ref ∩ E_cand|, ``reference_subset``
+    whether E_ref ⊆ E_cand; ``differing_ids`` are the ids in exactly one error set, the largest
+    change in gold-class probability first. Extractive QA adds each model's EM and F1.
     """
 
     metric = "error_jaccard"
+
+    accuracy_reference: float
+    accuracy_candidate: float
+    errors_reference: int
+    errors_candidate: int
+    errors_both: int
+    reference_subset: bool
+    negative_flip_rate: float
+    both_empty: bool
+    differing_ids: list[str]
+    task: str | None = None
+    exact_match_reference: float | None = None
+    exact_match_candidate: float | None = None
+    f1_reference: float | None = None
+    f1_candidate: float | None = None
+    null_threshold: float | None = None
 
 
 def compare_errors(
@@ -100,7 +122,7 @@ def compare_errors(
     in_cand = np.asarray(candidate_predictions) != np.asarray(candidate_gold)
     interval = bootstrap_interval(weighted_jaccard(in_ref, in_cand), n, resamples=resamples, seed=seed) if resamples else None
     return ErrorJaccard(
-        jaccard(e_ref, e_cand),
+        value=jaccard(e_ref, e_cand),
         interval=interval,
         n=n,
         reference=reference,
@@ -115,4 +137,117 @@ def compare_errors(
         negative_flip_rate=negative_flip_rate(e_ref, e_cand, n),
         both_empty=not e_ref and not e_cand,
         differing_ids=ranked,
+    )
+
+
+# -- the characteristic ---------------------------------------------------------------------------
+
+
+def error_jaccard(
+    reference: Model, candidate: Model, eval_set: EvalSet, *, resamples: int = RESAMPLES, record: bool = True
+) -> ErrorJaccard:
+    """Jaccard of the sets of ``eval_set`` points each model gets wrong (paper, section 3).
+
+    Returns an :class:`ErrorJaccard` (compares and formats as its value) that also carries both
+    accuracies, the set sizes, the subset test and the negative-flip rate. ``resamples`` sets
+    the bootstrap of its 95% interval (0: none); ``record=False`` keeps it out of the session's
+    results (and so out of the summary). The other checks take both too.
+    """
+    session = session_of(reference, candidate, "error_jaccard")
+    data = {"eval": evalset_arg(eval_set, "eval_set", "error_jaccard")}
+    return session.measure(PredictionErrors(), reference, candidate, data, {}, resamples=resamples, record=record)
+
+
+def assert_error_jaccard(reference: Model, candidate: Model, eval_set: EvalSet, *, min: float) -> ErrorJaccard:
+    """Fail unless the error-set Jaccard of the pair is at least ``min``; return the result."""
+    __tracebackhide__ = True
+    threshold = check_fraction(min, "min", "assert_error_jaccard")
+    session = session_of(reference, candidate, "assert_error_jaccard")
+    data = {"eval": evalset_arg(eval_set, "eval_set", "assert_error_jaccard")}
+    return session.measure(PredictionErrors(), reference, candidate, data, {}, threshold=threshold)
+
+
+class PredictionErrors(Characteristic):
+    """Do two models get the same points wrong? Jaccard of their error sets."""
+
+    name = "error_jaccard"
+    title = "prediction errors (paper section 3):"
+    summary = "Jaccard of the sets of eval points each model gets wrong (needs labels or gold answers)"
+    needs = {"eval": "eval set"}
+    result_type = ErrorJaccard
+
+    def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+                params: Mapping[str, Any], resamples: int) -> ErrorJaccard:
+        eval_set = data["eval"]
+        engine = reference.session.engine
+        check = "the prediction-error check"
+        if eval_set.is_qa:
+            return _qa_error_jaccard(engine, reference, candidate, eval_set, resamples=resamples)
+        from ..tasks.classification import gold
+
+        per_model = {}
+        for model in (reference, candidate):
+            outputs = engine.outputs(model, eval_set)
+            labels = gold(engine, model, eval_set, check)
+            per_model[model] = (outputs.predictions, labels, outputs.probabilities()[np.arange(len(labels)), labels])
+        (ref_pred, ref_gold, ref_p), (cand_pred, cand_gold, cand_p) = per_model[reference], per_model[candidate]
+        return compare_errors(
+            eval_set.ids, reference_predictions=ref_pred, reference_gold=ref_gold, candidate_predictions=cand_pred,
+            candidate_gold=cand_gold, reference_gold_probability=ref_p, candidate_gold_probability=cand_p,
+            reference=reference.name, candidate=candidate.name, dataset=eval_set.name, resamples=resamples,
+        )
+
+    def rows(self, *, results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+        rows = [[
+            r["reference"], r["candidate"], r["dataset"], r["n"], format_value(r), f"{r['accuracy_reference']:.4f}",
+            f"{r['accuracy_candidate']:.4f}", r["errors_reference"], r["errors_candidate"], r["errors_both"],
+            "yes" if r["reference_subset"] else "no", f"{r['negative_flip_rate']:.4f}", verdict_cell(r),
+        ] for r in results]
+        headers = ["reference", "candidate", "eval", "n", "error Jaccard [95% CI]", "acc ref", "acc cand",
+                   "|E_ref|", "|E_cand|", "|E_ref∩E_cand|", "E_ref⊆E_cand", "neg. flip", "gate"]
+        return headers, rows
+
+    def notes(self, *, results: Sequence[dict[str, Any]]) -> list[str]:
+        return [
+            f"extractive QA (SQuAD 2.0 rules): reference {r['reference']} EM {r['exact_match_reference']:.4f}, "
+            f"F1 {r['f1_reference']:.4f}; {r['candidate']} EM {r['exact_match_candidate']:.4f}, "
+            f"F1 {r['f1_candidate']:.4f} (on {r['dataset']}; an error is an answer matching no gold answer; "
+            f"no-answer threshold {r['null_threshold']:g})"
+            for r in results if r.get("task") == "question-answering"
+        ]
+
+    def failure(self, *, result: ErrorJaccard, verdict: Verdict):
+        head = f"{result.candidate} does not make the errors {result.reference} makes on {result.dataset}"
+        headers = ["metric", "threshold", "value", "n", "|E_ref|", "|E_cand|", "|E_ref∩E_cand|", "neg. flip"]
+        row = [result.metric, f">= {verdict.threshold:g}", format_value(result), result.n,
+               result.errors_reference, result.errors_candidate, result.errors_both, f"{result.negative_flip_rate:.4f}"]
+        return head, headers, row, result.differing_ids, \
+            "ids wrong for exactly one model, largest change in gold-class probability first"
+
+
+def _qa_error_jaccard(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet, *,
+                      resamples: int) -> ErrorJaccard:
+    """Extractive QA: a point is an error when its answer exactly matches no gold answer (SQuAD 2.0 rules;
+    answering an unanswerable question is an error). Also reports each model's EM and F1."""
+    from ..tasks.question_answering import answers
+    from .squad import exact_match, f1_score
+
+    check = "the prediction-error check"
+    golds = eval_set.require_answers(check)
+    scores = {}
+    for model in (reference, candidate):
+        predicted = answers(engine, model, eval_set, check)
+        correct = np.array([exact_match(a, g) for a, g in zip(predicted, golds)], dtype=np.int64)
+        scores[model] = (correct, float(np.mean([f1_score(a, g) for a, g in zip(predicted, golds)])))
+    (ref_correct, ref_f1), (cand_correct, cand_f1) = scores[reference], scores[candidate]
+    always = np.ones(len(eval_set), dtype=np.int64)  # "correct" is the gold of the correct-or-not prediction
+    result = compare_errors(
+        eval_set.ids, reference_predictions=ref_correct, reference_gold=always, candidate_predictions=cand_correct,
+        candidate_gold=always, reference=reference.name, candidate=candidate.name, dataset=eval_set.name,
+        resamples=resamples,
+    )
+    return dataclasses.replace(
+        result, task="question-answering", exact_match_reference=float(ref_correct.mean()),
+        exact_match_candidate=float(cand_correct.mean()), f1_reference=ref_f1, f1_candidate=cand_f1,
+        null_threshold=engine.settings.null_threshold,
     )

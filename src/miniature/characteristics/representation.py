@@ -7,13 +7,32 @@ The paper reports the mean and variance over points (Table 2) and a K sweep (Fig
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import UsageError
+from ..validation import check_fraction, check_positive_int
+from .base import (
+    POSITIVE_INT,
+    Characteristic,
+    Param,
+    Result,
+    Verdict,
+    evalset_arg,
+    format_value,
+    session_of,
+    sweep_cell,
+    verdict_cell,
+)
 from .bootstrap import RESAMPLES, bootstrap_intervals, weighted_mean
 from .neighbours import nearest_others
-from .result import Agreement
+
+if TYPE_CHECKING:
+    from ..data import EvalSet
+    from ..session import Model
 
 
 def neighbour_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -36,14 +55,20 @@ def neighbour_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return shared / (2 * k - shared)
 
 
-class KnnAgreement(Agreement):
-    """Mean per-point KNN Jaccard of a pair: a float, with ``variance``, ``per_point``, ``k``, ``n`` and more."""
+@dataclasses.dataclass(eq=False, kw_only=True, repr=False)
+class KnnAgreement(Result):
+    """Mean per-point KNN Jaccard of a pair, with ``variance``, ``per_point``, ``k``, the pooling, the
+    ids whose neighbourhoods agree least, and ``sweep`` = {K: (mean, variance)}."""
 
     metric = "knn_agreement"
+    setting = ("pooling", "k")
 
-    def __repr__(self) -> str:
-        return (f"KnnAgreement({float(self):.4f}, variance={self.variance:.4f}, k={self.k}, "
-                f"reference={self.reference!r}, candidate={self.candidate!r}, n={self.n})")
+    variance: float
+    per_point: np.ndarray
+    k: int
+    pooling: str
+    lowest_ids: list[str]
+    sweep: dict[int, tuple[float, float]] | None = None
 
 
 def compare_neighbourhoods(
@@ -90,7 +115,7 @@ def compare_neighbourhoods(
         per_point = per_k[k]
         order = np.argsort(per_point, kind="stable")
         results[k] = KnnAgreement(
-            float(per_point.mean()),
+            value=float(per_point.mean()),
             interval=interval,
             variance=float(per_point.var()),
             per_point=per_point,
@@ -103,3 +128,101 @@ def compare_neighbourhoods(
             lowest_ids=[ids[i] for i in order[:10]],
         )
     return results
+
+
+# -- the characteristic ---------------------------------------------------------------------------
+
+
+def sweep_ks(k: int, sweep: Sequence[int], limit: int) -> list[int]:
+    """``k`` plus the sweep's values that the data allows (a K sweep must not fail a small set)."""
+    return sorted({k, *(s for s in sweep if 1 <= s <= limit)})
+
+
+def knn_agreement(
+    reference: Model,
+    candidate: Model,
+    eval_set: EvalSet,
+    *,
+    k: int = 10,
+    pooling: str | None = None,
+    sweep: Sequence[int] | None = None,
+    resamples: int = RESAMPLES,
+    record: bool = True,
+) -> KnnAgreement:
+    """Mean Jaccard of each point's K nearest other points under the two models (paper, section 4).
+
+    Embeddings are the last layer's CLS vectors (``pooling="mean"``: the mean over the
+    attention mask), L2-normalised; neighbours by exact cosine search. The result carries
+    ``variance``, ``per_point``, and ``sweep`` = {K: (mean, variance)} over ``sweep`` (default:
+    the session's settings, the paper's Figure 1a/b). Labels are not needed.
+    """
+    session = session_of(reference, candidate, "knn_agreement")
+    data = {"eval": evalset_arg(eval_set, "eval_set", "knn_agreement")}
+    params = {"k": check_positive_int(k, "k", "knn_agreement"), "pooling": pooling, "sweep": sweep}
+    return session.measure(DataRepresentation(), reference, candidate, data, params, resamples=resamples, record=record)
+
+
+def assert_knn_agreement(
+    reference: Model, candidate: Model, eval_set: EvalSet, *, min: float, k: int = 10, pooling: str | None = None
+) -> KnnAgreement:
+    """Fail unless the mean KNN agreement (K = ``k``) of the pair is at least ``min``; return the result."""
+    __tracebackhide__ = True
+    threshold = check_fraction(min, "min", "assert_knn_agreement")
+    session = session_of(reference, candidate, "assert_knn_agreement")
+    data = {"eval": evalset_arg(eval_set, "eval_set", "assert_knn_agreement")}
+    params = {"k": check_positive_int(k, "k", "assert_knn_agreement"), "pooling": pooling}
+    return session.measure(DataRepresentation(), reference, candidate, data, params, threshold=threshold)
+
+
+class DataRepresentation(Characteristic):
+    """Do two models see the same neighbours? Mean per-point Jaccard of the K nearest other points."""
+
+    name = "knn_agreement"
+    title = "data representation, per-point KNN Jaccard (paper section 4):"
+    summary = "mean per-point Jaccard of each eval point's K nearest neighbours under the two models"
+    params = {"k": Param(POSITIVE_INT, 10)}
+    needs = {"eval": "eval set"}
+    figure = ("figure-1ab-representation.png", "Data representation: mean KNN agreement against K", "K")
+    result_type = KnnAgreement
+
+    def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+                params: Mapping[str, Any], resamples: int) -> KnnAgreement:
+        eval_set = data["eval"]
+        session = reference.session
+        engine = session.engine
+        k = params.get("k", 10)
+        pooling = params.get("pooling") or session.settings.pooling
+        sweep = params.get("sweep")
+        if k > len(eval_set) - 1:
+            raise UsageError(
+                f"The 'k' parameter of knn_agreement must be at most n - 1 = {len(eval_set) - 1} for the "
+                f"{len(eval_set)} points of {eval_set.name!r}. Got {k} instead."
+            )
+        check = "the data-representation check"
+        ks = sweep_ks(k, session.settings.sweep if sweep is None else sweep, len(eval_set) - 1)
+        results = compare_neighbourhoods(
+            eval_set.ids,
+            engine.embeddings(reference, eval_set, pooling, check),
+            engine.embeddings(candidate, eval_set, pooling, check),
+            ks=ks, reference=reference.name, candidate=candidate.name, dataset=eval_set.name, pooling=pooling,
+            neighbours=tuple(engine.neighbours(m, eval_set, pooling, ks[-1], check) for m in (reference, candidate)),
+            resamples=resamples,
+        )
+        result = results[k]
+        result.sweep = {kk: (float(r), r.variance) for kk, r in results.items()}
+        return result
+
+    def pair_params(self, result: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"k": result["k"], "pooling": result["pooling"], "sweep": ()}
+
+    def rows(self, *, results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+        rows = [[r["reference"], r["candidate"], r["dataset"], r["n"], r["pooling"], r["k"], format_value(r),
+                 f"{r['variance']:.4f}", sweep_cell(r), verdict_cell(r)] for r in results]
+        return ["reference", "candidate", "eval", "n", "pooling", "K", "mean [95% CI]", "variance", "mean by K", "gate"], rows
+
+    def failure(self, *, result: KnnAgreement, verdict: Verdict):
+        head = f"{result.candidate} does not see the neighbourhoods {result.reference} sees in {result.dataset}"
+        headers = ["metric", "threshold", "value", "variance", "n", "K", "pooling"]
+        row = [result.metric, f">= {verdict.threshold:g}", format_value(result),
+               f"{result.variance:.4f}", result.n, result.k, result.pooling]
+        return head, headers, row, result.lowest_ids, "ids whose neighbourhoods agree least"

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from ..errors import DatasetError
+from ..errors import DatasetError, MissingGold
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class EvalSet:
 
     def require_answers(self, check: str) -> tuple[tuple[str, ...], ...]:
         if self.answers is None:
-            raise DatasetError(
+            raise MissingGold(
                 f"Dataset {self.name!r} has no gold answers, which {check} needs on a question-answering set; "
                 f"name the column with ?answers=<column> in the dataset spec"
             )
@@ -72,7 +72,7 @@ class EvalSet:
 
     def require_labels(self, check: str) -> tuple[int | str, ...]:
         if self.labels is None:
-            raise DatasetError(
+            raise MissingGold(
                 f"Dataset {self.name!r} has no label column, which {check} needs; name it with "
                 f"?label=<column> in the dataset spec"
             )

@@ -88,14 +88,15 @@ class Backend(ABC):
         """What the model does: ``?task=`` of the spec, else what its files declare (None: a bare encoder)."""
         return self.spec.options.get("task") or task_of(self.config())
 
-    def _limit(self, max_length: int) -> int:
+    def limit(self, max_length: int) -> int:
+        """``max_length`` capped by what the model and its tokenizer can read."""
         limit = max_length
         for bound in (self.max_positions, getattr(self.tokenizer, "model_max_length", None)):
             if isinstance(bound, int) and 0 < bound < limit:
                 limit = bound
         return limit
 
-    def _batches(self, encoded: Any, keys: list[str], batch_size: int):
+    def batches(self, encoded: Any, keys: list[str], batch_size: int):
         """(window indices, padded batch) in length-sorted batches: padding, and so wasted compute, stays small."""
         lengths = np.array([len(ids) for ids in encoded["input_ids"]])
         order = np.argsort(-lengths, kind="stable")
@@ -111,79 +112,6 @@ class Backend(ABC):
                     batch[k][row, : len(values)] = values
             yield index, batch
 
-    def run_qa(
-        self,
-        questions: Sequence[str],
-        contexts: Sequence[str],
-        *,
-        batch_size: int,
-        max_length: int,
-        stride: int,
-        max_answer_length: int,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> ModelOutputs:
-        """Extractive QA over (question, context) pairs, long contexts in overlapping windows.
-
-        Each context is cut into windows of at most ``max_length`` tokens (question included)
-        overlapping by ``stride`` tokens. A question's answer is its best span over all its
-        windows (:func:`~miniature.models.spans.best_span`); its no-answer score is the lowest
-        [CLS] score over them (the convention of transformers' SQuAD 2.0 post-processing). The
-        embeddings are those of each question's first window. A model without a QA head gives
-        embeddings only.
-        """
-        from ..errors import ModelLoadError
-        from .spans import best_span
-
-        limit = self._limit(max_length)
-        try:
-            encoded = self.tokenizer(
-                list(questions), list(contexts), truncation="only_second", max_length=limit, stride=stride,
-                return_overflowing_tokens=True, return_offsets_mapping=True, padding=False,
-            )
-        except Exception as exc:  # e.g. a question longer than the window, or a stride too large for it
-            raise ModelLoadError(
-                f"Model {self.spec.name!r} could not cut (question, context) pairs into {limit}-token windows with "
-                f"stride {stride}: {type(exc).__name__}: {exc}. Lower doc_stride or raise max_length."
-            ) from exc
-        if "overflow_to_sample_mapping" not in encoded:
-            raise ModelLoadError(f"Model {self.spec.name!r} needs a fast tokenizer for question answering (offsets, windows)")
-        owner = np.asarray(encoded["overflow_to_sample_mapping"])
-        n = len(questions)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-        first_window = np.unique(owner, return_index=True)[1]  # windows are in question order
-        answers, span_scores, null_scores = [""] * n, np.full(n, -np.inf), np.full(n, np.inf)
-        cls, mean, has_head = [None] * n, [None] * n, False
-        done = 0
-        for index, batch in self._batches(encoded, keys, batch_size):
-            logits, hidden = self.forward(batch, True)
-            forward_counter.batches += 1
-            pooled = _pool(hidden, batch) if hidden is not None else None
-            for row, w in enumerate(index):
-                q = owner[w]
-                if w == first_window[q] and pooled is not None:
-                    cls[q], mean[q] = pooled[0][row], pooled[1][row]
-                if logits is None or np.ndim(logits) != 3:  # no QA head (a classifier gives (batch, labels))
-                    continue
-                has_head = True
-                length = len(encoded["input_ids"][w])
-                start, end = np.asarray(logits[row, :length, 0]), np.asarray(logits[row, :length, 1])
-                context = np.array([sid == 1 for sid in encoded.sequence_ids(w)])
-                i, j, score = best_span(start, end, context, max_answer_length)
-                null_scores[q] = min(null_scores[q], float(start[0] + end[0]))
-                if score > span_scores[q]:
-                    offsets = encoded["offset_mapping"][w]
-                    answers[q], span_scores[q] = contexts[q][offsets[i][0] : offsets[j][1]], score
-            done += len(index)
-            if progress is not None:
-                progress(done, len(owner))
-        forward_counter.runs += 1
-        stack = lambda parts: np.stack(parts).astype(np.float32) if all(p is not None for p in parts) else None  # noqa: E731
-        return ModelOutputs(
-            logits=None, cls=stack(cls), mean=stack(mean),
-            answers=np.array(answers, dtype=str) if has_head else None,
-            span_scores=span_scores if has_head else None, null_scores=null_scores if has_head else None,
-        )
-
     def run(
         self,
         texts: Sequence[str],
@@ -197,18 +125,18 @@ class Backend(ABC):
 
         ``need_hidden=False``: logits only, where the model has them (no embeddings).
         """
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self._limit(max_length), padding=False)
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.limit(max_length), padding=False)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
         order = []
         logits_parts, cls_parts, mean_parts = [], [], []
-        for index, batch in self._batches(encoded, keys, batch_size):
+        for index, batch in self.batches(encoded, keys, batch_size):
             order.append(index)
             logits, hidden = self.forward(batch, need_hidden)
             forward_counter.batches += 1
             if logits is not None:
                 logits_parts.append(np.asarray(logits, dtype=np.float32))
             if hidden is not None:
-                cls, mean = _pool(hidden, batch)
+                cls, mean = pool(hidden, batch)
                 cls_parts.append(cls)
                 mean_parts.append(mean)
             if progress is not None:
@@ -223,7 +151,7 @@ class Backend(ABC):
         return ModelOutputs(logits=restore(logits_parts), cls=restore(cls_parts), mean=restore(mean_parts))
 
 
-def _pool(hidden: np.ndarray, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def pool(hidden: np.ndarray, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(first token, mean over the attention mask) of a batch's last hidden states."""
     hidden = np.asarray(hidden, dtype=np.float32)
     if "attention_mask" not in batch:

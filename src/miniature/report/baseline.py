@@ -19,9 +19,9 @@ def _key(r: dict[str, Any]) -> tuple:
 
 def baseline_rows(results: Sequence[Any], baseline: dict[str, Any]) -> list[list[Any]]:
     """[check, candidate, K, baseline, now, change] for every result the baseline also has."""
-    before = {_key(r): r for r in baseline["results"]}
+    before = {_key(r): r for r in baseline["results"] if r.get("status", "ok") == "ok"}
     rows = []
-    for r in map(plain, results):
+    for r in (r for r in map(plain, results) if r.get("status", "ok") == "ok"):
         old = before.get(_key(r))
         if old is not None:
             was, now = old["value"], r["value"]  # None: NaN in the report (e.g. a gap with nothing to lose)

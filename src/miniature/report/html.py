@@ -15,10 +15,16 @@ from typing import Any
 from ..errors import MissingExtraError
 from .terminal import notes, plain, sections
 
-FIGURES = (
-    ("knn_agreement", "figure-1ab-representation.png", "Data representation: mean KNN agreement against K", "K"),
-    ("ood_agreement", "figure-1c-distribution.png", "Data distribution: OOD-set Jaccard against k", "k"),
-)
+
+def figures() -> list[tuple[str, str, str, str]]:
+    """(metric, file name, title, x-axis) of each characteristic that draws the paper's Figure 1 sweep."""
+    from ..characteristics import registry
+
+    out = []
+    for name, characteristic in registry.characteristics().items():
+        if characteristic.figure is not None:
+            out.append((name, *characteristic.figure))
+    return out
 
 
 def _pyplot():
@@ -41,7 +47,7 @@ def _plot(results: Sequence[dict[str, Any]], metric: str, title: str, axis: str,
     for r in chosen:
         sweep = {int(k): (v[0] if isinstance(v, (list, tuple)) else v) for k, v in r["sweep"].items()}
         ks = sorted(sweep)
-        label = f"{r['reference']} vs {r['candidate']}" + (f" ({r['pooling']})" if metric == "knn_agreement" else "")
+        label = f"{r['reference']} vs {r['candidate']}" + (f" ({r['pooling']})" if r.get("pooling") else "")
         ax.plot(ks, [sweep[k] for k in ks], marker="o", label=label)
     ax.set(title=title, xlabel=axis, ylabel="Jaccard", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
@@ -55,7 +61,8 @@ def _plot(results: Sequence[dict[str, Any]], metric: str, title: str, axis: str,
 def write_html(results: Sequence[Any], path: str | os.PathLike[str], *, report: dict[str, Any] | None = None) -> Path:
     """Write the page and its plots; return the page's path."""
     path = Path(path)
-    results = [plain(r) for r in results]
+    every = [plain(r) for r in results]
+    results = [r for r in every if r.get("status", "ok") == "ok"]
     assets = path.with_name(path.stem + "_files")
     assets.mkdir(parents=True, exist_ok=True)
     body = ["<h1>pytest-miniature</h1>"]
@@ -69,10 +76,10 @@ def write_html(results: Sequence[Any], path: str | os.PathLike[str], *, report: 
             css = ' class="fail"' if str(row[-1]).startswith("FAIL") else ""
             body.append(f"<tr{css}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
         body.append("</table>")
-    for metric, name, title, axis in FIGURES:
+    for metric, name, title, axis in figures():
         if _plot(results, metric, title, axis, assets / name):
             body.append(f'<h2>{html.escape(title)}</h2><img src="{assets.name}/{name}" alt="{html.escape(title)}">')
-    body += [f"<p><i>{html.escape(line)}</i></p>" for line in notes(results)]
+    body += [f"<p><i>{html.escape(line)}</i></p>" for line in notes(every)]
     if report is not None:
         versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v)
         body.append(f"<p><small>{html.escape(versions)}</small></p>")

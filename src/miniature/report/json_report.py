@@ -1,6 +1,7 @@
 """The JSON report: every result, interval, threshold and verdict, with what produced them.
 
-Schema ``pytest-miniature/report`` version 1 (docs/report-schema.md). Per-point arrays
+Schema ``pytest-miniature/report`` version 1 (docs/report-schema.md); ``status``/``reason`` per
+result and ``matrices`` are optional fields added within version 1. Per-point arrays
 (``per_point``, detector ``scores``) are left out; id lists are cut to their first 100
 entries, with the full count beside them.
 """
@@ -56,33 +57,35 @@ def trim(value: Any) -> Any:
     return value
 
 
-def build_report(runner: Any, *, exit_status: int | None = None) -> dict[str, Any]:
-    """The report of everything ``runner`` computed, as plain JSON-ready data."""
-    settings = runner.settings
+def build_report(session: Any, *, exit_status: int | None = None, matrices: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report of everything ``session`` computed, as plain JSON-ready data."""
+    from ..characteristics.base import Threshold
+
+    settings = session.settings
+    engine = getattr(session, "engine", session)
     plain_settings = {
         f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name not in ("models", "base_dir")
     }
-    plain_settings["thresholds"] = {k: dataclasses.asdict(v) for k, v in settings.thresholds.items()}
+    plain_settings["thresholds"] = {k: _threshold(k, v) if isinstance(v, Threshold) else v
+                                    for k, v in settings.thresholds.items()}
     plain_settings["attack"] = dataclasses.asdict(settings.attack)
     for key in ("reference", "eval", "train", "validation", "ood", "attack_set", "cache_dir"):
         if plain_settings.get(key) is not None:
             plain_settings[key] = getattr(plain_settings[key], "text", str(plain_settings[key]))
     plain_settings["candidates"] = [getattr(c, "text", c) for c in settings.candidates]
     models = {
-        name: {"spec": model.spec.text, "backend": model.spec.backend, "location": model.spec.location,
-               "fingerprint": runner.fingerprints.get(name)}
-        for name, model in ((m.name, m) for m in runner.known_models)
+        model.name: {"spec": model.spec.text, "backend": model.spec.backend, "location": model.spec.location,
+                     "fingerprint": engine.known_fingerprint(model)}
+        for model in session.known_models
     }
     datasets = {name: {"n": len(data), "fingerprint": data.fingerprint, "labelled": data.labels is not None}
-                for name, data in runner.datasets_used.items()}
-    results = [trim(r.as_dict()) for r in runner.results]
-    gated = [r for r in results if r.get("threshold") is not None]
-    return {
+                for name, data in engine.datasets_used.items()}
+    results = [trim(e.as_dict()) for e in session.ledger.entries]
+    stats = engine.stats
+    return _with_verdict({
         "schema": SCHEMA,
         "version": VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "verdict": "pass" if all(r["passed"] for r in gated) else "fail",
-        "gates": {"total": len(gated), "failed": sum(not r["passed"] for r in gated)},
         "exit_status": exit_status,
         "settings": plain_settings,
         "versions": _versions(),
@@ -90,18 +93,34 @@ def build_report(runner: Any, *, exit_status: int | None = None) -> dict[str, An
                      "executable": sys.executable},
         "models": models,
         "datasets": datasets,
-        "outputs": {"computed": runner.stats.computed, "from_cache": runner.stats.from_disk,
-                    "seconds_computing": round(runner.stats.seconds_computing, 3),
-                    "attacked": runner.stats.attacked, "attacks_from_cache": runner.stats.attacks_from_cache,
-                    "seconds_attacking": round(runner.stats.seconds_attacking, 3)},
+        "outputs": {"computed": stats.computed, "from_cache": stats.from_disk,
+                    "seconds_computing": round(stats.seconds_computing, 3),
+                    "attacked": stats.attacked, "attacks_from_cache": stats.attacks_from_cache,
+                    "seconds_attacking": round(stats.seconds_attacking, 3)},
         "results": results,
-    }
+        "matrices": trim(matrices or {}),
+    })
+
+
+def _threshold(name: str, threshold: Any) -> dict[str, Any]:
+    from ..characteristics import registry
+
+    return {registry.get(name).bound_key: threshold.value, **threshold.params}
+
+
+def _with_verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with its ``verdict`` and ``gates`` counted from its results."""
+    gated = [r for r in report["results"] if r.get("threshold") is not None]
+    failed = sum(not r["passed"] for r in gated)
+    return {**report, "verdict": "pass" if not failed else "fail", "gates": {"total": len(gated), "failed": failed}}
 
 
 def merge_reports(reports: list[dict[str, Any]], *, exit_status: int | None = None) -> dict[str, Any]:
     """One report from the reports of several processes of one run (pytest-xdist's workers)."""
+    from ..characteristics.base import identity_of
+
     merged = dict(reports[0])
-    merged.update(models={}, datasets={}, results=[], exit_status=exit_status,
+    merged.update(models={}, datasets={}, results=[], matrices={}, exit_status=exit_status,
                   outputs={"computed": 0, "from_cache": 0, "seconds_computing": 0.0,
                            "attacked": 0, "attacks_from_cache": 0, "seconds_attacking": 0.0})
     seen = set()
@@ -111,15 +130,10 @@ def merge_reports(reports: list[dict[str, Any]], *, exit_status: int | None = No
         for key in merged["outputs"]:
             merged["outputs"][key] += report["outputs"].get(key, 0)
         for result in report["results"]:
-            identity = (result["metric"], result["reference"], result["candidate"], result["dataset"],
-                        result.get("pooling"), result.get("k"))
-            if identity not in seen:
-                seen.add(identity)
+            if identity_of(result) not in seen:
+                seen.add(identity_of(result))
                 merged["results"].append(result)
-    gated = [r for r in merged["results"] if r.get("threshold") is not None]
-    merged["gates"] = {"total": len(gated), "failed": sum(not r["passed"] for r in gated)}
-    merged["verdict"] = "pass" if not merged["gates"]["failed"] else "fail"
-    return merged
+    return _with_verdict(merged)
 
 
 def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -1,4 +1,8 @@
-"""The one place models run: each model over each dataset once per process, backed by the disk cache."""
+"""The local engine: each model over each dataset once per process, on this machine, backed by the disk cache.
+
+The one seam where models run: a check asks for "these outputs of this model on this data set" and
+never loads a model itself. Models are handles with a ``spec`` and a ``name`` (the session's ``Model``).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from .cache import OutputCache, cache_key
-from .config import Settings
-from .data import DatasetSpec, EvalSet, align_labels, load_eval_set, parse_dataset_spec
-from .errors import ModelLoadError
-from .models import Backend, ModelSpec, open_backend, parse_model_spec
-from .outputs import ModelOutputs
+from .. import tasks
+from ..cache import OutputCache, cache_key
+from ..config import Settings
+from ..data import DatasetSpec, EvalSet, load_eval_set, parse_dataset_spec
+from ..errors import MissingOutput, ModelLoadError
+from ..models import Backend, ModelSpec, open_backend, parse_model_spec
+from ..outputs import ModelOutputs
 
 log = logging.getLogger("miniature")
 
@@ -33,56 +38,41 @@ class RunStats:
     seconds_attacking: float = 0.0
 
 
-class Model:
-    """A handle on a model spec; loading and running are deferred to the :class:`Runner`."""
+@dataclass(frozen=True)
+class ModelRef:
+    """A model the engine runs for a check's own use (the attack's masked LM), outside the session's models."""
 
-    def __init__(self, runner: Runner, spec: ModelSpec) -> None:
-        self.runner = runner
-        self.spec = spec
+    spec: ModelSpec
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    def outputs(self, eval_set: EvalSet) -> ModelOutputs:
-        return self.runner.outputs(self, eval_set)
-
-    def __repr__(self) -> str:
-        return f"Model({self.spec.name!r})"
-
 
 @dataclass
-class Runner:
-    """Resolves specs, runs models at most once per dataset, and keeps the results of checks."""
+class Engine:
+    """Loads data sets and backends, runs each model at most once per data set, caches its outputs."""
 
     settings: Settings = field(default_factory=Settings)
     stats: RunStats = field(default_factory=RunStats)
-    #: Check results in the order they were computed (the terminal summary reads these).
-    results: list[Any] = field(default_factory=list)
     #: Where progress lines of slow work (attacks) go; None: the "miniature" logger at INFO.
     progress: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
-        self._models: dict[str, Model] = {}
         self._backends: dict[str, Backend] = {}
         self._datasets: dict[str, EvalSet] = {}
         self._outputs: dict[tuple[str, str], ModelOutputs] = {}
         self._cache = OutputCache(self.settings.cache_dir) if self.settings.cache_dir else None
         #: What this run looked at, for reports: model name -> content fingerprint, and the data sets.
-        self.fingerprints: dict[str, str] = {}
+        self._fingerprints: dict[str, str] = {}
         self.datasets_used: dict[str, EvalSet] = {}
         self._neighbours: dict[tuple, np.ndarray] = {}
         self._derived: dict[tuple, Any] = {}
 
-    @property
-    def known_models(self) -> list[Model]:
-        """Every model this Runner has handed out, in order."""
-        return list(self._models.values())
-
-    def model(self, spec: str | ModelSpec) -> Model:
+    def parse_model(self, spec: str | ModelSpec) -> ModelSpec:
         if isinstance(spec, str):
             spec = parse_model_spec(spec, aliases=self.settings.models, base_dir=self.settings.base_dir)
-        return self._models.setdefault(spec.text, Model(self, spec))
+        return spec
 
     def dataset(self, spec: str | DatasetSpec | EvalSet) -> EvalSet:
         if isinstance(spec, EvalSet):
@@ -93,12 +83,25 @@ class Runner:
             self._datasets[spec.text] = load_eval_set(spec)
         return self._datasets[spec.text]
 
-    def backend(self, model: Model) -> Backend:
+    def handle(self, spec: str | ModelSpec) -> ModelRef:
+        return ModelRef(self.parse_model(spec))
+
+    def fingerprint(self, model: Any) -> str:
+        """The content fingerprint of every file ``model`` loads, with its load options (computed once)."""
+        if model.spec.text not in self._fingerprints:
+            self._fingerprints[model.spec.text] = backend_fingerprint(self.backend(model))
+        return self._fingerprints[model.spec.text]
+
+    def known_fingerprint(self, model: Any) -> str | None:
+        """``model``'s fingerprint if this run needed it (the report lists it), else None."""
+        return self._fingerprints.get(model.spec.text)
+
+    def backend(self, model: Any) -> Backend:
         if model.spec.text not in self._backends:
             self._backends[model.spec.text] = open_backend(model.spec)
         return self._backends[model.spec.text]
 
-    def loaded_backend(self, model: Model) -> Backend:
+    def loaded_backend(self, model: Any) -> Backend:
         """``model``'s backend with its weights loaded (to run it outside :meth:`outputs`)."""
         backend = self.backend(model)
         if backend.tokenizer is None:
@@ -111,24 +114,22 @@ class Runner:
         else:
             log.info("miniature: %s", message)
 
-    def outputs(self, model: Model, eval_set: EvalSet) -> ModelOutputs:
+    def outputs(self, model: Any, eval_set: EvalSet) -> ModelOutputs:
         """The model's outputs on ``eval_set``: from memory, else the disk cache, else one forward pass."""
         memo_key = (model.spec.text, eval_set.fingerprint)
         if memo_key in self._outputs:
             return self._outputs[memo_key]
         backend = self.backend(model)
-        self.fingerprints[model.name] = backend_fingerprint(backend)
         self.datasets_used[eval_set.name] = eval_set
         key = cache_key(
-            model=self.fingerprints[model.name],
+            model=self.fingerprint(model),
             dataset=eval_set.fingerprint,
             task=self.settings.task,
             max_length=self.settings.max_length,
             # Dynamically quantized models scale activations per batch, so which texts share
             # a batch changes their outputs: the batch size is part of the key.
             batch_size=self.settings.batch_size,
-            **({"doc_stride": self.settings.stride, "max_answer_length": self.settings.max_answer_length}
-               if eval_set.is_qa else {}),
+            **tasks.preprocessing(eval_set, self.settings),
         )
         outputs = self._cache.get(key) if self._cache else None
         if outputs is not None and outputs.n == len(eval_set):
@@ -141,17 +142,11 @@ class Runner:
         self._outputs[memo_key] = outputs
         return outputs
 
-    def _compute(self, model: Model, backend: Backend, eval_set: EvalSet) -> ModelOutputs:
+    def _compute(self, model: Any, backend: Backend, eval_set: EvalSet) -> ModelOutputs:
         self.loaded_backend(model)
         log.info("miniature: running %s on %s (n=%d)", model.name, eval_set.name, len(eval_set))
         start = time.perf_counter()
-        settings = self.settings
-        if eval_set.is_qa:
-            outputs = backend.run_qa(eval_set.questions, eval_set.texts, batch_size=settings.batch_size,
-                                     max_length=settings.max_length, stride=settings.stride,
-                                     max_answer_length=settings.max_answer_length)
-        else:
-            outputs = backend.run(eval_set.texts, batch_size=settings.batch_size, max_length=settings.max_length)
+        outputs = tasks.run(backend, eval_set, self.settings)
         self.stats.seconds_computing += time.perf_counter() - start
         self.stats.computed += 1
         if outputs.n != len(eval_set):
@@ -160,17 +155,17 @@ class Runner:
             )
         return outputs
 
-    def embeddings(self, model: Model, eval_set: EvalSet, pooling: str, check: str) -> np.ndarray:
+    def embeddings(self, model: Any, eval_set: EvalSet, pooling: str, check: str) -> np.ndarray:
         """The model's L2-unnormalised embeddings of ``eval_set`` (``cls`` or ``mean`` pooling)."""
         outputs = self.outputs(model, eval_set)
         try:
             return outputs.embeddings(pooling)
         except ValueError as exc:
-            raise ModelLoadError(f"Model {model.name!r} gave no usable embeddings for {check}: {exc}") from exc
+            raise MissingOutput(f"Model {model.name!r} gave no usable embeddings for {check}: {exc}") from exc
 
-    def neighbours(self, model: Model, eval_set: EvalSet, pooling: str, k: int, check: str) -> np.ndarray:
+    def neighbours(self, model: Any, eval_set: EvalSet, pooling: str, k: int, check: str) -> np.ndarray:
         """Each point's ``k`` nearest other points under ``model``, searched once per (model, data, pooling)."""
-        from .characteristics.neighbours import nearest_others
+        from ..characteristics.neighbours import nearest_others
 
         key = (model.spec.text, eval_set.fingerprint, pooling)
         known = self._neighbours.get(key)
@@ -184,51 +179,9 @@ class Runner:
             self._derived[key] = compute()
         return self._derived[key]
 
-    def record(self, result: Any) -> None:
-        """Keep a check's result for the summary; the same check re-run with the same settings replaces it."""
-
-        def key(r: Any) -> tuple:
-            return (r.metric, r.reference, r.candidate, r.dataset, getattr(r, "pooling", None), getattr(r, "k", None))
-
-        self.results = [r for r in self.results if key(r) != key(result)]
-        self.results.append(result)
-
-    def qa_predictions(self, model: Model, eval_set: EvalSet, check: str) -> list[str]:
-        """Each question's answer under ``model`` ("" for no answer, by the settings' null_threshold)."""
-        outputs = self.outputs(model, eval_set)
-        if outputs.answers is None:
-            raise ModelLoadError(
-                f"Model {model.name!r} has no question-answering head (architectures: {self._architectures(model)}), so it "
-                f"answers nothing, which {check} needs on {eval_set.name!r}; give a model fine-tuned for extractive "
-                f"QA, or add ?task=question-answering to its spec if its files do not say so"
-            )
-        return outputs.qa_predictions(self.settings.null_threshold)
-
-    def _architectures(self, model: Model) -> str:
-        return ", ".join(self.backend(model).config().get("architectures") or []) or "not stated"
-
-    def gold(self, model: Model, eval_set: EvalSet, check: str) -> np.ndarray:
-        """The eval set's labels as ``model``'s class indices."""
-        labels = eval_set.require_labels(check)
-        outputs = self.outputs(model, eval_set)
-        if outputs.logits is None:
-            raise ModelLoadError(
-                f"Model {model.name!r} has no classification head (architectures: {self._architectures(model)}), so it "
-                f"makes no predictions, which {check} needs; give a fine-tuned classifier"
-            )
-        return align_labels(
-            labels,
-            id2label=self.backend(model).id2label,
-            num_labels=int(outputs.logits.shape[1]),
-            label_names=eval_set.label_names,
-            label_map=self.settings.label_map,
-            dataset=eval_set.name,
-            model=model.name,
-        )
-
 
 def backend_fingerprint(backend: Backend) -> str:
-    from .models.fingerprint import fingerprint
+    from ..models.fingerprint import fingerprint
 
     options = "&".join(f"{k}={v}" for k, v in sorted(backend.load_options().items()))
     return fingerprint(backend.files(), extra=f"{backend.spec.backend}?{options}")

@@ -1,0 +1,317 @@
+"""What every characteristic declares, what it returns, and the verdict of a gate on it.
+
+A characteristic is a small class with keyword-only methods (as syrupy's extensions are):
+its name, its direction (an agreement where higher is better, or a gap where lower is
+better), its threshold schema, the data and outputs it needs, how to compute it for a pair
+of models, and how it renders. The registry (:mod:`.registry`) is the only list of them;
+the session, the plugin, the CLI and the renderers never switch on a characteristic's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..errors import NotApplicable, UsageError
+from ..validation import check_finite, check_fraction, check_positive_int
+
+if TYPE_CHECKING:
+    from ..data import EvalSet
+    from ..session import Model, Session
+
+__all__ = ["Characteristic", "NotApplicable", "Param", "Result", "Threshold", "Verdict"]
+
+
+@dataclasses.dataclass(eq=False, kw_only=True, repr=False)
+class Result(float):
+    """One characteristic measured on one (reference, candidate) pair: a declared record that is
+    also its ``value`` as a float, so ``result >= 0.5``, ``pytest.approx`` and ``f"{result:.4f}"``
+    read naturally. ``identity`` is the one key that the ledger, the JSON report, the baseline,
+    the all-pairs matrix and JUnit use. A verdict is never stored on it (see :class:`Verdict`).
+    """
+
+    metric: ClassVar[str] = "result"
+    #: Fields that, beside (metric, reference, candidate, dataset), tell two results apart.
+    setting: ClassVar[tuple[str, ...]] = ()
+
+    value: float
+    reference: str
+    candidate: str
+    dataset: str
+    n: int
+    interval: tuple[float, float] | None = dataclasses.field(default=None, metadata={"keep": True})
+
+    def __new__(cls, *args: Any, **fields: Any) -> Result:
+        return super().__new__(cls, fields["value"])
+
+    def __reduce__(self):  # pickles by its fields (float's own pickling knows nothing of them)
+        return (_rebuild, (type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}))
+
+    @property
+    def identity(self) -> tuple:
+        return identity_of(self.as_dict(plain=False))
+
+    def as_dict(self, *, plain: bool = True) -> dict[str, Any]:
+        """Every field (None-valued optional fields left out), JSON-ready when ``plain``."""
+        out: dict[str, Any] = {"metric": self.metric}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is None and not f.metadata.get("keep"):
+                continue
+            out[f.name] = _plain(value) if plain else value
+        return out
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {name}={getattr(self, name)!r}" for name in self.setting)
+        return (f"{type(self).__name__}({float(self):.4f}, reference={self.reference!r}, "
+                f"candidate={self.candidate!r}, n={self.n}{extra})")
+
+
+def _rebuild(cls: type[Result], fields: dict[str, Any]) -> Result:
+    result = cls(**{k: v for k, v in fields.items() if k in {f.name for f in dataclasses.fields(cls) if f.init}})
+    result.__dict__.update(fields)
+    return result
+
+
+def identity_of(result: Mapping[str, Any]) -> tuple:
+    """The identity of a result given as a dict (a report's) or as a live result's ``as_dict``."""
+    return (result["metric"], result["reference"], result["candidate"], result["dataset"],
+            result.get("pooling"), result.get("k"))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (frozenset, set)):
+        return sorted(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """A gate's decision on a result, kept beside it (never written onto it).
+
+    ``bound`` is ``"min"`` (an agreement must reach the threshold) or ``"max"`` (a gap may not
+    exceed it); ``compared`` is what met the threshold: the point estimate, or with
+    ``mode="lower"`` the cautious end of the interval. NaN never passes.
+    """
+
+    threshold: float
+    bound: str
+    mode: str
+    compared: float
+    passed: bool
+
+    @classmethod
+    def decide(cls, result: Result, threshold: float, *, bound: str, mode: str) -> Verdict:
+        upper = bound == "max"
+        cautious = result.interval[int(upper)] if mode == "lower" and result.interval is not None else None
+        compared = float(result) if cautious is None else float(cautious)
+        passed = compared <= threshold if upper else compared >= threshold
+        return cls(threshold=float(threshold), bound=bound, mode=mode, compared=compared, passed=bool(passed))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields a report keeps per gated result (schema v1 names)."""
+        return {"threshold": self.threshold, "gate_mode": self.mode, "passed": self.passed}
+
+    @property
+    def describe(self) -> str:
+        """``min 0.5``, ``lower bound 0.5``, ``max 15``, ``upper bound 15``."""
+        if self.mode == "lower":
+            return f"{'upper' if self.bound == 'max' else 'lower'} bound {self.threshold:g}"
+        return f"{self.bound} {self.threshold:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One parameter of a threshold table, declared once: its check and default."""
+
+    check: Callable[[Any, str, str], Any]
+    default: Any
+
+
+POSITIVE_INT = check_positive_int
+
+
+@dataclasses.dataclass(frozen=True)
+class Threshold:
+    """A gate on one characteristic: its bound (``min`` or ``max``) and the parameters it runs with."""
+
+    value: float
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:  # threshold.k reads the parameter k
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(name)
+
+
+class Characteristic(ABC):
+    """One model characteristic: what it needs, how it is computed and gated, how it renders.
+
+    Subclasses set the class attributes and implement the keyword-only methods. A third party
+    registers one through the entry-point group ``miniature.characteristics``.
+    """
+
+    #: The metric's name: the threshold key, the ``--checks`` entry, the JSON ``metric``.
+    name: ClassVar[str]
+    #: The section heading of its table.
+    title: ClassVar[str]
+    #: One line: what it measures (``--help``, docs, unknown-name messages).
+    summary: ClassVar[str] = ""
+    #: True: an agreement, higher is better, gated by a minimum. False: a gap, gated by a maximum.
+    higher_is_better: ClassVar[bool] = True
+    #: The threshold table's key for the bound (``min`` for an agreement, ``max`` for a gap).
+    bound_key: ClassVar[str] = "min"
+    #: Other names accepted for the threshold.
+    synonyms: ClassVar[tuple[str, ...]] = ()
+    #: Parameters a threshold table may set besides the bound.
+    params: ClassVar[dict[str, Param]] = {}
+    #: The data sets it needs: settings key -> what it is (e.g. {"eval": "eval set"}).
+    needs: ClassVar[dict[str, str]] = {}
+    #: Data sets it uses when given (e.g. the OOD check's validation set).
+    uses: ClassVar[tuple[str, ...]] = ()
+    #: The data set a result is named after (default: the first of :attr:`needs`).
+    primary: ClassVar[str | None] = None
+    #: Whether an all-pairs matrix (the paper's Table 2) of it makes sense.
+    pairwise: ClassVar[bool] = True
+    #: The K sweep figure (the paper's Figure 1): (file name, title, x-axis label), or None.
+    figure: ClassVar[tuple[str, str, str] | None] = None
+    #: The Result subclass it returns.
+    result_type: ClassVar[type[Result]] = Result
+
+    @property
+    def bound(self) -> str:
+        return "min" if self.higher_is_better else "max"
+
+    # -- thresholds -----------------------------------------------------------------------------
+
+    def check_bound(self, value: Any, *, name: str, owner: str) -> float:
+        """The bound as a float: an agreement's lies in [0, 1], a gap's is any finite number."""
+        if self.higher_is_better:
+            return check_fraction(value, name, owner)
+        return check_finite(value, name, owner)
+
+    def parse_threshold(self, value: Any, *, owner: str = "[tool.miniature.thresholds]") -> Threshold:
+        """A number (the bound) or a table {bound_key = ..., param = ...}."""
+        if isinstance(value, Threshold):
+            return value
+        defaults = {key: param.default for key, param in self.params.items()}
+        if not isinstance(value, dict):
+            return Threshold(self.check_bound(value, name=self.name, owner=owner), defaults)
+        allowed = {self.bound_key, *self.params}
+        if set(value) - allowed or self.bound_key not in value:
+            raise UsageError(
+                f"Expected {self.name} in {owner} to be a number or a table with keys {', '.join(sorted(allowed))} "
+                f"({self.bound_key} required) but got {value!r}"
+            )
+        params = {key: param.check(value.get(key, param.default), f"{self.name}.{key}", owner)
+                  for key, param in self.params.items()}
+        return Threshold(self.check_bound(value[self.bound_key], name=f"{self.name}.{self.bound_key}", owner=owner), params)
+
+    def describe_threshold(self, threshold: Threshold) -> str:
+        return f"{'>=' if self.higher_is_better else '<='} {threshold.value:g}"
+
+    # -- computing ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+                params: Mapping[str, Any], resamples: int) -> Result:
+        """The characteristic of (reference, candidate) on ``data`` (keys of :attr:`needs` and
+        :attr:`uses`) with ``params``. Raises :class:`NotApplicable` when it cannot apply."""
+
+    def params_for(self, threshold: Threshold | None) -> dict[str, Any]:
+        """The parameters a configured check runs with (its threshold's, else the defaults)."""
+        return dict(threshold.params) if threshold is not None else {k: p.default for k, p in self.params.items()}
+
+    def pair_params(self, result: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+        """Parameters to compute another pair like ``result`` for the all-pairs matrix (no sweep)."""
+        return dict(params)
+
+    # -- rendering ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def rows(self, *, results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+        """(headers, one row per result) of its table; results are report dicts."""
+
+    def notes(self, *, results: Sequence[dict[str, Any]]) -> list[str]:
+        """Lines that qualify its table."""
+        return []
+
+    @abstractmethod
+    def failure(self, *, result: Result, verdict: Verdict) -> tuple[str, list[str], list[Any], list[str], str]:
+        """What a failed gate says: (headline, table headers, table row, telling ids, what the ids are)."""
+
+
+def format_value(r: Mapping[str, Any] | Result, spec: str = ".4f", interval_spec: str = ".3f") -> str:
+    """A value with its interval: ``0.6167 [0.491, 0.738]``; NaN (None in a report) as ``-``."""
+    if isinstance(r, Result):
+        r = {"value": r.value, "interval": r.interval, "both_empty": getattr(r, "both_empty", False)}
+    value = r.get("value")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    interval = r.get("interval")
+    text = f"{value:{spec}}" + (f" [{interval[0]:{interval_spec}}, {interval[1]:{interval_spec}}]" if interval else "")
+    return text + (" (both empty)" if r.get("both_empty") else "")
+
+
+def verdict_cell(r: Mapping[str, Any], *, words: tuple[str, str] = ("min", "lower bound")) -> str:
+    """``PASS (min 0.5)`` / ``FAIL (lower bound 0.5)`` for a gated report dict, else empty; ``words``
+    name the bound on the point estimate and on the interval."""
+    if r.get("threshold") is None:
+        return ""
+    lower = r.get("gate_mode", "point") == "lower"
+    return ("PASS" if r["passed"] else "FAIL") + f" ({words[lower]} {r['threshold']:g})"
+
+
+def sweep_cell(r: Mapping[str, Any]) -> str:
+    sweep = r.get("sweep") or {}
+    values = {int(k): (v[0] if isinstance(v, (list, tuple)) else v) for k, v in sweep.items()}
+    return " ".join(f"{k}:{v:.3f}" for k, v in sorted(values.items()))
+
+
+def number(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None or value != value else f"{value:{spec}}"
+
+
+def session_of(reference: Any, candidate: Any, owner: str) -> Session:
+    """The session both models belong to; a usage error naming the bad argument otherwise."""
+    from ..session import Model
+
+    for name, value in (("reference", reference), ("candidate", candidate)):
+        if not isinstance(value, Model):
+            raise UsageError(
+                f"Expected a Model (the {name} fixture, or Session.model(spec)) but got "
+                f"{name}={value!r} (type={type(value).__name__}) in {owner}"
+            )
+    if reference.session is not candidate.session:
+        raise UsageError(f"reference and candidate of {owner} come from different sessions; use one session for both")
+    return reference.session
+
+
+def evalset_arg(value: Any, name: str, owner: str, *, optional: bool = False) -> EvalSet | None:
+    """``value`` if it is an EvalSet (or None when ``optional``); a usage error naming it otherwise."""
+    from ..data import EvalSet
+
+    if value is None and optional:
+        return None
+    if not isinstance(value, EvalSet):
+        raise UsageError(
+            f"Expected an EvalSet (the {name} fixture, or Session.dataset(spec)) but got "
+            f"{name}={value!r} (type={type(value).__name__}) in {owner}"
+        )
+    return value

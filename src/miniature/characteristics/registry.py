@@ -1,0 +1,95 @@
+"""The only list of characteristics: the built-ins, then those of the entry-point group
+``miniature.characteristics``, then any registered at run time with :func:`register`.
+
+An entry point names a :class:`~miniature.characteristics.base.Characteristic` subclass (or
+instance), e.g. in a third party's pyproject.toml::
+
+    [project.entry-points."miniature.characteristics"]
+    logit_cosine = "acme_checks:LogitCosine"
+
+Modules load on first use, so importing the registry costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from .base import Characteristic
+
+GROUP = "miniature.characteristics"
+
+#: The built-ins, in the paper's order: name -> "module:class".
+BUILTINS = {
+    "error_jaccard": "miniature.characteristics.prediction_errors:PredictionErrors",
+    "knn_agreement": "miniature.characteristics.representation:DataRepresentation",
+    "ood_agreement": "miniature.characteristics.distribution:DataDistribution",
+    "attack_robustness": "miniature.characteristics.adversarial:AdversarialVulnerability",
+}
+
+_registered: dict[str, Characteristic] = {}
+_loaded: dict[str, Characteristic] | None = None
+
+
+def _instantiate(target: Any) -> Characteristic:
+    from .base import Characteristic
+
+    if isinstance(target, str):
+        module, _, attribute = target.partition(":")
+        target = getattr(importlib.import_module(module), attribute)
+    instance = target() if isinstance(target, type) else target
+    if not isinstance(instance, Characteristic):
+        raise UsageError(f"Expected a Characteristic subclass or instance but got {target!r}")
+    return instance
+
+
+def _entry_points() -> dict[str, Characteristic]:
+    found = {}
+    for entry in metadata.entry_points(group=GROUP):
+        try:
+            instance = _instantiate(entry.load())
+        except Exception as exc:  # a broken plugin must say which one it is
+            raise UsageError(f"Could not load characteristic {entry.name!r} ({entry.value}) of the entry-point group "
+                             f"{GROUP}: {type(exc).__name__}: {exc}") from exc
+        found[instance.name] = instance
+    return found
+
+
+def characteristics() -> dict[str, Characteristic]:
+    """Every characteristic by name: built-ins first (the paper's order), then third parties'."""
+    global _loaded
+    if _loaded is None:
+        _loaded = {name: _instantiate(target) for name, target in BUILTINS.items()}
+        for name, instance in _entry_points().items():
+            _loaded.setdefault(name, instance)
+    return {**_loaded, **{k: v for k, v in _registered.items() if k not in _loaded}}
+
+
+def names() -> list[str]:
+    return list(characteristics())
+
+
+def get(name: str, *, owner: str = "--checks") -> Characteristic:
+    """The characteristic called ``name`` (or by one of its synonyms); a usage error naming the known ones."""
+    known = characteristics()
+    if name in known:
+        return known[name]
+    for characteristic in known.values():
+        if name in characteristic.synonyms:
+            return characteristic
+    raise UsageError(f"Unknown characteristic {name!r} in {owner}; expected one of {', '.join(known)}")
+
+
+def register(characteristic: Any) -> Characteristic:
+    """Add a characteristic for this process (tests, notebooks); returns the instance."""
+    instance = _instantiate(characteristic)
+    _registered[instance.name] = instance
+    return instance
+
+
+def unregister(name: str) -> None:
+    _registered.pop(name, None)

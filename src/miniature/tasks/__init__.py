@@ -1,0 +1,40 @@
+"""Tasks: what a model's forward output means, what an error is, and how gold answers line up.
+
+A data set's shape picks its task (questions and contexts: extractive QA; texts: classification).
+Backends only load weights and run forward passes; everything task-specific lives here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..data import EvalSet
+    from ..models import Backend
+    from ..outputs import ModelOutputs
+
+#: The task names ``task =`` accepts, in the order the docs list them.
+TASKS = ("text-classification", "question-answering")
+
+
+def task_of(eval_set: EvalSet) -> str:
+    """The task a data set is read for."""
+    return "question-answering" if eval_set.is_qa else "text-classification"
+
+
+def preprocessing(eval_set: EvalSet, settings: Any) -> dict[str, Any]:
+    """The settings that change a model's outputs on ``eval_set`` (they enter the cache key)."""
+    if eval_set.is_qa:
+        return {"doc_stride": settings.stride, "max_answer_length": settings.max_answer_length}
+    return {}
+
+
+def run(backend: Backend, eval_set: EvalSet, settings: Any) -> ModelOutputs:
+    """One forward pass of ``backend`` over ``eval_set``, read for the data set's task."""
+    if eval_set.is_qa:
+        from .question_answering import run_windows
+
+        return run_windows(backend, eval_set.questions, eval_set.texts, batch_size=settings.batch_size,
+                           max_length=settings.max_length, stride=settings.stride,
+                           max_answer_length=settings.max_answer_length)
+    return backend.run(eval_set.texts, batch_size=settings.batch_size, max_length=settings.max_length)

@@ -1,0 +1,204 @@
+"""One seam per idea: a characteristic added from outside the library, checks that fail alone, one session."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import faiss  # noqa: F401  (imported once in the outer process: pytester's inline runs unload what they import)
+import pytest
+
+CLI = [sys.executable, "-m", "miniature.cli"]
+
+#: A third party's characteristic: the share of eval points on which both models predict the same class.
+TOY = '''
+from miniature.characteristics.base import Characteristic, Result, format_value, verdict_cell
+
+
+class SameArgmax(Result):
+    metric = "argmax_agreement"
+
+
+class ArgmaxAgreement(Characteristic):
+    name = "argmax_agreement"
+    title = "argmax agreement (a toy from outside the library):"
+    summary = "share of eval points where both models predict the same class"
+    needs = {"eval": "eval set"}
+
+    def measure(self, *, reference, candidate, data, params, resamples):
+        eval_set = data["eval"]
+        engine = reference.session.engine
+        same = engine.outputs(reference, eval_set).predictions == engine.outputs(candidate, eval_set).predictions
+        return SameArgmax(value=float(same.mean()), reference=reference.name, candidate=candidate.name,
+                      dataset=eval_set.name, n=len(eval_set))
+
+    def rows(self, *, results):
+        return (["reference", "candidate", "n", "same argmax", "gate"],
+                [[r["reference"], r["candidate"], r["n"], format_value(r), verdict_cell(r)] for r in results])
+
+    def failure(self, *, result, verdict):
+        return (f"{result.candidate} predicts other classes than {result.reference}", ["value"],
+                [f"{result:.4f}"], [], "ids")
+'''
+
+
+def install_toy(where: Path) -> dict[str, str]:
+    """The toy as an installed distribution: its module and a dist-info with the entry point."""
+    (where / "miniature_toy.py").write_text(textwrap.dedent(TOY))
+    info = where / "miniature_toy-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: miniature-toy\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[miniature.characteristics]\nargmax_agreement = miniature_toy:ArgmaxAgreement\n")
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(where), os.environ.get("PYTHONPATH", "")])}
+
+
+def brute_argmax_agreement(a: Path, b: str, eval_csv: Path) -> float:
+    from miniature import Runner, Settings
+
+    runner = Runner(Settings(cache_dir=None))
+    data = runner.dataset(str(eval_csv))
+    return float((runner.model(str(a)).outputs(data).predictions == runner.model(b).outputs(data).predictions).mean())
+
+
+@pytest.fixture(scope="module")
+def logits_only_int8(tiny_models, tmp_path_factory) -> Path:
+    """The teacher exported to ONNX with logits only (no hidden states), then int8: a third-party-style artefact."""
+    from miniature.compress import export_onnx, quantize_onnx
+
+    root = tmp_path_factory.mktemp("logits-only")
+    return quantize_onnx(export_onnx(tiny_models.teacher, root / "fp32", hidden_states=False), root / "int8")
+
+
+def test_a_characteristic_from_an_entry_point_runs_in_compare_its_report_and_matrix(tiny_models, tmp_path: Path):
+    env = install_toy(tmp_path)
+    int8 = f"onnx:{tiny_models.onnx_int8}"
+    result = subprocess.run(
+        [*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate", str(tiny_models.student),
+         "--candidate", int8, "--eval", str(tiny_models.eval_csv), "--threshold", "argmax_agreement=0.5",
+         "--report", "r.json", "--no-cache"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    expected = {name: brute_argmax_agreement(tiny_models.teacher, spec, tiny_models.eval_csv)
+                for name, spec in (("student", str(tiny_models.student)), ("int8", int8))}
+    between = brute_argmax_agreement(tiny_models.student, int8, tiny_models.eval_csv)
+    assert result.returncode == (0 if min(expected.values()) >= 0.5 else 1), result.stderr
+    assert "argmax agreement (a toy from outside the library):" in result.stdout
+    assert "all pairs (Table 2), argmax agreement, argmax_agreement:" in result.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    toy = [r for r in report["results"] if r["metric"] == "argmax_agreement"]
+    assert sorted(r["value"] for r in toy) == pytest.approx(sorted(expected.values()))
+    assert all(r["threshold"] == 0.5 and r["status"] == "ok" for r in toy)
+    pairs = {(p["a"], p["b"]): p["value"] for p in report["matrices"]["argmax_agreement"]["pairs"]}
+    assert len(pairs) == 3 and pytest.approx(between) in pairs.values()
+    # Only the chosen (gated) check ran: the eval set is used, nothing is left unused.
+    assert all(r["metric"] == "argmax_agreement" for r in report["results"]) and "warning" not in result.stderr
+
+
+def test_a_characteristic_registered_from_a_test_module_is_a_configured_gate(pytester, tiny_models):
+    from miniature.characteristics import registry
+
+    pytester.makepyfile(miniature_toy=textwrap.dedent(TOY))
+    pytester.makeconftest("import miniature_toy\nfrom miniature.characteristics import registry\n"
+                          "registry.register(miniature_toy.ArgmaxAgreement)\n")
+    pytester.makepyprojecttoml(f"""
+[tool.miniature]
+reference = "{tiny_models.teacher}"
+candidates = ["{tiny_models.student}", "onnx:{tiny_models.onnx_int8}"]
+eval = "{tiny_models.eval_csv}"
+[tool.miniature.thresholds]
+argmax_agreement = 1.0
+""")
+    try:
+        result = pytester.runpytest("-v", "-p", "no:cacheprovider")
+    finally:
+        registry.unregister("argmax_agreement")
+    student = brute_argmax_agreement(tiny_models.teacher, str(tiny_models.student), tiny_models.eval_csv)
+    assert student < 1.0  # a 1-layer student disagrees somewhere, so a gate at 1.0 fails it
+    result.stdout.fnmatch_lines([
+        "miniature: config *pyproject.toml; checks: argmax_agreement",
+        "pyproject.toml::argmax_agreement?*student? FAILED*",
+        "*student predicts other classes than *teacher*",
+        "argmax agreement (a toy from outside the library):",
+        f"*teacher*student*200*{student:.4f}*FAIL (min 1)",
+        "all pairs (Table 2), argmax agreement, argmax_agreement:",
+    ])
+
+
+def test_compare_reports_a_check_that_cannot_apply_and_runs_the_rest(tiny_models, ood_files, logits_only_int8, tmp_path):
+    base = [*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate", str(tiny_models.student),
+            "--candidate", f"onnx:{logits_only_int8}", "--eval", str(tiny_models.eval_csv), "--cache-dir", "cache"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([*base, "--report", "r.json"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr  # no gates set: every check that applies ran
+    assert "not applicable: knn_agreement of " in result.stdout and "gave no usable embeddings" in result.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    status = {(r["metric"], r["candidate"]): r["status"] for r in report["results"]}
+    student, int8 = str(tiny_models.student), f"onnx:{logits_only_int8}"
+    assert status == {("error_jaccard", student): "ok", ("error_jaccard", int8): "ok",
+                      ("knn_agreement", student): "ok", ("knn_agreement", int8): "not_applicable"}
+    [knn] = [r for r in report["results"] if r["status"] == "not_applicable"]
+    assert "have no hidden states" in knn["reason"] and "value" not in knn
+    # All three pairs of Table 2 for the prediction errors: reference-student, reference-int8, student-int8.
+    pairs = {(p["a"], p["b"]) for p in report["matrices"]["error_jaccard"]["pairs"]}
+    teacher = str(tiny_models.teacher)
+    assert pairs == {(teacher, student), (teacher, int8), (student, int8)}
+
+    # Asked for by name, a check that cannot apply is an error (exit 3), never a pass.
+    asked = subprocess.run([*base, "--checks", "knn_agreement"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                           timeout=600)
+    assert asked.returncode == 3 and "gave no usable embeddings for the data-representation check" in asked.stderr
+    # Gated: the gate fails or passes on its own figures, and the knn gate errors the same way.
+    gated = subprocess.run([*base, "--threshold", "error_jaccard=0.0"], capture_output=True, text=True, cwd=tmp_path,
+                           env=env, timeout=600)
+    assert gated.returncode == 0 and "all 2 gates passed" in gated.stdout
+    # Data that no chosen check uses is named in one warning line.
+    unused = subprocess.run([*base, "--checks", "error_jaccard", "--train", str(ood_files.train)], capture_output=True,
+                            text=True, cwd=tmp_path, env=env, timeout=600)
+    assert unused.returncode == 0
+    assert "miniature: warning: train (--miniature-train) is given but no chosen check uses it (checks: error_jaccard)" \
+        in unused.stderr
+
+
+def test_a_configured_check_that_cannot_apply_is_an_error_not_a_failure(pytester, tiny_models, logits_only_int8):
+    pytester.makepyprojecttoml(f"""
+[tool.miniature]
+reference = "{tiny_models.teacher}"
+candidates = ["onnx:{logits_only_int8}"]
+eval = "{tiny_models.eval_csv}"
+checks = ["error_jaccard", "knn_agreement"]
+[tool.miniature.thresholds]
+knn_agreement = 0.0
+""")
+    result = pytester.runpytest("-v", "-p", "no:cacheprovider", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=1, errors=1)  # error_jaccard (measured, not gated) passes; the knn setup errors
+    result.stdout.fnmatch_lines(["*knn_agreement?onnx:*model.onnx? ERROR*", "*gave no usable embeddings*"])
+
+
+def test_checks_must_be_known_and_cover_the_thresholds(pytester):
+    pytester.makepyprojecttoml("[tool.miniature]\nchecks = ['error_jaccard']\n[tool.miniature.thresholds]\nknn_agreement = 0.1")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*Threshold(s) knn_agreement given for check(s) not among checks (error_jaccard)*"])
+    unknown = pytester.runpytest("--miniature-checks", "error_jaccard,speed")
+    assert unknown.ret == pytest.ExitCode.USAGE_ERROR
+    unknown.stderr.fnmatch_lines(["*Unknown characteristic 'speed' in checks; expected one of error_jaccard, knn_agreement*"])
+
+
+def test_each_characteristic_is_named_only_in_its_module_and_the_registry():
+    """One seam per idea: a new characteristic touches its own module and the registry, nothing else."""
+    from miniature.characteristics import registry
+
+    root = Path(__file__).resolve().parents[1]
+    sources = [p for d in ("src", "plugin") for p in (root / d).rglob("*.py")]
+    for name, target in registry.BUILTINS.items():
+        own = root / "src" / (target.partition(":")[0].replace(".", "/") + ".py")
+        naming = {p.relative_to(root).as_posix() for p in sources if name in p.read_text() and p != own}
+        allowed = {"src/miniature/characteristics/registry.py", "src/miniature/demo.py"}  # the demo writes a pyproject
+        assert naming <= allowed, f"{name} is named outside its module: {sorted(naming - allowed)}"
+
+
+def test_the_plugin_stays_a_thin_adapter():
+    plugin = Path(__file__).resolve().parents[1] / "plugin" / "pytest_miniature" / "plugin.py"
+    assert len(plugin.read_text().splitlines()) < 200
