@@ -136,7 +136,8 @@ def test_compare_reports_a_check_that_cannot_apply_and_runs_the_rest(tiny_models
     report = json.loads((tmp_path / "r.json").read_text())
     status = {(r["metric"], r["candidate"]): r["status"] for r in report["results"]}
     student, int8 = str(tiny_models.student), f"onnx:{logits_only_int8}"
-    assert status == {("error_jaccard", student): "ok", ("error_jaccard", int8): "ok",
+    assert status == {**{(check, model): "ok" for check in ("error_jaccard", "top1_agreement", "kl_divergence")
+                         for model in (student, int8)},
                       ("knn_agreement", student): "ok", ("knn_agreement", int8): "not_applicable"}
     [knn] = [r for r in report["results"] if r["status"] == "not_applicable"]
     assert "have no hidden states" in knn["reason"] and "value" not in knn

@@ -28,7 +28,8 @@ def test_the_quick_demo_builds_gates_and_leaves_a_project_that_reruns_from_cache
     for line in ("[1/4] fine-tuning all-MiniLM-L6-v2", "[4/4] gating every candidate with pytest: error_jaccard >= 0.5, "
                  "knn_agreement >= { min = 0.3, k = 10 }, ood_agreement >= 0.5", "prediction errors (paper section 3):",
                  "data representation, per-point KNN Jaccard (paper section 4):",
-                 "data distribution, Deep-NN OOD sets (paper section 5):", "model outputs: 21 computed"):
+                 "data distribution, Deep-NN OOD sets (paper section 5):", "model outputs: 21 computed",
+                 "output agreement, top-1", "output agreement, KL(p_ref || p_cand)"):
         assert line in result.stdout
     for name in candidates:
         assert f"reference  {name}" in result.stdout
@@ -38,14 +39,14 @@ def test_the_quick_demo_builds_gates_and_leaves_a_project_that_reruns_from_cache
     import json
 
     report = json.loads((reports / "report.json").read_text())
-    assert report["gates"]["total"] == 18 and len(report["models"]) == 7
+    assert report["gates"]["total"] == 30 and len(report["models"]) == 7
     assert (reports / "report_files" / "figure-1ab-representation.png").stat().st_size > 0
     assert (reports / "summary.md").read_text().startswith("## pytest-miniature") and (reports / "junit.xml").is_file()
     rerun = run(sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", cwd=out)
     assert "model outputs: 0 computed (0.0s), 21 from cache" in rerun.stdout
     # The same verdicts as the demo's own gate run, now without running a model.
     verdicts = lambda text: re.findall(r"^pyproject.toml::(\S+) (PASSED|FAILED)", text, re.M)  # noqa: E731
-    assert len(verdicts(result.stdout)) == 18
+    assert len(verdicts(result.stdout)) == 30
     assert verdicts(rerun.stdout) == verdicts(result.stdout)
     assert rerun.returncode == (1 if any(v == "FAILED" for _, v in verdicts(result.stdout)) else 0)
 
@@ -139,7 +140,7 @@ def test_compare_runs_every_applicable_check_and_gates_with_exit_codes(tiny_mode
                  "data distribution, Deep-NN OOD sets (paper section 5):", "model outputs: 9 computed", "no gates set"):
         assert line in ungated.stdout
     report = json.loads((tmp_path / "out" / "ungated.json").read_text())
-    assert len(report["results"]) == 6 and report["verdict"] == "pass" and report["gates"]["total"] == 0
+    assert len(report["results"]) == 10 and report["verdict"] == "pass" and report["gates"]["total"] == 0  # 5 checks x 2
     # The gate below fails every candidate under 0.99: the student, and the int8 model only where this
     # CPU's int8 kernels move a point (its value depends on AVX2 / AVX-512 VNNI / AMX).
     below = sum(r["value"] < 0.99 for r in report["results"] if r["metric"] == "error_jaccard")

@@ -22,8 +22,8 @@ from .atomic import write_atomic
 from .errors import CacheWarning
 from .outputs import ModelOutputs
 
-FORMAT_VERSION = 3  # 2: mean-pooled embeddings; 3: QA answer spans
-_ARRAYS = ("logits", "cls", "mean", "answers", "span_scores", "null_scores")
+FORMAT_VERSION = 4  # 2: mean-pooled embeddings; 3: QA answer spans; 4: QA first-window start/end logits
+_ARRAYS = ("logits", "cls", "mean", "answers", "span_scores", "null_scores", "start_logits", "end_logits")
 
 
 def cache_key(**parts: Any) -> str:

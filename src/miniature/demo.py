@@ -157,7 +157,8 @@ def build(
     }
 
 
-THRESHOLDS = {"error_jaccard": "0.5", "knn_agreement": "{ min = 0.3, k = 10 }", "ood_agreement": "0.5"}
+THRESHOLDS = {"error_jaccard": "0.5", "knn_agreement": "{ min = 0.3, k = 10 }", "ood_agreement": "0.5",
+              "top1_agreement": "0.92", "kl_divergence": "0.1"}
 
 
 def write_project(out_dir: Path, aliases: dict[str, str]) -> None:
@@ -195,7 +196,10 @@ def run_demo(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     aliases = build(out, quick=quick, train_spec=train, eval_spec=eval)
     write_project(out, aliases)
-    gates = ", ".join(f"{name} >= {value}" for name, value in THRESHOLDS.items())
+    from .characteristics import registry
+
+    gates = ", ".join(f"{name} {'>=' if registry.get(name).higher_is_better else '<='} {value}"
+                      for name, value in THRESHOLDS.items())
     print(f"[4/4] gating every candidate with pytest: {gates} (config: {out / 'pyproject.toml'})")
     sys.stdout.flush()
     reports = out / "reports"

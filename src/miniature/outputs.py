@@ -28,6 +28,10 @@ class ModelOutputs:
     answers: np.ndarray | None = None
     span_scores: np.ndarray | None = None
     null_scores: np.ndarray | None = None
+    #: Extractive QA: each question's first-window start and end logits, (n, longest first window),
+    #: NaN past each window's end.
+    start_logits: np.ndarray | None = None
+    end_logits: np.ndarray | None = None
 
     @property
     def n(self) -> int:

@@ -23,12 +23,15 @@ if TYPE_CHECKING:
 
 GROUP = "miniature.characteristics"
 
-#: The built-ins, in the paper's order: name -> "module:class".
+#: The built-ins, the paper's four in its order first: name -> "module:class".
 BUILTINS = {
     "error_jaccard": "miniature.characteristics.prediction_errors:PredictionErrors",
     "knn_agreement": "miniature.characteristics.representation:DataRepresentation",
     "ood_agreement": "miniature.characteristics.distribution:DataDistribution",
     "attack_robustness": "miniature.characteristics.adversarial:AdversarialVulnerability",
+    # Beyond the paper (Dutta et al. 2024; llama.cpp's KL-divergence mode): one module, two characteristics.
+    "top1_agreement": "miniature.characteristics.output_agreement:TopOneAgreement",
+    "kl_divergence": "miniature.characteristics.output_agreement:OutputDivergence",
 }
 
 _registered: dict[str, Characteristic] = {}

@@ -69,6 +69,12 @@ class Backend(ABC):
         the model has logits: attack queries need predictions only.
         """
 
+    def tokenizer_files(self) -> list[Path]:
+        """The files that define the tokenizer's vocabulary (two models with the same ones tokenize alike)."""
+        from .fingerprint import VOCABULARY_FILES
+
+        return [self.local_dir / n for n in VOCABULARY_FILES if (self.local_dir / n).is_file()]
+
     def config(self) -> dict:
         """The model's config.json (empty when it has none), readable without loading the model."""
         path = self.local_dir / "config.json"

@@ -13,6 +13,9 @@ TOKENIZER_FILES = (
     "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
     "added_tokens.json",
 )
+#: The tokenizer files that define its vocabulary (what token i means).
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
+                    "added_tokens.json")
 _CHUNK = 1 << 20
 _memo: dict[tuple[str, int, int], str] = {}
 

@@ -32,6 +32,11 @@ class OnnxBackend(Backend):
     def files(self) -> list[Path]:
         return onnx_files(self.model_file, self.tokenizer_dir)
 
+    def tokenizer_files(self) -> list[Path]:
+        from .fingerprint import VOCABULARY_FILES
+
+        return [self.tokenizer_dir / n for n in VOCABULARY_FILES if (self.tokenizer_dir / n).is_file()]
+
     def load(self, task: str) -> None:
         import onnxruntime
         from transformers import AutoTokenizer

@@ -24,7 +24,6 @@ SCHEMA = "pytest-miniature/report"
 VERSION = 1
 _LIBRARIES = ("pytest-miniature", "pytest", "numpy", "torch", "transformers", "onnxruntime", "faiss-cpu", "datasets", "textattack")
 _DROPPED = {"per_point", "scores"}
-_ID_LISTS = {"differing_ids", "lowest_ids", "flagged", "candidate_only_ids"}
 _MAX_IDS = 100
 
 
@@ -45,7 +44,7 @@ def trim(value: Any) -> Any:
         for key, item in value.items():
             if key in _DROPPED:
                 continue
-            if key in _ID_LISTS and isinstance(item, list):
+            if isinstance(key, str) and (key.endswith("_ids") or key == "flagged") and isinstance(item, list):  # id lists, cut
                 out[f"{key}_count"] = len(item)
                 item = item[:_MAX_IDS]
             out[key] = trim(item)

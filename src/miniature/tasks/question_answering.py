@@ -58,6 +58,10 @@ def run_windows(
     first_window = np.unique(owner, return_index=True)[1]  # windows are in question order
     answers, span_scores, null_scores = [""] * n, np.full(n, -np.inf), np.full(n, np.inf)
     cls, mean, has_head = [None] * n, [None] * n, False
+    # Each question's first-window start and end logits (NaN past the window's end): output agreement
+    # compares the two models' span distributions there.
+    width = max((len(encoded["input_ids"][w]) for w in first_window), default=0)
+    first_start, first_end = np.full((n, width), np.nan, np.float32), np.full((n, width), np.nan, np.float32)
     done = 0
     for index, batch in backend.batches(encoded, keys, batch_size):
         logits, hidden = backend.forward(batch, True)
@@ -72,6 +76,8 @@ def run_windows(
             has_head = True
             length = len(encoded["input_ids"][w])
             start, end = np.asarray(logits[row, :length, 0]), np.asarray(logits[row, :length, 1])
+            if w == first_window[q]:
+                first_start[q, :length], first_end[q, :length] = start, end
             context = np.array([sid == 1 for sid in encoded.sequence_ids(w)])
             i, j, score = best_span(start, end, context, max_answer_length)
             null_scores[q] = min(null_scores[q], float(start[0] + end[0]))
@@ -87,6 +93,7 @@ def run_windows(
         logits=None, cls=stack(cls), mean=stack(mean),
         answers=np.array(answers, dtype=str) if has_head else None,
         span_scores=span_scores if has_head else None, null_scores=null_scores if has_head else None,
+        start_logits=first_start if has_head else None, end_logits=first_end if has_head else None,
     )
 
 
