@@ -20,7 +20,6 @@ from miniature import (
     knn_agreement,
     ood_agreement,
 )
-from miniature.characteristics import nearest_others, tpr_threshold
 from miniature.characteristics.distribution import held_out_split
 
 
@@ -29,9 +28,16 @@ def runner() -> Runner:
     return Runner(Settings(cache_dir=None))
 
 
+def brute_neighbours(x: np.ndarray, k: int) -> list[set[int]]:
+    """Each point's k most cosine-similar other points, by sorting every pair in float64 (ties by index)."""
+    x = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    sims = x @ x.T
+    return [set(sorted((j for j in range(len(x)) if j != i), key=lambda j: (-sims[i, j], j))[:k]) for i in range(len(x))]
+
+
 def brute_mean_knn(a: np.ndarray, b: np.ndarray, k: int) -> float:
-    na, nb = nearest_others(a, k), nearest_others(b, k)
-    return float(np.mean([len(set(x) & set(y)) / len(set(x) | set(y)) for x, y in zip(na.tolist(), nb.tolist())]))
+    na, nb = brute_neighbours(a, k), brute_neighbours(b, k)
+    return float(np.mean([len(x & y) / len(x | y) for x, y in zip(na, nb)]))
 
 
 def test_knn_agreement_of_real_models_matches_brute_force_and_sweeps_k(tiny_models, runner):
@@ -96,16 +102,21 @@ def test_ood_agreement_detects_news_among_reviews(tiny_models, ood_files, runner
     ref, student = runner.model(str(tiny_models.teacher)), runner.model(str(tiny_models.student))
     result = ood_agreement(ref, student, challenge, train_set=train, k=10)
     assert 0 <= float(result) <= 1 and result.k == 10 and result.n == 120
-    # Recompute the reference's detector by hand from the cached embeddings.
+    # Recompute the reference's detector by brute force from the cached embeddings: numpy distances
+    # in float64 and Sun et al.'s threshold rule, transcribed (no function under test).
     bank_i, val_i = held_out_split(len(train))
     emb = ref.outputs(train).cls
-    from miniature.characteristics import kth_neighbour_distances
 
-    threshold = tpr_threshold(kth_neighbour_distances(emb[bank_i], emb[val_i], (10,))[10])
-    scores = kth_neighbour_distances(emb[bank_i], ref.outputs(challenge).cls, (10,))[10]
+    def kth_distance(bank: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+        unit = lambda x: x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)  # noqa: E731
+        return np.sort(np.linalg.norm(unit(queries)[:, None, :] - unit(bank)[None, :, :], axis=2), axis=1)[:, k - 1]
+
+    known = np.sort(-kth_distance(emb[bank_i], emb[val_i], 10))
+    threshold = known[round(0.05 * len(known))]
+    scores = kth_distance(emb[bank_i], ref.outputs(challenge).cls, 10)
     detection = result.reference_detection
-    assert detection.threshold == pytest.approx(threshold)
-    assert detection.flagged == {challenge.ids[i] for i in np.flatnonzero(scores > threshold)}
+    assert detection.threshold == pytest.approx(-threshold, abs=1e-5)
+    assert detection.flagged == {challenge.ids[i] for i in np.flatnonzero(~(-scores > threshold))}
     assert detection.auroc is not None and 0 <= detection.auroc <= 1 and detection.fpr_at_tpr95 is not None
     assert sorted(result.sweep) == [5, 10, 20, 50, 100]
     identical = ood_agreement(ref, runner.model(f"onnx:{tiny_models.onnx}"), challenge, train_set=train, k=10)

@@ -254,7 +254,7 @@ ood_agreement = 0.0
         "data distribution, Deep-NN OOD sets (paper section 5):",
         "reference*candidate*challenge*n*k*OOD Jaccard*threshold ref/cand*OOD count (rate) ref/cand*AUROC ref/cand*FPR@TPR95 ref/cand*",
         "teacher*student*challenge.csv*120*10*0.*/ 0.*(0.*) / *(0.*)*/*/*5:* 10:* 20:*PASS (min 0)",
-        "OOD bank: *train.csv; threshold keeps 95% of: held-out 10% of *train.csv",
+        "OOD bank: *train.csv; threshold keeps 95% of: held-out 10% of *train.csv (Sun et al.'s rule)",
         "all pairs (Table 2), data representation, per-point KNN Jaccard, knn_agreement:",
         "all pairs (Table 2), data distribution, Deep-NN OOD sets, ood_agreement:",
         "*student*int8",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -13,6 +13,7 @@ from miniature.characteristics import (
     compare_neighbourhoods,
     compare_ood,
     detect_ood,
+    flag,
     fpr_at_tpr,
     kth_neighbour_distances,
     nearest_others,
@@ -55,8 +56,7 @@ tie_heavy = st.integers(4, 25).flatmap(lambda n: arrays(np.float32, (n, 3), elem
 @settings(max_examples=60, deadline=None)
 def test_neighbours_are_the_most_similar_others_even_with_ties(x, data):
     x = x[np.linalg.norm(x, axis=1) > 0]
-    if len(x) < 3:
-        return
+    assume(len(x) >= 3)  # rejected, not passed: hypothesis draws another case
     k = data.draw(st.integers(1, len(x) - 1))
     nn = nearest_others(x, k)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -123,9 +123,38 @@ def test_kth_distances_match_brute_force():
         np.testing.assert_allclose(got[k], brute_kth_distance(bank, queries, k), atol=1e-5)
 
 
+def authors_rule(validation: np.ndarray, challenge: np.ndarray) -> tuple[float, np.ndarray]:
+    """Sun et al.'s code transcribed (deeplearning-wisc/knn-ood: run_cifar.py scores a point by its negated
+    k-th distance, ``scores_in = -D[:, -1]``; util/metrics.py sorts them, takes
+    ``threshold = known[round(0.05 * num_k)]`` and counts ``novel > threshold`` as kept in-distribution).
+    Returns the threshold as a distance and which challenge points are out-of-distribution."""
+    known = -np.asarray(validation, dtype=np.float64)
+    known.sort()
+    threshold = known[round(0.05 * known.shape[0])]
+    novel = -np.asarray(challenge, dtype=np.float64)
+    return -threshold, ~(novel > threshold)
+
+
+@given(st.lists(st.integers(0, 30).map(lambda v: v / 10), min_size=1, max_size=60),
+       st.lists(st.integers(0, 30).map(lambda v: v / 10), min_size=1, max_size=30))
+def test_the_default_threshold_rule_is_the_authors_own(validation, challenge):
+    validation, challenge = np.array(validation), np.array(challenge)
+    threshold, flagged = authors_rule(validation, challenge)
+    assert tpr_threshold(validation, 0.95) == threshold
+    assert (flag(challenge, tpr_threshold(validation, 0.95)) == flagged).all()
+    # A validation point scores what it scores: at the threshold itself it is flagged, as the authors count it.
+    assert flag(np.array([threshold]), threshold)[0]
+
+
+def test_the_two_rules_differ_by_one_rank_for_some_sizes():
+    scores = np.arange(30, dtype=np.float64)  # round(0.05 * 30) = round(1.5) = 2: the 3rd largest
+    assert tpr_threshold(scores, 0.95) == 27.0 and flag(scores, 27.0).sum() == 3
+    assert tpr_threshold(scores, 0.95, "quantile") == 28.0 and flag(scores, 28.0, "quantile").sum() == 1
+
+
 @given(st.lists(st.floats(0, 2), min_size=1, max_size=50), st.sampled_from([0.5, 0.9, 0.95, 1.0]))
-def test_threshold_keeps_at_least_tpr_of_validation_points_and_is_the_smallest_that_does(scores, tpr):
-    threshold = tpr_threshold(np.array(scores), tpr)
+def test_the_quantile_threshold_keeps_at_least_tpr_of_validation_points_and_is_the_smallest_that_does(scores, tpr):
+    threshold = tpr_threshold(np.array(scores), tpr, "quantile")
     kept = lambda t: sum(s <= t for s in scores) / len(scores)  # noqa: E731
     assert kept(threshold) >= tpr - 1e-12
     assert all(kept(s) < tpr - 1e-12 for s in scores if s < threshold)
@@ -135,15 +164,18 @@ def test_threshold_keeps_at_least_tpr_of_validation_points_and_is_the_smallest_t
 def test_auroc_and_fpr_match_pairwise_brute_force(points):
     scores = np.array([p[0] for p in points])
     is_ood = np.array([p[1] for p in points])
-    if is_ood.all() or not is_ood.any():
-        with pytest.raises(ValueError):
-            auroc(scores, is_ood)
-        return
+    assume(is_ood.any() and not is_ood.all())
     pos, neg = scores[is_ood], scores[~is_ood]
     pairs = [(1.0 if p > q else 0.5 if p == q else 0.0) for p in pos for q in neg]
     assert auroc(scores, is_ood) == pytest.approx(np.mean(pairs))
-    threshold = tpr_threshold(neg, 0.95)
-    assert fpr_at_tpr(scores, is_ood) == pytest.approx(np.mean(pos <= threshold))
+    _, flagged = authors_rule(neg, pos)
+    assert fpr_at_tpr(scores, is_ood) == pytest.approx(np.mean(~flagged))
+
+
+@pytest.mark.parametrize("is_ood", [np.ones(4, bool), np.zeros(4, bool)])
+def test_auroc_needs_both_kinds_of_point(is_ood):
+    with pytest.raises(ValueError):
+        auroc(np.arange(4.0), is_ood)
 
 
 def ood_world(seed: int, width: int = 16):
@@ -162,10 +194,9 @@ def test_deep_nn_flags_the_far_points_and_reports_auroc():
     ids = [str(i) for i in range(80)]
     detection = detect_ood(ids, bank=bank, validation=val, challenge=challenge, ks=(1, 10), is_ood=is_ood)
     for k, d in detection.items():
-        expected_threshold = tpr_threshold(brute_kth_distance(bank, val, k), 0.95)
+        expected_threshold, expected = authors_rule(brute_kth_distance(bank, val, k), brute_kth_distance(bank, challenge, k))
         assert d.threshold == pytest.approx(expected_threshold, abs=1e-5)
-        brute_flagged = {ids[i] for i, s in enumerate(brute_kth_distance(bank, challenge, k)) if s > d.threshold}
-        assert d.flagged == brute_flagged
+        assert d.flagged == {ids[i] for i in np.flatnonzero(expected)}
         assert d.auroc > 0.95 and d.fpr_at_tpr95 < 0.1 and d.rate == len(d.flagged) / 80
         far = {str(i) for i in range(40, 80)}
         assert len(d.flagged & far) >= 38 and len(d.flagged - far) <= 6  # about 5% of ID points exceed the threshold

@@ -104,6 +104,9 @@ class Settings:
     #: What a gate compares with its threshold: the point estimate, or the lower end of its
     #: bootstrap 95% interval (so a small eval set cannot pass by luck).
     gate: str = "point"
+    #: How the OOD check reads its threshold off the validation scores: Sun et al.'s own rule
+    #: (``sun2022``) or the ``quantile`` this project used before (they differ by one rank).
+    ood_threshold_rule: str = "sun2022"
     #: K values reported for the KNN-based checks (the paper's Figure 1); values above a set's size are skipped.
     sweep: list[int] = field(default_factory=lambda: [5, 10, 20, 50, 100])
     batch_size: int = 32
@@ -175,6 +178,9 @@ class Settings:
             if unchosen:
                 raise UsageError(f"Threshold(s) {', '.join(unchosen)} given for check(s) not among checks "
                                  f"({', '.join(self.checks)}); add them to checks or drop their thresholds")
+        if self.ood_threshold_rule not in ("sun2022", "quantile"):
+            raise UsageError(f"Expected ood_threshold_rule to be sun2022 or quantile in {owner} but got "
+                             f"{self.ood_threshold_rule!r}")
         if self.gate not in GATE_MODES:
             raise UsageError(f"Expected gate to be one of {', '.join(GATE_MODES)} in {owner} but got {self.gate!r}")
         if self.pooling not in POOLINGS:

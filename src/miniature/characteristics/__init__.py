@@ -14,7 +14,7 @@ _EXPORTS = {
     "Characteristic": "base", "Param": "base", "Result": "base", "Threshold": "base", "Verdict": "base",
     "NotApplicable": "base",
     "OodAgreement": "distribution", "OodDetection": "distribution", "auroc": "distribution", "compare_ood": "distribution",
-    "detect_ood": "distribution", "fpr_at_tpr": "distribution", "tpr_threshold": "distribution",
+    "detect_ood": "distribution", "fpr_at_tpr": "distribution", "flag": "distribution", "tpr_threshold": "distribution",
     "kth_neighbour_distances": "neighbours", "l2_normalise": "neighbours", "nearest_others": "neighbours",
     "ErrorJaccard": "prediction_errors", "compare_errors": "prediction_errors", "error_set": "prediction_errors",
     "jaccard": "prediction_errors", "negative_flip_rate": "prediction_errors",

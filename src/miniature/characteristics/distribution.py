@@ -41,11 +41,36 @@ if TYPE_CHECKING:
     from ..session import Model
 
 
-def tpr_threshold(validation_scores: np.ndarray, tpr: float = 0.95) -> float:
-    """The smallest score that at least ``tpr`` of the in-distribution validation scores do not exceed."""
-    if len(validation_scores) == 0:
+#: How the threshold is read off the validation scores: Sun et al.'s own rule (the default), or a quantile.
+THRESHOLD_RULES = ("sun2022", "quantile")
+
+
+def tpr_threshold(validation_scores: np.ndarray, tpr: float = 0.95, rule: str = "sun2022") -> float:
+    """The score at and above which a point is flagged OOD, set to keep ``tpr`` of the validation points.
+
+    ``sun2022`` is the authors' rule (deeplearning-wisc/knn-ood, ``util/metrics.py``): with the
+    scores negated (higher = more in-distribution) and sorted ascending, the threshold is the one
+    at index ``round((1 - tpr) * n)`` (Python's rounding, half to even), and a point is flagged
+    when its score reaches it (:func:`flag`). ``quantile`` is the smallest score that at least
+    ``tpr`` of the validation scores do not exceed; a point is flagged above it. The two differ
+    by one rank for about half of all validation sizes.
+    """
+    scores = np.asarray(validation_scores, dtype=np.float64)
+    if len(scores) == 0:
         raise ValueError("Expected at least one in-distribution validation score but got none")
-    return float(np.quantile(np.asarray(validation_scores, dtype=np.float64), tpr, method="inverted_cdf"))
+    if rule == "quantile":
+        return float(np.quantile(scores, tpr, method="inverted_cdf"))
+    if rule != "sun2022":
+        raise ValueError(f"Expected rule to be one of {', '.join(THRESHOLD_RULES)} but got {rule!r}")
+    # round(1 - tpr, 12): 1 - 0.95 is 0.050000000000000044 in binary, which would round 0.5 * n up.
+    index = min(round(round(1.0 - tpr, 12) * len(scores)), len(scores) - 1)
+    return float(-np.sort(-scores)[index])
+
+
+def flag(scores: np.ndarray, threshold: float, rule: str = "sun2022") -> np.ndarray:
+    """Which scores are out-of-distribution under ``threshold``: at or above it (``sun2022``), above it (``quantile``)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores >= threshold if rule == "sun2022" else scores > threshold
 
 
 def auroc(scores: np.ndarray, is_ood: np.ndarray) -> float:
@@ -68,13 +93,13 @@ def auroc(scores: np.ndarray, is_ood: np.ndarray) -> float:
     return float(u / (positives * negatives))
 
 
-def fpr_at_tpr(scores: np.ndarray, is_ood: np.ndarray, tpr: float = 0.95) -> float:
+def fpr_at_tpr(scores: np.ndarray, is_ood: np.ndarray, tpr: float = 0.95, rule: str = "sun2022") -> float:
     """Share of OOD points kept as in-distribution when the threshold keeps ``tpr`` of the ID points."""
     scores, is_ood = np.asarray(scores, dtype=np.float64), np.asarray(is_ood, dtype=bool)
     if is_ood.all() or not is_ood.any():
         raise ValueError("FPR@TPR needs both in- and out-of-distribution points")
-    threshold = tpr_threshold(scores[~is_ood], tpr)
-    return float((scores[is_ood] <= threshold).mean())
+    threshold = tpr_threshold(scores[~is_ood], tpr, rule)
+    return float((~flag(scores[is_ood], threshold, rule)).mean())
 
 
 @dataclass(frozen=True)
@@ -103,26 +128,37 @@ def detect_ood(
     ks: Sequence[int] = (10,),
     tpr: float = 0.95,
     is_ood: np.ndarray | None = None,
+    rule: str = "sun2022",
+    same_as_validation: Sequence[int] | None = None,
 ) -> dict[int, OodDetection]:
-    """Deep-NN detection of OOD challenge points for every k in ``ks`` (one search per set)."""
+    """Deep-NN detection of OOD challenge points for every k in ``ks`` (one search per set).
+
+    ``same_as_validation[i]`` is the index of the validation point that challenge point ``i`` is
+    (the same text), or -1: such a point gets its validation score, so it is judged exactly as
+    the threshold judged it (two FAISS searches can return distances 1e-6 apart).
+    """
     if challenge.shape[0] != len(ids):
         raise ValueError(f"Expected {len(ids)} challenge embeddings but got {challenge.shape[0]}")
     val_scores = kth_neighbour_distances(bank, validation, ks)
     chal_scores = kth_neighbour_distances(bank, challenge, ks)
+    if same_as_validation is not None:
+        same = np.asarray(same_as_validation)
+        for k in chal_scores:
+            chal_scores[k] = np.where(same >= 0, val_scores[k][np.maximum(same, 0)], chal_scores[k])
     id_array = np.asarray(ids, dtype=object)
     labelled = is_ood is not None and 0 < int(np.sum(is_ood)) < len(ids)
     out = {}
     for k in sorted(val_scores):
-        threshold = tpr_threshold(val_scores[k], tpr)
+        threshold = tpr_threshold(val_scores[k], tpr, rule)
         scores = chal_scores[k]
         out[k] = OodDetection(
             k=k,
             threshold=threshold,
             scores=scores,
-            flagged=frozenset(id_array[scores > threshold].tolist()),
+            flagged=frozenset(id_array[flag(scores, threshold, rule)].tolist()),
             n=len(ids),
             auroc=auroc(scores, is_ood) if labelled else None,
-            fpr_at_tpr95=fpr_at_tpr(scores, is_ood, tpr) if labelled else None,
+            fpr_at_tpr95=fpr_at_tpr(scores, is_ood, tpr, rule) if labelled else None,
         )
     return out
 
@@ -148,6 +184,7 @@ class OodAgreement(Result):
     bank: str = ""
     validation: str | None = dataclasses.field(default=None, metadata={"keep": True})
     sweep: dict[int, float] | None = None
+    threshold_rule: str = "sun2022"
 
 
 def compare_ood(
@@ -214,6 +251,7 @@ def ood_agreement(
     tpr: float = 0.95,
     pooling: str | None = None,
     sweep: Sequence[int] | None = None,
+    rule: str | None = None,
     resamples: int = RESAMPLES,
     record: bool = True,
 ) -> OodAgreement:
@@ -224,11 +262,13 @@ def ood_agreement(
     ``train_set`` (the in-distribution bank); the threshold keeps ``tpr`` of
     ``validation_set`` (default: a seeded held-out tenth of ``train_set``, at least one
     point). Where ``ood_set`` has in/out flags, each model's AUROC and FPR@TPR95 are reported too.
+    ``rule``: how the threshold is read off (:func:`tpr_threshold`; default: the session's
+    ``ood_threshold_rule``, whose default is the authors' own, ``sun2022``).
     """
     session = session_of(reference, candidate, "ood_agreement")
     data = _data(ood_set, train_set, validation_set, "ood_agreement")
     params = {"k": check_positive_int(k, "k", "ood_agreement"), "tpr": check_fraction(tpr, "tpr", "ood_agreement"),
-              "pooling": pooling, "sweep": sweep}
+              "pooling": pooling, "sweep": sweep, "rule": rule}
     return session.measure(DataDistribution(), reference, candidate, data, params, resamples=resamples, record=record)
 
 
@@ -278,6 +318,9 @@ class DataDistribution(Characteristic):
         k, tpr = params.get("k", 10), params.get("tpr", 0.95)
         pooling = params.get("pooling") or session.settings.pooling
         sweep = params.get("sweep")
+        rule = params.get("rule") or session.settings.ood_threshold_rule
+        if rule not in THRESHOLD_RULES:
+            raise UsageError(f"Expected the OOD threshold rule to be one of {', '.join(THRESHOLD_RULES)} but got {rule!r}")
         check = "the data-distribution check"
         bank_index, val_index = held_out_split(len(train_set)) if validation_set is None else (None, None)
         bank_size = len(bank_index) if bank_index is not None else len(train_set)
@@ -288,6 +331,9 @@ class DataDistribution(Characteristic):
             )
         ks = sweep_ks(k, session.settings.sweep if sweep is None else sweep, bank_size)
         is_ood = np.array(ood_set.ood) if ood_set.ood is not None else None
+        validation_texts = validation_set.texts if validation_set is not None else [train_set.texts[i] for i in val_index]
+        position = {text: i for i, text in enumerate(validation_texts)}
+        same = [position.get(text, -1) for text in ood_set.texts]
 
         def detect(model: Model) -> dict:
             train = engine.embeddings(model, train_set, pooling, check)
@@ -297,21 +343,23 @@ class DataDistribution(Characteristic):
                 bank, validation = train, engine.embeddings(model, validation_set, pooling, check)
             challenge = engine.embeddings(model, ood_set, pooling, check)
             return detect_ood(ood_set.ids, bank=bank, validation=validation, challenge=challenge, ks=ks, tpr=tpr,
-                              is_ood=is_ood)
+                              is_ood=is_ood, rule=rule, same_as_validation=same)
 
         # One detector per model and setting, however many pairs it is in (the all-pairs matrix).
         setting = (train_set.fingerprint, validation_set.fingerprint if validation_set else None, ood_set.fingerprint,
-                   pooling, tuple(ks), tpr)
+                   pooling, tuple(ks), tpr, rule)
         ref_d, cand_d = (engine.memo(("ood", m.spec.text, *setting), lambda m=m: detect(m)) for m in (reference, candidate))
         result = compare_ood(ood_set.ids, ref_d[k], cand_d[k], reference=reference.name, candidate=candidate.name,
                              dataset=ood_set.name, tpr=tpr, pooling=pooling, resamples=resamples)
         result.bank = train_set.name
         result.validation = validation_set.name if validation_set is not None else None  # None: held out of the bank
         result.sweep = {kk: float(compare_ood(ood_set.ids, ref_d[kk], cand_d[kk], resamples=0)) for kk in ks}
+        result.threshold_rule = rule
         return result
 
     def pair_params(self, result: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-        return {"k": result["k"], "tpr": result["tpr"], "pooling": result["pooling"], "sweep": ()}
+        return {"k": result["k"], "tpr": result["tpr"], "pooling": result["pooling"], "sweep": (),
+                "rule": result["threshold_rule"]}
 
     def rows(self, *, results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
         rows = []
@@ -330,9 +378,10 @@ class DataDistribution(Characteristic):
         return headers, rows
 
     def notes(self, *, results: Sequence[dict[str, Any]]) -> list[str]:
-        settings = {(r["bank"], r.get("validation") or "", r["tpr"]) for r in results}
-        return [f"OOD bank: {bank}; threshold keeps {tpr:.0%} of: {validation or f'held-out 10% of {bank}'}"
-                for bank, validation, tpr in sorted(settings)]
+        settings = {(r["bank"], r.get("validation") or "", r["tpr"], r.get("threshold_rule", "quantile")) for r in results}
+        rules = {"sun2022": "Sun et al.'s rule", "quantile": "a quantile"}
+        return [f"OOD bank: {bank}; threshold keeps {tpr:.0%} of: {validation or f'held-out 10% of {bank}'} "
+                f"({rules.get(rule, rule)})" for bank, validation, tpr, rule in sorted(settings)]
 
     def failure(self, *, result: OodAgreement, verdict: Verdict):
         ref, cand = result.reference_detection, result.candidate_detection
