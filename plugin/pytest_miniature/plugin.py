@@ -38,10 +38,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
     config.addinivalue_line("markers", "miniature: a model-behaviour gate of pytest-miniature")
     try:
-        # From where pytest was invoked first: pytest takes option values that look like paths
-        # (--miniature-eval ../data/eval.csv) into its rootdir guess, which can move rootpath up.
-        settings, pyproject = resolve_settings(config.option, Path(config.invocation_params.dir),
-                                               search_from=(Path(config.rootpath),))
+        # pytest's own config file, else upward from where pytest was invoked: never from its rootdir,
+        # which option values that look like paths (--reference /other/proj/model) can move.
+        settings, pyproject = resolve_settings(config.option, Path(config.invocation_params.dir), inifile=config.inipath)
     except UsageError as exc:
         raise pytest.UsageError(f"pytest-miniature: {exc}") from None
     config.stash[state_key] = MiniatureState(Session(settings, progress=lambda line: _progress(config, line)), pyproject)

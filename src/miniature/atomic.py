@@ -29,3 +29,15 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def set_aside(path: str | os.PathLike[str]) -> Path | None:
+    """Move an unreadable file to ``<name>.corrupt`` for inspection; None when a concurrent run already
+    moved or replaced it (runs sharing a cache must never fail because of each other)."""
+    path = Path(path)
+    aside = path.with_suffix(".corrupt")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside

@@ -18,12 +18,27 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import write_atomic
+from .atomic import set_aside, write_atomic
 from .errors import CacheWarning
 from .outputs import ModelOutputs
 
 FORMAT_VERSION = 4  # 2: mean-pooled embeddings; 3: QA answer spans; 4: QA first-window start/end logits
 _ARRAYS = ("logits", "cls", "mean", "answers", "span_scores", "null_scores", "start_logits", "end_logits")
+
+
+def usable(directory: Path) -> None:
+    """Check, before any model runs, that the cache folder exists or can be made and can be written."""
+    from .errors import UsageError
+
+    fix = "give another with --miniature-cache-dir (cache_dir) or turn it off with --miniature-no-cache"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"The cache folder {directory} is a file, or lies under one; {fix}") from None
+    except OSError as exc:
+        raise UsageError(f"The cache folder {directory} cannot be made ({exc.strerror}); {fix}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"The cache folder {directory} is not writable; {fix}")
 
 
 def cache_key(**parts: Any) -> str:
@@ -34,6 +49,7 @@ def cache_key(**parts: Any) -> str:
 class OutputCache:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
+        usable(self.directory)
 
     def path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.npz"
@@ -49,9 +65,12 @@ class OutputCache:
                     raise ValueError(f"entry holds key {meta.get('key')!r}")
                 arrays = {name: data[name] if name in data.files else None for name in _ARRAYS}
             return ModelOutputs(**arrays)
+        except FileNotFoundError:  # another run moved this entry aside or replaced it meanwhile: recompute
+            return None
         except Exception as exc:
-            aside = path.with_suffix(".corrupt")
-            os.replace(path, aside)
+            aside = set_aside(path)
+            if aside is None:  # a concurrent run set the same entry aside first
+                return None
             warnings.warn(
                 f"miniature cache entry {path} is unreadable ({type(exc).__name__}: {exc}); "
                 f"moved it to {aside} and recomputing",

@@ -211,7 +211,20 @@ def main(argv: list[str] | None = None) -> int:
     except MiniatureError as exc:  # a model or data set that could not be used
         print(f"miniature: error: {exc}", file=sys.stderr)
         return 3
+    except Exception as exc:  # a bug of ours: one line, the traceback in a file, and a code of its own
+        print(f"miniature: internal error: {type(exc).__name__}: {exc} (the traceback is in {_save_traceback()}; "
+              f"please report it)", file=sys.stderr)
+        return 4
     return 0  # pragma: no cover - argparse requires a command
+
+
+def _save_traceback() -> str:
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="miniature-traceback-", suffix=".txt", delete=False) as handle:
+        traceback.print_exc(file=handle)
+    return handle.name
 
 
 if __name__ == "__main__":

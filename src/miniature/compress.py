@@ -50,7 +50,9 @@ def _load(model_dir: Path):
     task = task_of(json.loads((model_dir / "config.json").read_text()))
     loader = {"question-answering": AutoModelForQuestionAnswering,
               "text-classification": AutoModelForSequenceClassification}.get(task, AutoModel)
-    return loader.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir), task
+    # The recipes compress standard architectures: a model's own code never runs here.
+    return (loader.from_pretrained(model_dir, trust_remote_code=False).eval(),
+            AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False), task)
 
 
 def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17, hidden_states: bool = True) -> Path:
@@ -144,7 +146,7 @@ class _CalibrationReader:
         if not texts:
             raise ValueError("Expected at least one calibration text for static quantization but got none")
         names = [i.name for i in onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()]
-        tokenizer = AutoTokenizer.from_pretrained(onnx_path.parent)
+        tokenizer = AutoTokenizer.from_pretrained(onnx_path.parent, trust_remote_code=False)
         self._feeds = iter([
             {k: v.astype("int64") for k, v in tokenizer([t], truncation=True, max_length=max_length, return_tensors="np").items() if k in names}
             for t in texts
@@ -247,9 +249,9 @@ def distill(
             f"use drop_layers, prune_magnitude or the quantizers for other models"
         )
     torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
-    student = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir, trust_remote_code=False)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir, trust_remote_code=False).eval()
+    student = AutoModelForSequenceClassification.from_pretrained(teacher_dir, trust_remote_code=False)
     layers = _encoder_layers(student)
     kept = list(range(0, len(layers), keep_every))
     layers_module = torch.nn.ModuleList(layers[i] for i in kept)

@@ -118,6 +118,9 @@ class Settings:
     null_threshold: float = 0.0
     cache_dir: Path | None = Path(".miniature_cache")
     label_map: dict[str, int | str] | None = None
+    #: Let models run their own Python (config.json's auto_map). Off: such a model is refused, never
+    #: asked about on stdin. Per model: ``?trust_remote_code=true`` in its spec.
+    trust_remote_code: bool = False
     models: dict[str, str] = field(default_factory=dict)
     thresholds: dict[str, Threshold] = field(default_factory=dict)
     #: The characteristics to run (None: those with thresholds, else every one whose data is given).
@@ -154,6 +157,10 @@ class Settings:
             raise UsageError(f"Expected [tool.miniature.models] to map alias names to model specs but got {self.models!r}")
         if self.label_map is not None and not isinstance(self.label_map, dict):
             raise UsageError(f"Expected label_map to be a table (dataset label = model label) but got {self.label_map!r}")
+        for label, target in (self.label_map or {}).items():
+            if isinstance(target, bool) or not isinstance(target, (int, str)):
+                raise UsageError(f"Expected label_map's {label!r} in {owner} to be a model label name (a string) or a "
+                                 f"class index (a whole number) but got {target!r}")
         if not isinstance(self.thresholds, dict):
             raise UsageError(f"Expected [tool.miniature.thresholds] to be a table but got {self.thresholds!r}")
         thresholds = {}
@@ -178,6 +185,8 @@ class Settings:
             if unchosen:
                 raise UsageError(f"Threshold(s) {', '.join(unchosen)} given for check(s) not among checks "
                                  f"({', '.join(self.checks)}); add them to checks or drop their thresholds")
+        if not isinstance(self.trust_remote_code, bool):
+            raise UsageError(f"Expected trust_remote_code to be true or false in {owner} but got {self.trust_remote_code!r}")
         if self.ood_threshold_rule not in ("sun2022", "quantile"):
             raise UsageError(f"Expected ood_threshold_rule to be sun2022 or quantile in {owner} but got "
                              f"{self.ood_threshold_rule!r}")
@@ -222,6 +231,9 @@ def load_settings(pyproject: Path | None, overrides: dict[str, Any] | None = Non
             f"expected {', '.join(sorted(known))}"
         )
     if "cache_dir" in table:
+        if not isinstance(table["cache_dir"], str):
+            raise UsageError(f"Expected cache_dir in [tool.miniature] of {pyproject} to be a folder path (a string; "
+                             f'"" for no cache) but got {table["cache_dir"]!r}')
         table["cache_dir"] = base_dir / table["cache_dir"] if table["cache_dir"] else None
     else:
         table["cache_dir"] = base_dir / ".miniature_cache"

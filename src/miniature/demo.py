@@ -44,13 +44,13 @@ def fine_tune(
     from .finetune import train_classifier
 
     torch.manual_seed(seed)  # the new head's initial weights, so the demo is repeatable
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier": expected, we train it next
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             base, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)},
+            label2id={name: i for i, name in enumerate(label_names)}, trust_remote_code=False,
         )
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -45,6 +45,10 @@ class MissingExtraError(MiniatureError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 
 
+class DataWarning(UserWarning):
+    """A data set was read, but maybe not as its author meant (rows merged by a stray quote)."""
+
+
 class CacheWarning(UserWarning):
     """A cache entry was unreadable; it was moved aside and recomputed."""
 

@@ -73,6 +73,8 @@ OPTIONS = (
     Option("max-length", {"type": positive_int, "metavar": "N", "help": "truncate inputs to N tokens (default 256)"}),
     Option("cache-dir", {"metavar": "DIR", "help": "where model outputs are cached (default: .miniature_cache beside pyproject.toml)"}),
     Option("no-cache", {"action": "store_true", "help": "neither read nor write the output cache"}),
+    Option("trust-remote-code", {"action": "store_true",
+                                 "help": "let models run their own Python (config.json's auto_map); off by default"}),
     Option("report", {"metavar": "PATH", "help": "write the JSON report (schema pytest-miniature/report v1) to PATH"}),
     Option("markdown", {"metavar": "PATH",
                         "help": "write a Markdown summary to PATH (also appended to $GITHUB_STEP_SUMMARY when that is set)"}),
@@ -82,29 +84,52 @@ OPTIONS = (
 )
 
 
+def unique_names(specs: list[Any]) -> list[Any]:
+    """``specs`` with display names made unique: where two different models share a name (the alias ``m``
+    and the folder ``./m``), each later one is shown by its full spec, so no two rows or report entries merge."""
+    from dataclasses import replace
+
+    seen: dict[str, str] = {}
+    out = []
+    for spec in specs:
+        if spec is not None and spec.name in seen and seen[spec.name] != spec.text:
+            spec = replace(spec, name=spec.text)
+        if spec is not None:
+            seen.setdefault(spec.name, spec.text)
+        out.append(spec)
+    return out
+
+
 def add_options(adder: Any, *, plugin: bool) -> None:
     """Declare every option through ``adder`` (pytest's ``group.addoption`` or argparse's ``add_argument``)."""
     for option in OPTIONS:
         adder(option.flag(plugin=plugin), dest=option.dest, **option.kwargs)
 
 
-def resolve_settings(values: Any, here: Path, *, search_from: tuple[Path, ...] = ()) -> tuple[Settings, Path | None]:
-    """Settings from the nearest [tool.miniature] and the parsed option ``values``; specs parsed and checked.
+def resolve_settings(values: Any, here: Path, *, inifile: Path | None = None) -> tuple[Settings, Path | None]:
+    """Settings from [tool.miniature] and the parsed option ``values``; specs parsed and checked.
 
-    Specs from the command line resolve against ``here`` (where the command was run); specs
-    from pyproject.toml, against its folder. Raises :class:`UsageError` for anything wrong.
+    The configuration is ``inifile`` (the file pytest itself uses) when that is a pyproject.toml
+    with a [tool.miniature] table, else the nearest one at or above ``here`` (where the command
+    was run), never one found from an option's value: a path given to ``--reference`` must not
+    bring another project's gates, data and cache along. Specs from the command line resolve
+    against ``here``; specs from pyproject.toml, against its folder. Raises :class:`UsageError`.
     """
     from .data.spec import parse_dataset_spec
     from .models.spec import parse_model_spec
 
     get = lambda name: getattr(values, "miniature_" + name)  # noqa: E731
-    pyproject = next((p for p in (find_pyproject(d) for d in (here, *search_from)) if p), None)
+    if inifile is not None and inifile.name == "pyproject.toml" and find_pyproject(inifile.parent) == inifile:
+        pyproject = inifile
+    else:
+        pyproject = find_pyproject(here)
     settings = load_settings(pyproject, {
         "task": get("task"), "batch_size": get("batch_size"), "max_length": get("max_length"),
         "pooling": get("pooling"), "gate": get("gate"), "doc_stride": get("doc_stride"),
         "max_answer_length": get("max_answer_length"), "null_threshold": get("null_threshold"),
         "cache_dir": Path(here, get("cache_dir")) if get("cache_dir") else None,
         "checks": get("checks"),
+        "trust_remote_code": True if get("trust_remote_code") else None,
     })
     if get("no_cache"):
         settings.cache_dir = None
@@ -117,10 +142,12 @@ def resolve_settings(values: Any, here: Path, *, search_from: tuple[Path, ...] =
         settings.candidates = [parse_model_spec(c, aliases=aliases, base_dir=here) for c in get("candidate")]
     else:
         settings.candidates = [parse_model_spec(c, aliases=aliases, base_dir=base) for c in settings.candidates]
-    names = [c.name for c in settings.candidates]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
+    texts = [c.text for c in settings.candidates]
+    duplicated = sorted({c.name for c in settings.candidates if texts.count(c.text) > 1})
     if duplicated:
         raise UsageError(f"Candidate(s) {', '.join(duplicated)} given more than once")
+    models = unique_names([settings.reference, *settings.candidates])
+    settings.reference, settings.candidates = models[0], models[1:]
     attack_model = get("attack_model")
     if attack_model and ":" not in attack_model and Path(here, attack_model).exists():
         attack_model = str(Path(here, attack_model))  # a relative path given on the command line

@@ -125,8 +125,15 @@ class Session:
     # -- models and data ------------------------------------------------------------------------
 
     def model(self, spec: str | ModelSpec) -> Model:
+        """The handle of ``spec``; a different model that would show under a name already taken is shown
+        by its full spec instead (two rows named alike would merge in every report)."""
         spec = self.engine.parse_model(spec)
-        return self._models.setdefault(spec.text, Model(self, spec))
+        if spec.text not in self._models:
+            from .options import unique_names
+
+            taken = [m.spec for m in self._models.values()]
+            self._models[spec.text] = Model(self, unique_names([*taken, spec])[-1])
+        return self._models[spec.text]
 
     def dataset(self, spec: str | DatasetSpec | EvalSet) -> EvalSet:
         return self.engine.dataset(spec)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_atomic
+from ..atomic import set_aside, write_atomic
 from ..cache import cache_key
 from ..characteristics.adversarial import AttackOutcome
 from ..config import AttackSettings
@@ -61,13 +60,15 @@ class OutcomeStore:
                 self.outcomes = {k: dict(v) for k, v in data["outcomes"].items()}
                 for value in self.outcomes.values():
                     AttackOutcome(**value)  # validates every stored field
+            except FileNotFoundError:  # a concurrent run moved it meanwhile
+                self.outcomes = {}
             except Exception as exc:
-                aside = path.with_suffix(".corrupt")
-                os.replace(path, aside)
-                warnings.warn(
-                    f"miniature attack cache entry {path} is unreadable ({type(exc).__name__}: {exc}); "
-                    f"moved it to {aside} and attacking again", CacheWarning, stacklevel=3,
-                )
+                aside = set_aside(path)
+                if aside is not None:
+                    warnings.warn(
+                        f"miniature attack cache entry {path} is unreadable ({type(exc).__name__}: {exc}); "
+                        f"moved it to {aside} and attacking again", CacheWarning, stacklevel=3,
+                    )
                 self.outcomes = {}
 
     def save(self, meta: dict[str, Any]) -> None:
@@ -164,8 +165,9 @@ def load_masked_lm(engine: Engine, lm: Any) -> tuple[Any, Any]:
             f"The attack's masked LM must be a transformers model (hf: spec or directory); got {lm.spec.text!r}"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(backend.local_dir)
-        model, info = AutoModelForMaskedLM.from_pretrained(backend.local_dir, output_loading_info=True)
+        tokenizer = AutoTokenizer.from_pretrained(backend.local_dir, trust_remote_code=backend.trust_remote_code)
+        model, info = AutoModelForMaskedLM.from_pretrained(backend.local_dir, output_loading_info=True,
+                                                           trust_remote_code=backend.trust_remote_code)
     except Exception as exc:
         raise ModelLoadError(
             f"Could not load the attack's masked LM {lm.name!r} from {backend.local_dir} "

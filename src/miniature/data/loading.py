@@ -66,6 +66,23 @@ def load_eval_set(spec: DatasetSpec) -> EvalSet:
     )
 
 
+def _check_rows(spec: DatasetSpec, parsed: int, quoting: int) -> None:
+    """Warn when a delimited file parsed into fewer rows than it has lines: a stray quote merges the rows after
+    it into one field (ids shift, texts run together) without any error from the parser."""
+    import warnings
+
+    from ..errors import DataWarning
+
+    with open(spec.location, encoding="utf-8", errors="replace") as handle:
+        lines = sum(1 for line in handle if line.strip())
+    if parsed < lines:
+        hint = (" (a field holding a line break is quoted, so that is expected; otherwise a quote character may be "
+                "unbalanced: give ?quoting=none if quotes in this file are literal text)" if quoting != csv.QUOTE_NONE
+                else "")
+        warnings.warn(f"Dataset {spec.text!r}: {lines} non-empty lines parsed into {parsed} rows{hint}",
+                      DataWarning, stacklevel=4)
+
+
 def _qa_eval_set(spec: DatasetSpec, records: dict[str, list], columns: list[str], question_col: str,
                  n: int, start: int, stop: int) -> EvalSet:
     """A question-answering set: ``texts`` are the contexts, with questions and gold answers beside them."""
@@ -97,10 +114,12 @@ def _read_file(spec: DatasetSpec):
     fmt = spec.format
     try:
         if fmt in ("csv", "tsv"):
-            return pd.read_csv(
+            frame = pd.read_csv(
                 spec.location, sep="\t" if fmt == "tsv" else ",", header=header, quoting=quoting,
                 dtype=object, keep_default_na=False,
             )
+            _check_rows(spec, len(frame) + (header is not None), quoting)
+            return frame
         if fmt == "jsonl":
             return pd.read_json(spec.location, lines=True, dtype=False)
         if fmt == "json":

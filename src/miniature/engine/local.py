@@ -62,7 +62,7 @@ class Engine:
         self._backends: dict[str, Backend] = {}
         self._datasets: dict[str, EvalSet] = {}
         self._outputs: dict[tuple[str, str], ModelOutputs] = {}
-        self._cache = OutputCache(self.settings.cache_dir) if self.settings.cache_dir else None
+        self._opened_cache: OutputCache | None = None
         #: What this run looked at, for reports: model name -> content fingerprint, and the data sets.
         self._fingerprints: dict[str, str] = {}
         self.datasets_used: dict[str, EvalSet] = {}
@@ -83,6 +83,14 @@ class Engine:
             self._datasets[spec.text] = load_eval_set(spec)
         return self._datasets[spec.text]
 
+    @property
+    def _cache(self) -> OutputCache | None:
+        """The output cache, checked usable on first use (not at start: a pytest run that gates nothing
+        must not make a cache folder)."""
+        if self._opened_cache is None and self.settings.cache_dir:
+            self._opened_cache = OutputCache(self.settings.cache_dir)
+        return self._opened_cache
+
     def handle(self, spec: str | ModelSpec) -> ModelRef:
         return ModelRef(self.parse_model(spec))
 
@@ -98,8 +106,15 @@ class Engine:
 
     def backend(self, model: Any) -> Backend:
         if model.spec.text not in self._backends:
-            self._backends[model.spec.text] = open_backend(model.spec)
+            backend = open_backend(model.spec)
+            backend.trust_remote_code |= self.settings.trust_remote_code
+            self._backends[model.spec.text] = backend
         return self._backends[model.spec.text]
+
+    def trusts_remote_code(self, model: Any) -> bool:
+        """Whether ``model`` may run its own code (recorded in the report)."""
+        options = model.spec.options.get("trust_remote_code", "").lower() in ("1", "true", "yes")
+        return bool(self.settings.trust_remote_code or options)
 
     def loaded_backend(self, model: Any) -> Backend:
         """``model``'s backend with its weights loaded (to run it outside :meth:`outputs`)."""
@@ -133,6 +148,7 @@ class Engine:
         )
         outputs = self._cache.get(key) if self._cache else None
         if outputs is not None and outputs.n == len(eval_set):
+            check_finite(model, eval_set, outputs)
             self.stats.from_disk += 1
             log.info("miniature: %s on %s from cache", model.name, eval_set.name)
         else:
@@ -147,6 +163,7 @@ class Engine:
         log.info("miniature: running %s on %s (n=%d)", model.name, eval_set.name, len(eval_set))
         start = time.perf_counter()
         outputs = tasks.run(backend, eval_set, self.settings)
+        check_finite(model, eval_set, outputs)
         self.stats.seconds_computing += time.perf_counter() - start
         self.stats.computed += 1
         if outputs.n != len(eval_set):
@@ -178,6 +195,28 @@ class Engine:
         if key not in self._derived:
             self._derived[key] = compute()
         return self._derived[key]
+
+
+def check_finite(model: Any, eval_set: EvalSet, outputs: ModelOutputs) -> None:
+    """A model that computes NaN or infinity is broken: an error naming it, never a value to gate on.
+
+    (A NaN logit has no argmax; NaN embeddings make FAISS return arbitrary neighbours; either would
+    give a plausible-looking agreement.)
+    """
+    for name in ("logits", "cls", "mean", "span_scores", "null_scores"):
+        array = getattr(outputs, name)
+        if array is None:
+            continue
+        values = np.asarray(array, dtype=np.float64).reshape(len(array), -1)
+        # QA span scores are -inf where a window has no valid span; NaN is never a score.
+        bad = np.isnan(values).any(axis=1) if name.endswith("_scores") else ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            what = {"cls": "hidden states (CLS)", "mean": "hidden states (mean-pooled)"}.get(name, name)
+            raise ModelLoadError(
+                f"Model {model.name!r} computed non-finite {what} (NaN or infinity) for {int(bad.sum())} of the "
+                f"{len(array)} points of {eval_set.name!r} (first: {eval_set.ids[int(np.flatnonzero(bad)[0])]!r}); "
+                f"a broken export or quantization cannot be gated: check the model"
+            )
 
 
 def backend_fingerprint(backend: Backend) -> str:

@@ -46,6 +46,9 @@ class Backend(ABC):
         self.spec = spec
         self.local_dir = local_dir
         self.tokenizer = None
+        #: Whether the model's own Python (config.json's auto_map) may run: only when the user opts in,
+        #: per model (``?trust_remote_code=true``) or for the run (``trust_remote_code = true``).
+        self.trust_remote_code = spec.options.get("trust_remote_code", "").lower() in ("1", "true", "yes")
 
     @abstractmethod
     def files(self) -> list[Path]:
@@ -53,7 +56,8 @@ class Backend(ABC):
 
     def load_options(self) -> dict[str, str]:
         """Options that change what the loaded model computes (they enter the cache key)."""
-        return {k: v for k, v in self.spec.options.items() if k != "tokenizer"}
+        options = {k: v for k, v in self.spec.options.items() if k not in ("tokenizer", "trust_remote_code")}
+        return {**options, **({"trust_remote_code": "true"} if self.trust_remote_code else {})}
 
     @abstractmethod
     def load(self, task: str) -> None:
@@ -77,8 +81,19 @@ class Backend(ABC):
 
     def config(self) -> dict:
         """The model's config.json (empty when it has none), readable without loading the model."""
+        from ..errors import ModelLoadError
+
         path = self.local_dir / "config.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"Model {self.spec.name!r}: {path} is not readable JSON ({exc})") from exc
+        if not isinstance(config, dict):
+            raise ModelLoadError(f"Model {self.spec.name!r}: {path} holds {type(config).__name__} {config!r:.60}; "
+                                 f"expected a JSON object (a transformers config)")
+        return config
 
     @property
     def id2label(self) -> dict[int, str] | None:
@@ -94,8 +109,38 @@ class Backend(ABC):
         """What the model does: ``?task=`` of the spec, else what its files declare (None: a bare encoder)."""
         return self.spec.options.get("task") or task_of(self.config())
 
+    def checked_forward(self, batch: dict[str, np.ndarray], need_hidden: bool = True):
+        """:meth:`forward`, with a failure inside the model framework reported as this model's error (exit 3,
+        an error in pytest), not a crash; a token id past the model's vocabulary is named before it runs."""
+        from ..errors import MiniatureError, ModelLoadError
+
+        vocabulary = self.config().get("vocab_size")
+        if isinstance(vocabulary, int) and "input_ids" in batch and batch["input_ids"].size:
+            top = int(batch["input_ids"].max())
+            if top >= vocabulary:
+                raise ModelLoadError(
+                    f"Model {self.spec.name!r}: its tokenizer produced token id {top}, but the model's vocabulary has "
+                    f"{vocabulary} entries (config.json vocab_size): the tokenizer has tokens the model was not trained "
+                    f"with (added tokens?); give the tokenizer the model was exported with"
+                )
+        try:
+            return self.forward(batch, need_hidden)
+        except MiniatureError:
+            raise
+        except Exception as exc:
+            shape = "x".join(map(str, batch["input_ids"].shape)) if "input_ids" in batch else "?"
+            raise ModelLoadError(f"Model {self.spec.name!r} failed on a batch of {shape} tokens: "
+                                 f"{type(exc).__name__}: {str(exc)[:500]}") from exc
+
     def limit(self, max_length: int) -> int:
-        """``max_length`` capped by what the model and its tokenizer can read."""
+        """``max_length`` capped by what the model and its tokenizer can read; a usage error when it
+        leaves no room for text (the tokenizer would silently ignore it)."""
+        from ..errors import UsageError
+
+        special = self.tokenizer.num_special_tokens_to_add() if hasattr(self.tokenizer, "num_special_tokens_to_add") else 0
+        if max_length <= special:
+            raise UsageError(f"max_length {max_length} leaves no room for text: the tokenizer of model "
+                             f"{self.spec.name!r} adds {special} special tokens to every input; give at least {special + 1}")
         limit = max_length
         for bound in (self.max_positions, getattr(self.tokenizer, "model_max_length", None)):
             if isinstance(bound, int) and 0 < bound < limit:
@@ -137,7 +182,7 @@ class Backend(ABC):
         logits_parts, cls_parts, mean_parts = [], [], []
         for index, batch in self.batches(encoded, keys, batch_size):
             order.append(index)
-            logits, hidden = self.forward(batch, need_hidden)
+            logits, hidden = self.checked_forward(batch, need_hidden)
             forward_counter.batches += 1
             if logits is not None:
                 logits_parts.append(np.asarray(logits, dtype=np.float32))

@@ -45,11 +45,38 @@ def directory_files(directory: Path) -> list[Path]:
 
 
 def onnx_files(model_file: Path, tokenizer_dir: Path) -> list[Path]:
-    """The .onnx file, its external-data files, and the tokenizer files it is run with."""
-    stem = model_file.name
-    data = [p for p in model_file.parent.iterdir() if p.is_file() and p.name.startswith(stem) and p != model_file]
+    """The .onnx file, every external-data file its graph references, and the tokenizer files it is run with.
+
+    External data is read from the graph itself (each tensor's ``location``), whatever the files
+    are called: an export that keeps its weights in ``weights.bin`` changes the fingerprint when
+    ``weights.bin`` does.
+    """
     tok = [tokenizer_dir / n for n in TOKENIZER_FILES if (tokenizer_dir / n).is_file()]
-    return [model_file, *sorted(data), *tok]
+    return [model_file, *external_data_files(model_file), *tok]
+
+
+def external_data_files(model_file: Path) -> list[Path]:
+    """The files an ONNX graph keeps tensors in (its external data), checked to exist."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    from ..errors import ModelLoadError
+
+    try:
+        graph = onnx.load(str(model_file), load_external_data=False)
+    except Exception as exc:
+        raise ModelLoadError(f"Could not read ONNX model {model_file}: {type(exc).__name__}: {exc}") from exc
+    locations = set()
+    for tensor in _get_all_tensors(graph):
+        if uses_external_data(tensor):
+            location = {entry.key: entry.value for entry in tensor.external_data}.get("location")
+            if location:
+                locations.add(location)
+    files = sorted(model_file.parent / location for location in locations)
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ModelLoadError(f"ONNX model {model_file} keeps weights in {', '.join(missing)}, which does not exist")
+    return files
 
 
 def fingerprint(files: list[Path], extra: str = "") -> str:

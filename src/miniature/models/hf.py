@@ -64,8 +64,9 @@ class HFBackend(Backend):
         loader = {"text-classification": AutoModelForSequenceClassification,
                   "question-answering": AutoModelForQuestionAnswering}.get(self.task, AutoModel)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.local_dir)
-            model, info = loader.from_pretrained(self.local_dir, output_loading_info=True)
+            trust = self.trust_remote_code  # never run a model's own code unless the user opted in
+            self.tokenizer = AutoTokenizer.from_pretrained(self.local_dir, trust_remote_code=trust)
+            model, info = loader.from_pretrained(self.local_dir, output_loading_info=True, trust_remote_code=trust)
         except Exception as exc:
             raise ModelLoadError(
                 f"Could not load model {self.spec.name!r} from {self.local_dir} "

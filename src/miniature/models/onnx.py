@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError
-from .base import Backend
+from .base import Backend, task_of
 from .fingerprint import onnx_files
 
 _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -42,7 +42,7 @@ class OnnxBackend(Backend):
         from transformers import AutoTokenizer
 
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir, trust_remote_code=self.trust_remote_code)
         except Exception as exc:
             raise ModelLoadError(
                 f"Could not load a tokenizer for ONNX model {self.spec.name!r} from {self.tokenizer_dir}: "
@@ -70,13 +70,14 @@ class OnnxBackend(Backend):
                     f"ONNX model {self.spec.name!r} is a question-answering model but has no distinct start and end "
                     f"logits outputs (outputs: {described}); name them with ?start=<name or index>&end=<name or index>"
                 )
-        self.logits_name = None if self.qa else _choose(outputs, options.get("output"), "logits", 2, self.spec.text, "output")
+        self.logits_name = None if self.qa else self._logits_output(outputs)
         self.hidden_name = _choose(outputs, self.spec.options.get("hidden"), "last_hidden_state", 3, self.spec.text, "hidden")
         if self.logits_name is None and self.hidden_name is None and not self.qa:
-            described = ", ".join(f"{o.name} {o.shape}" for o in outputs)
             raise ModelLoadError(
-                f"ONNX model {self.spec.name!r} has neither a logits (2-D) nor a hidden-state (3-D) output "
-                f"(outputs: {described}); name them with ?output=<name or index> and ?hidden=<name or index>"
+                f"ONNX model {self.spec.name!r} has neither classification logits (a float (batch, labels) output of "
+                f"a model whose config.json declares a classifier) nor hidden states (a float (batch, tokens, hidden) "
+                f"output); its outputs are {_describe(outputs)}: name them with ?output=<name or index> and "
+                f"?hidden=<name or index>"
             )
 
     def forward(self, batch: dict[str, np.ndarray], need_hidden: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -98,21 +99,79 @@ class OnnxBackend(Backend):
         return results.get(self.logits_name), results.get(self.hidden_name)
 
 
+    def _logits_output(self, outputs) -> str | None:
+        """The classification logits: ``?output=``, else a float (batch, labels) output, and only when the
+        model has a classification head (a sentence encoder's pooled (batch, hidden) output is no logits)."""
+        requested = self.spec.options.get("output")
+        if requested is not None:
+            return _choose(outputs, requested, "logits", 2, self.spec.text, "output")
+        config = self.config()
+        labels = len(config["id2label"]) if isinstance(config.get("id2label"), dict) else config.get("num_labels")
+        declared = self.spec.options.get("task") == "text-classification" or task_of(config) == "text-classification"
+        candidates = [o for o in outputs if _is_float(o) and _rank(o) == 2]
+        if not declared and any(o.name == "logits" for o in candidates) and config.get("architectures") is None:
+            declared = True  # no config to say otherwise: an output named logits is taken at its word
+        if not declared:
+            return None
+        named = [o for o in candidates if o.name == "logits"]
+        sized = [o for o in candidates if isinstance(labels, int) and o.shape[1] == labels]
+        for choice in (named, sized, candidates if len(candidates) == 1 else []):
+            if choice:
+                return choice[0].name
+        raise ModelLoadError(
+            f"ONNX model {self.spec.name!r} declares a classifier ({labels} labels) but no output can be its logits "
+            f"(a float (batch, {labels}) output); its outputs are {_describe(outputs)}: name it with "
+            f"?output=<name or index>"
+        )
+
+
+_FLOATS = ("tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)")
+
+
+def _is_float(output) -> bool:
+    return output.type in _FLOATS
+
+
+def _rank(output) -> int | None:
+    return len(output.shape) if isinstance(output.shape, (list, tuple)) else None
+
+
+def _describe(outputs) -> str:
+    return ", ".join(f"{i}: {o.name} {o.type.removeprefix('tensor(').rstrip(')')} {list(o.shape)}"
+                     for i, o in enumerate(outputs))
+
+
 def _choose(outputs, requested: str | None, preferred: str, rank: int, spec_text: str, option: str) -> str | None:
-    """Pick an output by ``?option=`` (name or index), else by name, else the first of ``rank``."""
+    """Pick a float output of ``rank`` dimensions by ``?option=`` (name or index), else by name, else the only one.
+
+    Integer outputs (token ids, lengths) are never chosen. When several float outputs of that rank
+    fit and none has the preferred name, nothing is chosen: the error names the outputs and the fix.
+    """
     names = [o.name for o in outputs]
     if requested is not None:
-        if requested in names:
-            return requested
-        if requested.isdigit() and int(requested) < len(names):
-            return names[int(requested)]
+        index = names.index(requested) if requested in names else int(requested) if requested.isdigit() else None
+        if index is None or index >= len(names):
+            raise ModelLoadError(
+                f"ONNX model spec {spec_text!r} asks for {option}={requested!r}, but the graph's outputs are "
+                f"{', '.join(f'{i}: {n}' for i, n in enumerate(names))}"
+            )
+        chosen = outputs[index]
+        if not _is_float(chosen) or _rank(chosen) not in (rank, None):
+            shape = "(batch, labels)" if rank == 2 else "(batch, tokens, hidden)"
+            raise ModelLoadError(
+                f"ONNX model spec {spec_text!r} asks for {option}={requested!r}, but that output is "
+                f"{chosen.type} {list(chosen.shape)}; {option} must be a float {shape} output. Its outputs are "
+                f"{_describe(outputs)}" + (f"; did you mean ?hidden={requested}?" if option == "output" and
+                                           _rank(chosen) == 3 else "")
+            )
+        return chosen.name
+    fitting = [o for o in outputs if _is_float(o) and _rank(o) == rank]
+    named = [o for o in fitting if o.name == preferred]
+    if named:
+        return named[0].name
+    if len(fitting) > 1:
         raise ModelLoadError(
-            f"ONNX model spec {spec_text!r} asks for {option}={requested!r}, but the graph's outputs are "
-            f"{', '.join(f'{i}: {n}' for i, n in enumerate(names))}"
+            f"ONNX model spec {spec_text!r}: several outputs could be the {preferred} ({', '.join(o.name for o in fitting)}); "
+            f"its outputs are {_describe(outputs)}: name one with ?{option}=<name or index>"
         )
-    if preferred in names:
-        return preferred
-    for o in outputs:
-        if isinstance(o.shape, list) and len(o.shape) == rank:
-            return o.name
-    return None
+    return fitting[0].name if fitting else None

@@ -48,6 +48,7 @@ def _plot(results: Sequence[dict[str, Any]], metric: str, title: str, axis: str,
         sweep = {int(k): (v[0] if isinstance(v, (list, tuple)) else v) for k, v in r["sweep"].items()}
         ks = sorted(sweep)
         label = f"{r['reference']} vs {r['candidate']}" + (f" ({r['pooling']})" if r.get("pooling") else "")
+        label = label.replace("$", r"\$")  # names are text, never matplotlib mathtext
         ax.plot(ks, [sweep[k] for k in ks], marker="o", label=label)
     ax.set(title=title, xlabel=axis, ylabel="Jaccard", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
@@ -67,8 +68,10 @@ def write_html(results: Sequence[Any], path: str | os.PathLike[str], *, report: 
     assets.mkdir(parents=True, exist_ok=True)
     body = ["<h1>pytest-miniature</h1>"]
     if report is not None:
-        body.append(f"<p><b>{html.escape(report['verdict'].upper())}</b>: {report['gates']['failed']} of "
-                    f"{report['gates']['total']} gates failed. Created {html.escape(report['created'])}.</p>")
+        # Every value from a report file is escaped: a crafted report must not put markup in the page.
+        verdict, created = (html.escape(str(report.get(k))) for k in ("verdict", "created"))
+        failed, total = (html.escape(str(report.get("gates", {}).get(k))) for k in ("failed", "total"))
+        body.append(f"<p><b>{verdict.upper()}</b>: {failed} of {total} gates failed. Created {created}.</p>")
     for title, headers, rows in sections(results):
         body.append(f"<h2>{html.escape(title.rstrip(':'))}</h2><table><tr>"
                     + "".join(f"<th>{html.escape(str(h))}</th>" for h in headers) + "</tr>")

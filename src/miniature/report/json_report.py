@@ -37,6 +37,27 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+#: The vector instructions int8 kernels choose between: int8 results differ between CPUs that have different ones.
+_VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16", "amx_tile", "neon",
+                 "asimd", "asimddp", "i8mm")
+
+
+def cpu() -> dict[str, Any]:
+    """The CPU's model and its vector-instruction flags (Linux: /proc/cpuinfo), for int8 figures' provenance."""
+    model, flags = platform.processor() or None, set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model") and model in (None, "", platform.machine()):
+                    model = value.strip()
+                elif key.strip() in ("flags", "Features"):
+                    flags |= set(value.split())
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_flags": [f for f in _VECTOR_FLAGS if f in flags]}
+
+
 def trim(value: Any) -> Any:
     """A result's ``as_dict()`` as the report stores it: per-point arrays dropped, id lists cut."""
     if isinstance(value, dict):
@@ -74,7 +95,8 @@ def build_report(session: Any, *, exit_status: int | None = None, matrices: dict
     plain_settings["candidates"] = [getattr(c, "text", c) for c in settings.candidates]
     models = {
         model.name: {"spec": model.spec.text, "backend": model.spec.backend, "location": model.spec.location,
-                     "fingerprint": engine.known_fingerprint(model)}
+                     "fingerprint": engine.known_fingerprint(model),
+                     "trust_remote_code": engine.trusts_remote_code(model)}
         for model in session.known_models
     }
     datasets = {name: {"n": len(data), "fingerprint": data.fingerprint, "labelled": data.labels is not None}
@@ -89,7 +111,7 @@ def build_report(session: Any, *, exit_status: int | None = None, matrices: dict
         "settings": plain_settings,
         "versions": _versions(),
         "platform": {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                     "executable": sys.executable},
+                     "executable": sys.executable, **cpu()},
         "models": models,
         "datasets": datasets,
         "outputs": {"computed": stats.computed, "from_cache": stats.from_disk,

@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
-from .terminal import notes, plain, sections
+from .terminal import notes, plain, printable, sections
 
 
 def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|")
+    """A table cell: HTML escaped (GitHub renders HTML in Markdown: a model named ``<img onerror=...>``
+    must stay text), pipes escaped, control characters shown."""
+    return html.escape(printable(value)).replace("|", "\\|")
 
 
 def markdown_summary(results: Sequence[Any], *, title: str = "pytest-miniature") -> str:
     """One Markdown table per characteristic, with each gate's verdict, and a line of totals."""
     results = [plain(r) for r in results]
-    lines = [f"## {title}", ""]
+    lines = [f"## {_cell(title)}", ""]
     gated = [r for r in results if r.get("threshold") is not None]
     failed = [r for r in gated if not r["passed"]]
     if gated:
         verdict = "all gates passed" if not failed else f"{len(failed)} of {len(gated)} gates failed"
         lines += [f"**{verdict}**" + ("" if not failed else ": " + ", ".join(
-            f"`{r['metric']}` {r['candidate']}" for r in failed)), ""]
+            f"`{_cell(r['metric'])}` {_cell(r['candidate'])}" for r in failed)), ""]
     for heading, headers, rows in sections(results):
-        lines += [f"### {heading.rstrip(':')}", "", "| " + " | ".join(map(_cell, headers)) + " |",
+        lines += [f"### {_cell(heading.rstrip(':'))}", "", "| " + " | ".join(map(_cell, headers)) + " |",
                   "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
         lines.append("")
-    lines += [f"_{line}_" for line in notes(results)]
+    lines += [f"_{_cell(line)}_" for line in notes(results)]
     return "\n".join(lines).rstrip() + "\n"

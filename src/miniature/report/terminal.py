@@ -12,10 +12,18 @@ from typing import Any
 from ..characteristics import registry
 from ..characteristics.base import Characteristic, Result, Verdict
 
+_CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), *range(0x7f, 0xa0))}
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters (ESC sequences, carriage returns, newlines) shown as ``\\xNN``:
+    model, data set and id names come from users' files and must not drive the terminal."""
+    return str(text).translate(_CONTROL)
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A left-aligned text table with a rule under the header."""
-    cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
+    cells = [list(map(printable, headers))] + [[printable(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -72,8 +80,8 @@ def summary(results: Sequence[Any]) -> list[str]:
     """The lines of the terminal summary: one table per characteristic that has results, then the notes."""
     lines: list[str] = []
     for title, headers, rows in sections(results):
-        lines += [title, *table(headers, rows).splitlines()]
-    extra = notes(results)
+        lines += [printable(title), *table(headers, rows).splitlines()]
+    extra = [printable(line) for line in notes(results)]
     return lines + extra if lines or extra else []
 
 
@@ -83,10 +91,10 @@ def failure_message(characteristic: Characteristic, result: Result, verdict: Ver
     if verdict.mode == "lower" and result.interval is not None:
         end = "upper" if verdict.bound == "max" else "lower"
         head += f" (the gate compares the interval's {end} end, {verdict.compared:.4f})"
-    shown = list(ids[:examples])
+    shown = [printable(i) for i in ids[:examples]]
     more = len(ids) - len(shown)
     return "\n".join([
-        head,
+        printable(head),
         table(headers, [row]),
         f"{what}: {', '.join(shown) or '(none)'}" + (f" (+{more} more)" if more > 0 else ""),
     ])
@@ -113,7 +121,7 @@ def matrix_lines(matrices: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(f"all pairs, {metric}: not computed ({matrix['not_computed']})")
             continue
         values = {(p["a"], p["b"]): p["value"] for p in matrix["pairs"]}
-        lines += [f"all pairs (Table 2), {matrix['title'].split(' (')[0]}, {metric}:",
+        lines += [printable(f"all pairs (Table 2), {matrix['title'].split(' (')[0]}, {metric}:"),
                   *matrix_table(matrix["models"], values).splitlines()]
-        lines += [f"  n/a: {reason}" for reason in matrix.get("not_applicable", [])]
+        lines += [printable(f"  n/a: {reason}") for reason in matrix.get("not_applicable", [])]
     return lines

@@ -64,7 +64,7 @@ def run_windows(
     first_start, first_end = np.full((n, width), np.nan, np.float32), np.full((n, width), np.nan, np.float32)
     done = 0
     for index, batch in backend.batches(encoded, keys, batch_size):
-        logits, hidden = backend.forward(batch, True)
+        logits, hidden = backend.checked_forward(batch, True)
         forward_counter.batches += 1
         pooled = pool(hidden, batch) if hidden is not None else None
         for row, w in enumerate(index):
