@@ -38,9 +38,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     config.addinivalue_line("markers", "miniature: a model-behaviour gate of pytest-miniature")
     try:
-        # pytest's own config file, else upward from where pytest was invoked: never from its rootdir,
-        # which option values that look like paths (--reference /other/proj/model) can move.
-        settings, pyproject = resolve_settings(config.option, Path(config.invocation_params.dir), inifile=config.inipath)
+        # The file given with -c, else the nearest one upward from where pytest was invoked: never pytest's
+        # rootdir guess, which option values that look like paths (--reference /other/proj/m) can move.
+        inifile = config.inipath if config.option.inifilename else None
+        settings, pyproject = resolve_settings(config.option, Path(config.invocation_params.dir), inifile=inifile)
     except UsageError as exc:
         raise pytest.UsageError(f"pytest-miniature: {exc}") from None
     config.stash[state_key] = MiniatureState(Session(settings, progress=lambda line: _progress(config, line)), pyproject)

@@ -146,12 +146,12 @@ def run_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .report.json_report import read_json
-    from .report.terminal import matrix_lines, summary
+    from .report.terminal import matrix_lines, printable, summary
     from .report.writing import write_reports
 
     report = read_json(args.path)
-    print(f"pytest-miniature report of {report['created']}: {report['verdict']} "
-          f"({report['gates']['failed']} of {report['gates']['total']} gates failed)")
+    print(printable(f"pytest-miniature report of {report['created']}: {report['verdict']} "
+                    f"({report['gates']['failed']} of {report['gates']['total']} gates failed)"))
     for line in summary(report["results"]) + matrix_lines(report.get("matrices") or {}):
         print(line)
     options = argparse.Namespace(miniature_markdown=args.markdown, miniature_html=args.html)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingExtraError
-from .terminal import notes, plain, sections
+from .terminal import notes, plain, printable, sections
 
 
 def figures() -> list[tuple[str, str, str, str]]:
@@ -48,7 +48,7 @@ def _plot(results: Sequence[dict[str, Any]], metric: str, title: str, axis: str,
         sweep = {int(k): (v[0] if isinstance(v, (list, tuple)) else v) for k, v in r["sweep"].items()}
         ks = sorted(sweep)
         label = f"{r['reference']} vs {r['candidate']}" + (f" ({r['pooling']})" if r.get("pooling") else "")
-        label = label.replace("$", r"\$")  # names are text, never matplotlib mathtext
+        label = printable(label).replace("$", r"\$")  # names are text, never control codes or matplotlib mathtext
         ax.plot(ks, [sweep[k] for k in ks], marker="o", label=label)
     ax.set(title=title, xlabel=axis, ylabel="Jaccard", ylim=(0, 1.02))
     ax.grid(alpha=0.3)

@@ -1,0 +1,461 @@
+"""A verdict you can trust: every bad input or fault of docs/reliability.md, driven as a user meets it.
+
+Each test failed before its fix (the issue that listed them reproduced each one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import faiss  # noqa: F401  (imported once in the outer process: pytester's inline runs unload what they import)
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+CLI = [sys.executable, "-m", "miniature.cli"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def run(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*args], capture_output=True, text=True, cwd=cwd, env=ENV, timeout=600, input=stdin)
+
+
+def compare(tiny_models, candidate: str, cwd: Path, *extra: str, eval_csv: Path | None = None) -> subprocess.CompletedProcess:
+    return run(*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate", candidate,
+               "--eval", str(eval_csv or tiny_models.eval_csv), *extra, cwd=cwd)
+
+
+def copy_onnx(tiny_models, out: Path) -> Path:
+    """The teacher's fp32 ONNX export with its tokenizer, in a folder of the test's own."""
+    shutil.copytree(tiny_models.onnx.parent, out)
+    return out / "model.onnx"
+
+
+def poison(model_file: Path, output: str) -> None:
+    """Multiply graph output ``output`` by NaN: an export that computes garbage but runs."""
+    model = onnx.load(str(model_file))
+    for node in model.graph.node:  # what the graph computes reads the raw tensor; only the output is poisoned
+        node.output[:] = [f"{output}_raw" if o == output else o for o in node.output]
+        node.input[:] = [f"{output}_raw" if i == output else i for i in node.input]
+    model.graph.initializer.append(numpy_helper.from_array(np.array(np.nan, dtype=np.float32), "nan"))
+    model.graph.node.append(helper.make_node("Mul", [f"{output}_raw", "nan"], [output]))
+    onnx.save(model, str(model_file))
+
+
+# 1 -------------------------------------------------------------------------------------------------
+
+
+def test_an_onnx_model_changed_in_its_external_weights_is_recomputed_not_read_from_cache(tiny_models, tmp_path):
+    model_file = copy_onnx(tiny_models, tmp_path / "ext")
+    model = onnx.load(str(model_file))
+    onnx.save_model(model, str(model_file), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    spec, args = f"onnx:{model_file}", ("--threshold", "error_jaccard=0.99", "--cache-dir", "cache")
+    first = compare(tiny_models, spec, tmp_path, *args)
+    assert first.returncode == 0, first.stderr + first.stdout  # the fp32 export makes the teacher's errors
+    # Change the classifier's weights in place: the same size, the same file names.
+    model = onnx.load(str(model_file))
+    for tensor in model.graph.initializer:
+        if tensor.name.startswith("model.classifier") or "classifier" in tensor.name:
+            flipped = -numpy_helper.to_array(tensor)
+            tensor.CopyFrom(numpy_helper.from_array(flipped, tensor.name))
+    size = (model_file.parent / "weights.bin").stat().st_size
+    (model_file.parent / "weights.bin").unlink()  # onnx appends to an existing file
+    onnx.save_model(model, str(model_file), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    assert (model_file.parent / "weights.bin").stat().st_size == size
+    second = compare(tiny_models, spec, tmp_path, *args)
+    assert "model outputs: 1 computed" in second.stdout  # the changed candidate ran again; the teacher came from cache
+    assert second.returncode == 1 and "FAILED" in second.stdout  # flipped logits: a different error set
+
+
+# 2 -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("output", "check", "what"), [("logits", "error_jaccard", "logits"),
+                                                         ("last_hidden_state", "knn_agreement", "hidden states")])
+def test_non_finite_outputs_are_a_model_error_never_a_value(tiny_models, tmp_path, output, check, what):
+    model_file = copy_onnx(tiny_models, tmp_path / "nan")
+    poison(model_file, output)
+    result = compare(tiny_models, f"onnx:{model_file}", tmp_path, "--threshold", f"{check}=0.3", "--no-cache")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"computed non-finite {what}" in result.stderr and "for 200 of the 200 points" in result.stderr
+
+
+# 3 -------------------------------------------------------------------------------------------------
+
+
+def test_another_projects_configuration_is_never_applied(pytester, tiny_models, tmp_path_factory):
+    other = tmp_path_factory.mktemp("other-project")
+    shutil.copytree(tiny_models.teacher, other / "models" / "ref")
+    (other / "pyproject.toml").write_text(textwrap.dedent("""
+        [tool.miniature]
+        cache_dir = "their-cache"
+        [tool.miniature.thresholds]
+        error_jaccard = 0.99
+        knn_agreement = 0.99
+    """))
+    pytester.makepyfile("""
+        from miniature import assert_error_jaccard
+
+        def test_errors(reference, candidate, eval_set):
+            assert_error_jaccard(reference, candidate, eval_set, min=0.0)
+    """)
+    result = pytester.runpytest("--reference", str(other / "models" / "ref"), "--candidate", str(tiny_models.student),
+                                "--miniature-eval", str(tiny_models.eval_csv), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)  # no gate of theirs was collected
+    result.stdout.fnmatch_lines(["miniature: config none"])
+    assert not (other / "their-cache").exists()
+
+
+# 4 -------------------------------------------------------------------------------------------------
+
+
+def test_a_models_own_code_never_runs_unless_the_user_opts_in(tiny_models, tmp_path):
+    evil = tmp_path / "evil"
+    shutil.copytree(tiny_models.teacher, evil)
+    marker = tmp_path / "code-ran"
+    config = json.loads((evil / "config.json").read_text())
+    config.update(model_type="evil-bert", architectures=["EvilForSequenceClassification"],
+                  auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForSequenceClassification": "evil.EvilModel"})
+    (evil / "config.json").write_text(json.dumps(config))
+    (evil / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    result = run(*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate", str(evil), "--eval",
+                 str(tiny_models.eval_csv), "--no-cache", cwd=tmp_path, stdin="y\n" * 20)
+    assert result.returncode == 3 and "trust_remote_code" in result.stderr, result.stderr
+    assert not marker.exists()
+
+
+# 5 -------------------------------------------------------------------------------------------------
+
+
+def test_broken_models_exit_three_with_one_line(tiny_models, tmp_path):
+    onnx_file = f"onnx:{tiny_models.onnx}"
+    as_logits = compare(tiny_models, f"{onnx_file}?output=last_hidden_state", tmp_path, "--no-cache")
+    assert as_logits.returncode == 3 and "output must be a float (batch, labels) output" in as_logits.stderr
+    assert "did you mean ?hidden=last_hidden_state?" in as_logits.stderr
+    for content, said in (("{not json", "is not readable JSON"), ("[]", "expected a JSON object")):
+        broken = tmp_path / f"broken-{len(content)}"
+        shutil.copytree(tiny_models.student, broken)
+        (broken / "config.json").write_text(content)
+        result = compare(tiny_models, str(broken), tmp_path, "--no-cache")
+        assert result.returncode == 3 and said in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_tokenizer_with_tokens_the_model_lacks_is_named(tiny_models, tmp_path):
+    from transformers import AutoTokenizer
+
+    grown = tmp_path / "grown"
+    shutil.copytree(tiny_models.student, grown)
+    tokenizer = AutoTokenizer.from_pretrained(grown)
+    tokenizer.add_tokens(["zorblax", "quuxly"])
+    tokenizer.save_pretrained(grown)
+    data = tmp_path / "eval.csv"
+    data.write_text("text,label\nzorblax quuxly film,positive\nawful film,negative\n")
+    result = compare(tiny_models, str(grown), tmp_path, "--no-cache", eval_csv=data)
+    assert result.returncode == 3 and "the model's vocabulary has 30522 entries" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("cache_dir = 5", "Expected cache_dir in [tool.miniature]"),
+    ("cache_dir = true", "Expected cache_dir in [tool.miniature]"),
+    ("label_map = { good = 1.5 }", "Expected label_map's 'good'"),
+    ("label_map = { good = [1] }", "Expected label_map's 'good'"),
+    ("cache_dir = 'afile/cache'", "The cache folder"),
+])
+def test_bad_settings_exit_two_before_any_model_runs(tiny_models, tmp_path, toml, message):
+    (tmp_path / "afile").write_text("a file where a folder should be")
+    (tmp_path / "pyproject.toml").write_text(f"[tool.miniature]\n{toml}\n")
+    result = compare(tiny_models, str(tiny_models.student), tmp_path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_bad_settings_are_pytest_usage_errors_and_data_problems_are_errors(pytester, tiny_models):
+    pytester.makepyprojecttoml("[tool.miniature]\ncache_dir = 5")
+    assert pytester.runpytest().ret == pytest.ExitCode.USAGE_ERROR
+    pytester.path.joinpath("afile").write_text("x")
+    pytester.makepyprojecttoml(f"""
+[tool.miniature]
+reference = "{tiny_models.teacher}"
+candidates = ["{tiny_models.student}"]
+eval = "{tiny_models.eval_csv}"
+cache_dir = "afile/cache"
+[tool.miniature.thresholds]
+error_jaccard = 0.0
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--junitxml=j.xml")
+    result.assert_outcomes(errors=1)  # an unusable cache folder is an error, not a failed gate
+    assert "<error" in pytester.path.joinpath("j.xml").read_text()
+
+
+def test_outputs_that_cannot_be_written_lose_nothing(tiny_models, tmp_path):
+    (tmp_path / "adir").mkdir()
+    result = compare(tiny_models, str(tiny_models.student), tmp_path, "--report", "adir", "--markdown", "new/dir/s.md",
+                     "--no-cache")
+    assert result.returncode == 0 and "JSON report not written: IsADirectoryError" in result.stdout
+    assert (tmp_path / "new" / "dir" / "s.md").is_file() and "prediction errors" in result.stdout
+    saved = compare(tiny_models, str(tiny_models.student), tmp_path, "--report", "r.json", "--no-cache")
+    assert saved.returncode == 0
+    rendered = run(*CLI, "report", "r.json", "--markdown", "fresh/dir/s.md", cwd=tmp_path)
+    assert rendered.returncode == 0 and (tmp_path / "fresh" / "dir" / "s.md").is_file()
+
+
+def test_an_internal_error_exits_four_with_one_line_and_the_traceback_in_a_file(monkeypatch, capsys):
+    from miniature import cli
+
+    def broken(args):
+        raise RuntimeError("something the authors did not foresee")
+
+    monkeypatch.setattr(cli, "run_report", broken)
+    assert cli.main(["report", "r.json"]) == 4
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "internal error: RuntimeError: something the authors did not foresee" in err
+    saved = Path(err.split("the traceback is in ")[1].split(";")[0])
+    assert "Traceback" in saved.read_text() and "run_report" not in err
+
+
+# 6 -------------------------------------------------------------------------------------------------
+
+CONCURRENT = """
+import sys, warnings
+import numpy as np
+from miniature.cache import OutputCache
+from miniature.outputs import ModelOutputs
+warnings.simplefilter("ignore")
+cache = OutputCache(sys.argv[1])
+keys = [f"{i:02d}" + "0" * 62 for i in range(12)]
+for round_ in range(40):
+    for key in keys:
+        cache.get(key)
+        cache.put(key, ModelOutputs(logits=np.ones((3, 2), np.float32), cls=None), {"n": 3})
+        if round_ % 3 == 0:
+            cache.path(key).write_bytes(b"corrupt")
+"""
+
+
+def test_concurrent_runs_over_one_cache_with_corrupt_entries_never_fail(tmp_path):
+    from miniature.cache import OutputCache
+
+    cache = OutputCache(tmp_path / "cache")
+    for i in range(12):
+        path = cache.path(f"{i:02d}" + "0" * 62)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"corrupt")
+    script = tmp_path / "hammer.py"
+    script.write_text(CONCURRENT)
+    runs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache")], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)]
+    errors = [p.communicate(timeout=300)[1] for p in runs]
+    assert [p.returncode for p in runs] == [0, 0, 0, 0], errors
+
+
+# 7 -------------------------------------------------------------------------------------------------
+
+
+def sentence_transformers_like(path: Path, outputs: list[tuple[str, int, list]], *, hidden: int = 384) -> Path:
+    """A graph with the outputs of a third-party sentence-transformers export: int64 token ids and lengths,
+    a float (batch, seq, hidden) and a float (batch, hidden), computed from the inputs."""
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])
+    weight = numpy_helper.from_array(np.linspace(0.1, 1.0, hidden, dtype=np.float32).reshape(1, 1, hidden), "w")
+    axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")
+    sum_axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "sum_axes")
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids_f"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["ids_f", "axes"], ["ids_3d"]),
+        helper.make_node("Mul", ["ids_3d", "w"], ["_tokens"]),
+        helper.make_node("ReduceMean", ["_tokens"], ["_pooled"], axes=[1], keepdims=0),
+        helper.make_node("Identity", ["input_ids"], ["_token_ids"]),
+        helper.make_node("ReduceSum", ["attention_mask", "sum_axes"], ["_lengths"], keepdims=0),
+    ]
+    produced = {"token_ids": ("_token_ids", TensorProto.INT64), "lengths": ("_lengths", TensorProto.INT64),
+                "tokens": ("_tokens", TensorProto.FLOAT), "pooled": ("_pooled", TensorProto.FLOAT)}
+    graph_outputs = []
+    for name, source, shape in outputs:
+        nodes.append(helper.make_node("Identity", [produced[source][0]], [name]))
+        graph_outputs.append(helper.make_tensor_value_info(name, produced[source][1], shape))
+    graph = helper.make_graph(nodes, "st", [ids, mask], graph_outputs, initializer=[weight, axes, sum_axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path / "model.onnx"))
+    return path / "model.onnx"
+
+
+def tokenizer_beside(tiny_models, folder: Path, *, classifier: bool) -> None:
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_models.teacher).save_pretrained(folder)
+    config = json.loads((tiny_models.teacher / "config.json").read_text())
+    if not classifier:
+        for key in ("architectures", "id2label", "label2id"):
+            config.pop(key, None)
+        config["architectures"] = ["BertModel"]
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_onnx_outputs_are_chosen_by_dtype_and_shape_not_rank_alone(tiny_models, tmp_path):
+    from miniature.models import open_backend, parse_model_spec
+
+    path = sentence_transformers_like(tmp_path / "st", [("output", "token_ids", ["batch", "seq"]),
+                                                        ("463", "lengths", ["batch"]),
+                                                        ("1320", "tokens", ["batch", "seq", 384]),
+                                                        ("1321", "pooled", ["batch", 384])])
+    tokenizer_beside(tiny_models, path.parent, classifier=False)
+    backend = open_backend(parse_model_spec(f"onnx:{path}"))
+    backend.load("text-classification")
+    assert (backend.logits_name, backend.hidden_name) == (None, "1320")  # int64 outputs and the pooled vector are no logits
+    outputs = backend.run(["a good film", "a bad one"], batch_size=2, max_length=32)
+    assert outputs.logits is None and outputs.cls.shape == (2, 384)
+    # The gate says what applies: KNN runs on it, the prediction-error check is not applicable.
+    result = compare(tiny_models, f"onnx:{path}", tmp_path, "--no-cache")
+    assert result.returncode == 0, result.stderr
+    assert "not applicable: error_jaccard of " in result.stdout and "data representation" in result.stdout, result.stdout
+
+
+def test_ambiguous_onnx_outputs_name_every_output_and_the_fix(tiny_models, tmp_path):
+    from miniature.errors import ModelLoadError
+    from miniature.models import open_backend, parse_model_spec
+
+    path = sentence_transformers_like(tmp_path / "two", [("a", "tokens", ["batch", "seq", 384]),
+                                                         ("b", "tokens", ["batch", "seq", 384])])
+    tokenizer_beside(tiny_models, path.parent, classifier=False)
+    backend = open_backend(parse_model_spec(f"onnx:{path}"))
+    with pytest.raises(ModelLoadError, match=r"several outputs could be the last_hidden_state \(a, b\).*0: a float "
+                                             r"\['batch', 'seq', 384\].*\?hidden=<name or index>"):
+        backend.load("text-classification")
+    chosen = open_backend(parse_model_spec(f"onnx:{path}?hidden=b"))
+    chosen.load("text-classification")
+    assert chosen.hidden_name == "b"
+
+
+def test_a_classifier_export_with_extra_float_outputs_uses_the_one_of_its_label_count(tiny_models, tmp_path):
+    from miniature.models import open_backend, parse_model_spec
+
+    # "scores" (batch, 2) matches config.json's two labels; "pooled" (batch, 384) cannot be its logits.
+    path = sentence_transformers_like(tmp_path / "clf", [("pooled", "pooled", ["batch", 384]),
+                                                         ("tokens", "tokens", ["batch", "seq", 384])])
+    tokenizer_beside(tiny_models, path.parent, classifier=True)
+    model = onnx.load(str(path))
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((384, 2), np.float32), "head"))
+    model.graph.node.append(helper.make_node("MatMul", ["pooled", "head"], ["scores"]))
+    model.graph.output.append(helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 2]))
+    onnx.save(model, str(path))
+    backend = open_backend(parse_model_spec(f"onnx:{path}"))
+    backend.load("text-classification")
+    assert backend.logits_name == "scores" and backend.hidden_name == "tokens"
+
+
+# 8 -------------------------------------------------------------------------------------------------
+
+
+def test_a_stray_quote_that_merges_rows_is_reported(tmp_path):
+    from miniature.data import load_eval_set, parse_dataset_spec
+    from miniature.errors import DataWarning
+
+    rows = [f"review number {i}\t{i % 2}" for i in range(40)]
+    rows[5] = '"great film\t1'  # the quote opens a field that swallows the rows after it
+    (tmp_path / "reviews.tsv").write_text("text\tlabel\n" + "\n".join(rows) + '\nand then" it ends\t0\n')
+    with pytest.warns(DataWarning, match=r"42 non-empty lines parsed into \d+ rows.*\?quoting=none"):
+        merged = load_eval_set(parse_dataset_spec(str(tmp_path / "reviews.tsv")))
+    assert len(merged) < 41
+    literal = load_eval_set(parse_dataset_spec(f"{tmp_path / 'reviews.tsv'}?quoting=none"))
+    assert len(literal) == 41
+
+
+def test_a_max_length_that_leaves_no_room_for_text_is_refused(tiny_models, tmp_path):
+    result = compare(tiny_models, str(tiny_models.student), tmp_path, "--max-length", "2", "--no-cache")
+    assert result.returncode == 2 and "max_length 2 leaves no room for text" in result.stderr
+    assert "adds 2 special tokens" in result.stderr
+
+
+# 9 -------------------------------------------------------------------------------------------------
+
+HOSTILE = '<img src=x onerror=alert(1)><script>alert(2)</script>\x1b[31m'
+
+
+def hostile_report() -> dict:
+    from miniature.report.json_report import read_json
+
+    report = read_json(Path(__file__).parent / "fixtures" / "report-v1.json")
+    for result in report["results"]:
+        result["candidate"] = HOSTILE
+        for key in ("differing_ids", "lowest_ids"):
+            if key in result:
+                result[key] = [HOSTILE, *result[key]]
+    report["created"] = HOSTILE
+    report["gates"] = {"failed": HOSTILE, "total": HOSTILE}
+    return report
+
+
+def test_names_from_models_data_and_report_files_are_escaped_in_every_renderer(tmp_path):
+    from miniature.report.html import write_html
+    from miniature.report.markdown import markdown_summary
+    from miniature.report.terminal import summary
+
+    report = hostile_report()
+    markdown = markdown_summary(report["results"])
+    assert "<img" not in markdown and "<script" not in markdown and "&lt;img" in markdown and "\x1b" not in markdown
+    assert all("\x1b" not in line for line in summary(report["results"])) and "\\x1b[31m" in "\n".join(summary(report["results"]))
+    page = write_html(report["results"], tmp_path / "r.html", report=report).read_text()
+    assert "<img src=x" not in page and "<script>alert" not in page and "&lt;script&gt;" in page
+
+
+def test_the_report_command_escapes_a_crafted_report(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps(hostile_report()))
+    result = run(*CLI, "report", "r.json", "--html", "r.html", "--markdown", "s.md", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "<script>alert" not in (tmp_path / "r.html").read_text() and "<script" not in (tmp_path / "s.md").read_text()
+    assert "\x1b" not in result.stdout
+
+
+# 10 ------------------------------------------------------------------------------------------------
+
+
+def test_two_models_that_would_share_a_name_are_shown_apart(tiny_models, tmp_path):
+    shutil.copytree(tiny_models.student, tmp_path / "m")
+    (tmp_path / "pyproject.toml").write_text(f'[tool.miniature.models]\nm = "{tiny_models.teacher}"\n')
+    result = run(*CLI, "compare", "--reference", "m", "--candidate", "./m", "--eval", str(tiny_models.eval_csv),
+                 "--checks", "error_jaccard", "--report", "r.json", "--no-cache", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert set(report["models"]) == {"m", "./m"} and report["results"][0]["reference"] == "m"
+    assert report["results"][0]["candidate"] == "./m"
+
+
+# 11 ------------------------------------------------------------------------------------------------
+
+
+def test_the_report_records_the_cpu_whose_int8_kernels_ran(tiny_models, tmp_path):
+    result = compare(tiny_models, f"onnx:{tiny_models.onnx_int8}", tmp_path, "--report", "r.json", "--no-cache")
+    assert result.returncode == 0
+    platform = json.loads((tmp_path / "r.json").read_text())["platform"]
+    assert isinstance(platform["cpu_flags"], list) and "cpu" in platform
+    if sys.platform == "linux" and "avx2" in Path("/proc/cpuinfo").read_text():
+        assert "avx2" in platform["cpu_flags"]
+
+
+# 12 ------------------------------------------------------------------------------------------------
+
+
+def test_a_challenge_point_that_is_a_validation_point_scores_as_it_did_there():
+    from miniature.characteristics import detect_ood, flag, tpr_threshold
+
+    rng = np.random.default_rng(0)
+    bank, validation = rng.normal(size=(200, 8)).astype(np.float32), rng.normal(size=(40, 8)).astype(np.float32)
+    from miniature.characteristics import kth_neighbour_distances
+
+    scores = kth_neighbour_distances(bank, validation, (5,))[5]
+    at = int(np.argmin(np.abs(scores - tpr_threshold(scores))))  # the validation point the threshold sits on
+    # The same text read in another batch: its embedding moves by float noise.
+    challenge = validation[[at]] + np.float32(1e-6) * rng.normal(size=(1, 8)).astype(np.float32)
+    same = detect_ood(["p"], bank=bank, validation=validation, challenge=challenge, ks=(5,), same_as_validation=[at])[5]
+    assert same.scores[0] == scores[at] and same.flagged == ({"p"} if flag(scores[[at]], same.threshold)[0] else set())
