@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..validation import check_finite
-from .base import Characteristic, Result, Verdict, evalset_arg, number, session_of, verdict_cell
+from .base import Characteristic, Result, Verdict, number, session_of, verdict_cell
 from .bootstrap import RESAMPLES, bootstrap_interval
 from .prediction_errors import jaccard
 
@@ -199,10 +199,9 @@ def attack_robustness(
     examples to the candidate. Needs the ``attack`` extra (TextAttack).
     """
     session = session_of(reference, candidate, "attack_robustness")
-    data = {"attack_set": evalset_arg(attack_set, "attack_set", "attack_robustness")}
     params = {"settings": (settings or session.settings.attack).replace(**changes)}
-    return session.measure(AdversarialVulnerability(), reference, candidate, data, params, resamples=resamples,
-                           record=record)
+    return AdversarialVulnerability().run("attack_robustness", reference, candidate, {"attack_set": attack_set}, params,
+                                          resamples=resamples, record=record)
 
 
 def assert_attack_robustness(
@@ -217,9 +216,9 @@ def assert_attack_robustness(
     __tracebackhide__ = True
     threshold = check_finite(max_gap, "max_gap", "assert_attack_robustness")
     session = session_of(reference, candidate, "assert_attack_robustness")
-    data = {"attack_set": evalset_arg(attack_set, "attack_set", "assert_attack_robustness")}
     params = {"settings": session.settings.attack.replace(**settings)}
-    return session.measure(AdversarialVulnerability(), reference, candidate, data, params, threshold=threshold)
+    return AdversarialVulnerability().run("assert_attack_robustness", reference, candidate, {"attack_set": attack_set},
+                                          params, threshold=threshold)
 
 
 class AdversarialVulnerability(Characteristic):

@@ -160,6 +160,10 @@ class Threshold:
         raise AttributeError(name)
 
 
+#: How the check functions name each data set argument (settings key -> argument name), for error messages.
+_ARGUMENT = {"eval": "eval_set", "attack_set": "attack_set"}
+
+
 class Characteristic(ABC):
     """One model characteristic: what it needs, how it is computed and gated, how it renders.
 
@@ -227,6 +231,16 @@ class Characteristic(ABC):
         return f"{'>=' if self.higher_is_better else '<='} {threshold.value:g}"
 
     # -- computing ------------------------------------------------------------------------------
+
+    def run(self, owner: str, reference: Any, candidate: Any, data: Mapping[str, Any],
+            params: Mapping[str, Any] | None = None, **measure: Any) -> Result:
+        """What a public check function (``owner``) does: check its arguments (two models of one session, its
+        data sets as EvalSets, each named in the error as the function calls it) and measure through the session."""
+        __tracebackhide__ = True
+        session = session_of(reference, candidate, owner)
+        checked = {key: evalset_arg(value, _ARGUMENT.get(key, f"{key}_set"), owner, optional=key not in self.needs)
+                   for key, value in data.items()}
+        return session.measure(self, reference, candidate, checked, params or {}, **measure)
 
     @abstractmethod
     def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],

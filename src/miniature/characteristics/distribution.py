@@ -24,10 +24,8 @@ from .base import (
     Param,
     Result,
     Verdict,
-    evalset_arg,
     format_value,
     number,
-    session_of,
     sweep_cell,
     verdict_cell,
 )
@@ -265,11 +263,11 @@ def ood_agreement(
     ``rule``: how the threshold is read off (:func:`tpr_threshold`; default: the session's
     ``ood_threshold_rule``, whose default is the authors' own, ``sun2022``).
     """
-    session = session_of(reference, candidate, "ood_agreement")
-    data = _data(ood_set, train_set, validation_set, "ood_agreement")
+    data = {"ood": ood_set, "train": train_set, "validation": validation_set}
     params = {"k": check_positive_int(k, "k", "ood_agreement"), "tpr": check_fraction(tpr, "tpr", "ood_agreement"),
               "pooling": pooling, "sweep": sweep, "rule": rule}
-    return session.measure(DataDistribution(), reference, candidate, data, params, resamples=resamples, record=record)
+    return DataDistribution().run("ood_agreement", reference, candidate, data, params, resamples=resamples,
+                                  record=record)
 
 
 def assert_ood_agreement(
@@ -286,15 +284,9 @@ def assert_ood_agreement(
     """Fail unless the Jaccard of the two models' OOD sets is at least ``min``; return the result."""
     __tracebackhide__ = True
     threshold = check_fraction(min, "min", "assert_ood_agreement")
-    session = session_of(reference, candidate, "assert_ood_agreement")
-    data = _data(ood_set, train_set, validation_set, "assert_ood_agreement")
+    data = {"ood": ood_set, "train": train_set, "validation": validation_set}
     params = {"k": check_positive_int(k, "k", "assert_ood_agreement"), "pooling": pooling}
-    return session.measure(DataDistribution(), reference, candidate, data, params, threshold=threshold)
-
-
-def _data(ood_set: Any, train_set: Any, validation_set: Any, owner: str) -> dict[str, EvalSet | None]:
-    return {"ood": evalset_arg(ood_set, "ood_set", owner), "train": evalset_arg(train_set, "train_set", owner),
-            "validation": evalset_arg(validation_set, "validation_set", owner, optional=True)}
+    return DataDistribution().run("assert_ood_agreement", reference, candidate, data, params, threshold=threshold)
 
 
 class DataDistribution(Characteristic):

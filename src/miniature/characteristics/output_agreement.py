@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import NotApplicable
 from ..validation import check_finite, check_fraction
-from .base import Characteristic, Result, Verdict, evalset_arg, format_value, number, session_of, verdict_cell
+from .base import Characteristic, Result, Verdict, format_value, number, verdict_cell
 from .bootstrap import RESAMPLES, bootstrap_intervals, weighted_mean
 
 if TYPE_CHECKING:
@@ -197,35 +197,27 @@ def compare_outputs(
 def top1_agreement(reference: Model, candidate: Model, eval_set: EvalSet, *, resamples: int = RESAMPLES,
                    record: bool = True) -> Top1Agreement:
     """Share of ``eval_set`` points where both models make the same top prediction (labels not needed)."""
-    session = session_of(reference, candidate, "top1_agreement")
-    data = {"eval": evalset_arg(eval_set, "eval_set", "top1_agreement")}
-    return session.measure(TopOneAgreement(), reference, candidate, data, {}, resamples=resamples, record=record)
+    return TopOneAgreement().run("top1_agreement", reference, candidate, {"eval": eval_set}, resamples=resamples, record=record)
 
 
 def assert_top1_agreement(reference: Model, candidate: Model, eval_set: EvalSet, *, min: float) -> Top1Agreement:
     """Fail unless the two models' top predictions agree on at least ``min`` of the points; return the result."""
     __tracebackhide__ = True
     threshold = check_fraction(min, "min", "assert_top1_agreement")
-    session = session_of(reference, candidate, "assert_top1_agreement")
-    data = {"eval": evalset_arg(eval_set, "eval_set", "assert_top1_agreement")}
-    return session.measure(TopOneAgreement(), reference, candidate, data, {}, threshold=threshold)
+    return TopOneAgreement().run("assert_top1_agreement", reference, candidate, {"eval": eval_set}, threshold=threshold)
 
 
 def kl_divergence(reference: Model, candidate: Model, eval_set: EvalSet, *, resamples: int = RESAMPLES,
                   record: bool = True) -> KlDivergence:
     """Mean KL(p_ref || p_cand) over ``eval_set``, in nats, with median, p90, p95, p99, maximum and RMS Δp."""
-    session = session_of(reference, candidate, "kl_divergence")
-    data = {"eval": evalset_arg(eval_set, "eval_set", "kl_divergence")}
-    return session.measure(OutputDivergence(), reference, candidate, data, {}, resamples=resamples, record=record)
+    return OutputDivergence().run("kl_divergence", reference, candidate, {"eval": eval_set}, resamples=resamples, record=record)
 
 
 def assert_kl_divergence(reference: Model, candidate: Model, eval_set: EvalSet, *, max: float) -> KlDivergence:
     """Fail when the mean KL divergence of the candidate's outputs from the reference's exceeds ``max`` nats."""
     __tracebackhide__ = True
     threshold = check_finite(max, "max", "assert_kl_divergence")
-    session = session_of(reference, candidate, "assert_kl_divergence")
-    data = {"eval": evalset_arg(eval_set, "eval_set", "assert_kl_divergence")}
-    return session.measure(OutputDivergence(), reference, candidate, data, {}, threshold=threshold)
+    return OutputDivergence().run("assert_kl_divergence", reference, candidate, {"eval": eval_set}, threshold=threshold)
 
 
 def _compare(reference: Model, candidate: Model, eval_set: EvalSet, resamples: int) -> tuple[Top1Agreement, KlDivergence]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..validation import check_fraction
-from .base import Characteristic, Result, Verdict, evalset_arg, format_value, session_of, verdict_cell
+from .base import Characteristic, Result, Verdict, format_value, verdict_cell
 from .bootstrap import RESAMPLES, bootstrap_interval, weighted_jaccard
 
 if TYPE_CHECKING:
@@ -153,18 +153,15 @@ def error_jaccard(
     the bootstrap of its 95% interval (0: none); ``record=False`` keeps it out of the session's
     results (and so out of the summary). The other checks take both too.
     """
-    session = session_of(reference, candidate, "error_jaccard")
-    data = {"eval": evalset_arg(eval_set, "eval_set", "error_jaccard")}
-    return session.measure(PredictionErrors(), reference, candidate, data, {}, resamples=resamples, record=record)
+    return PredictionErrors().run("error_jaccard", reference, candidate, {"eval": eval_set}, resamples=resamples,
+                                  record=record)
 
 
 def assert_error_jaccard(reference: Model, candidate: Model, eval_set: EvalSet, *, min: float) -> ErrorJaccard:
     """Fail unless the error-set Jaccard of the pair is at least ``min``; return the result."""
     __tracebackhide__ = True
     threshold = check_fraction(min, "min", "assert_error_jaccard")
-    session = session_of(reference, candidate, "assert_error_jaccard")
-    data = {"eval": evalset_arg(eval_set, "eval_set", "assert_error_jaccard")}
-    return session.measure(PredictionErrors(), reference, candidate, data, {}, threshold=threshold)
+    return PredictionErrors().run("assert_error_jaccard", reference, candidate, {"eval": eval_set}, threshold=threshold)
 
 
 class PredictionErrors(Characteristic):

@@ -21,9 +21,7 @@ from .base import (
     Param,
     Result,
     Verdict,
-    evalset_arg,
     format_value,
-    session_of,
     sweep_cell,
     verdict_cell,
 )
@@ -156,10 +154,9 @@ def knn_agreement(
     ``variance``, ``per_point``, and ``sweep`` = {K: (mean, variance)} over ``sweep`` (default:
     the session's settings, the paper's Figure 1a/b). Labels are not needed.
     """
-    session = session_of(reference, candidate, "knn_agreement")
-    data = {"eval": evalset_arg(eval_set, "eval_set", "knn_agreement")}
     params = {"k": check_positive_int(k, "k", "knn_agreement"), "pooling": pooling, "sweep": sweep}
-    return session.measure(DataRepresentation(), reference, candidate, data, params, resamples=resamples, record=record)
+    return DataRepresentation().run("knn_agreement", reference, candidate, {"eval": eval_set}, params,
+                                    resamples=resamples, record=record)
 
 
 def assert_knn_agreement(
@@ -168,10 +165,9 @@ def assert_knn_agreement(
     """Fail unless the mean KNN agreement (K = ``k``) of the pair is at least ``min``; return the result."""
     __tracebackhide__ = True
     threshold = check_fraction(min, "min", "assert_knn_agreement")
-    session = session_of(reference, candidate, "assert_knn_agreement")
-    data = {"eval": evalset_arg(eval_set, "eval_set", "assert_knn_agreement")}
     params = {"k": check_positive_int(k, "k", "assert_knn_agreement"), "pooling": pooling}
-    return session.measure(DataRepresentation(), reference, candidate, data, params, threshold=threshold)
+    return DataRepresentation().run("assert_knn_agreement", reference, candidate, {"eval": eval_set}, params,
+                                    threshold=threshold)
 
 
 class DataRepresentation(Characteristic):
