@@ -185,7 +185,7 @@ def test_labels_that_match_no_model_label_fail_the_gate_clearly(project, tiny_mo
     project.path.joinpath("odd.csv").write_text("text,label\ngreat film,good\nawful film,bad\n")
     project.makepyfile(GATE_TEST.format(threshold=0.3))
     result = project.runpytest("--reference", "teacher", "--candidate", "student", "--miniature-eval", "odd.csv")
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(errors=1)  # a data problem is an error, not a failed gate
     result.stdout.fnmatch_lines(["*LabelMismatchError: Label 'good' of dataset 'odd.csv' matches no label of model 'teacher' (0=negative, 1=positive)*"])
 
 

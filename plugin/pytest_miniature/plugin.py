@@ -38,8 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     config.addinivalue_line("markers", "miniature: a model-behaviour gate of pytest-miniature")
     try:
-        # The file given with -c, else the nearest one upward from where pytest was invoked: never pytest's
-        # rootdir guess, which option values that look like paths (--reference /other/proj/m) can move.
+        # The -c file, else upward from the invocation dir; never the rootdir, which --reference /other/proj/m moves.
         inifile = config.inipath if config.option.inifilename else None
         settings, pyproject = resolve_settings(config.option, Path(config.invocation_params.dir), inifile=inifile)
     except UsageError as exc:
@@ -57,10 +56,7 @@ def _session(config: pytest.Config) -> Session:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    state = config.stash[state_key]
-    checks = ", ".join(dict.fromkeys(check for check, _, _ in state.session.configured_checks()))
-    return f"miniature: config {state.pyproject or 'none'}" + (f"; checks: {checks}" if checks else "")
-
+    return config.stash[state_key].session.header(config.stash[state_key].pyproject)
 
 
 @pytest.fixture(scope="session")
@@ -78,8 +74,8 @@ def _configured(spec: Any, what: str, flag: str, key: str) -> Any:
 @pytest.fixture(scope="session")
 def reference(miniature_runner: Session):
     """The reference model (``--reference`` or ``reference`` in [tool.miniature])."""
-    return miniature_runner.model(_configured(miniature_runner.settings.reference, "reference model", "--reference",
-                                              "reference"))
+    spec = miniature_runner.settings.reference
+    return miniature_runner.model(_configured(spec, "reference model", "--reference", "reference"))
 
 
 @pytest.fixture(scope="session")
@@ -100,21 +96,18 @@ def _data_fixture(name: str, key: str, what: str, optional: bool = False):
     flag = f"--miniature-{key.replace('_', '-')}"
 
     def fixture(miniature_runner: Session):
-        if optional and getattr(miniature_runner.settings, key) is None:
-            return None
-        return miniature_runner.dataset(_configured(getattr(miniature_runner.settings, key), what, flag, key))
+        spec = getattr(miniature_runner.settings, key)
+        return None if optional and spec is None else miniature_runner.dataset(_configured(spec, what, flag, key))
 
     fixture.__doc__ = f"The {what} (``{flag}`` or ``{key}`` in [tool.miniature]), loaded once."
     return pytest.fixture(scope="session", name=name)(fixture)
 
 
-eval_set = _data_fixture("eval_set", "eval", "eval set")
-train_set = _data_fixture("train_set", "train", "training bank")
+eval_set, train_set, ood_set, attack_set = (_data_fixture(*names) for names in (
+    ("eval_set", "eval", "eval set"), ("train_set", "train", "training bank"), ("ood_set", "ood", "challenge (OOD) set"),
+    ("attack_set", "attack_set", "attack set")))
 validation_set = _data_fixture("validation_set", "validation", "in-distribution validation set (None: a tenth of the bank)",
                                optional=True)
-ood_set = _data_fixture("ood_set", "ood", "challenge (OOD) set")
-attack_set = _data_fixture("attack_set", "attack_set", "attack set")
-
 
 
 class MiniatureFile(pytest.File):
@@ -128,24 +121,21 @@ class MiniatureFile(pytest.File):
 
 
 class MiniatureCheckItem(pytest.Item):
-    """One built-in check for one candidate: computed in setup (a model or data problem is an error),
-    gated in the call (a threshold missed is a failure)."""
+    """One built-in check for one candidate: a threshold missed is a failure; a model or data problem, or a
+    check that cannot apply to the model, is an error (see pytest_runtest_makereport)."""
 
     def __init__(self, *, check: str, threshold: Any, candidate_spec: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.check, self.threshold, self.candidate_spec = check, threshold, candidate_spec
         self.add_marker("miniature")
 
-    def setup(self) -> None:
-        self.pending = _session(self.config).prepare(self.check, self.candidate_spec, self.threshold)
-
     def runtest(self) -> None:
-        _session(self.config).settle(self.pending, self.threshold.value if self.threshold is not None else None)
+        _session(self.config).run_check(self.check, self.candidate_spec, self.threshold)
 
-    def repr_failure(self, excinfo, style=None):
+    def repr_failure(self, excinfo, style=None):  # say it in its own words, no traceback
         from miniature.errors import MiniatureError
 
-        known = isinstance(excinfo.value, (AssertionError, MiniatureError))  # say it in its own words, no traceback
+        known = excinfo.errisinstance((AssertionError, MiniatureError))
         return str(excinfo.value) if known else super().repr_failure(excinfo, style)
 
     def reportinfo(self):
@@ -164,6 +154,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     state = config.stash[state_key]
     if state.session.configured_checks() and not state.collected:
         items.extend(MiniatureFile.from_parent(session, path=state.pyproject or Path(config.rootpath, "pyproject.toml")).collect())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A model or data set that could not be used in a test's ``assert_*`` call is an error (E, <error>), never a
+    failed gate: pytest tells errors by their phase, so the report moves to setup, as a broken fixture's would."""
+    from miniature.errors import MiniatureError
+
+    report = (yield).get_result()
+    if call.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(MiniatureError):
+        report.when = "setup"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -192,8 +193,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     state = config.stash.get(state_key, None)
     if hasattr(config, "workerinput") or state is None:  # xdist worker: the controller reports
         return
-    lines = state.session.finish(exit_status=int(exitstatus), options=config.option,
-                                 here=Path(config.invocation_params.dir), worker_reports=state.worker_reports)
-    if lines:
+    if lines := state.session.finish(exit_status=int(exitstatus), options=config.option,
+                                     here=Path(config.invocation_params.dir), worker_reports=state.worker_reports):
         terminalreporter.section("miniature")
         terminalreporter.write_line("\n".join(lines))

@@ -246,6 +246,11 @@ class Session:
         return [(check, settings.thresholds.get(check), spec) for check in self.chosen_checks()[0]
                 for spec in settings.candidates]
 
+    def header(self, pyproject: Any) -> str:
+        """The line that says which configuration file a run uses and which checks it collects."""
+        checks = ", ".join(dict.fromkeys(check for check, _, _ in self.configured_checks()))
+        return f"miniature: config {pyproject or 'none'}" + (f"; checks: {checks}" if checks else "")
+
     def unused_data(self, checks: Iterable[str]) -> list[str]:
         """A warning for each configured data set that none of ``checks`` uses."""
         used = set()
