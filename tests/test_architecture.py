@@ -135,7 +135,7 @@ def test_compare_reports_a_check_that_cannot_apply_and_runs_the_rest(tiny_models
     assert "not applicable: knn_agreement of " in result.stdout and "gave no usable embeddings" in result.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     status = {(r["metric"], r["candidate"]): r["status"] for r in report["results"]}
-    student, int8 = str(tiny_models.student), f"onnx:{logits_only_int8}"
+    student, int8 = "student", "int8/model.onnx"  # display names: the folder, and an ONNX file's folder/file
     assert status == {**{(check, model): "ok" for check in ("error_jaccard", "top1_agreement", "kl_divergence")
                          for model in (student, int8)},
                       ("knn_agreement", student): "ok", ("knn_agreement", int8): "not_applicable"}
@@ -143,8 +143,7 @@ def test_compare_reports_a_check_that_cannot_apply_and_runs_the_rest(tiny_models
     assert "have no hidden states" in knn["reason"] and "value" not in knn
     # All three pairs of Table 2 for the prediction errors: reference-student, reference-int8, student-int8.
     pairs = {(p["a"], p["b"]) for p in report["matrices"]["error_jaccard"]["pairs"]}
-    teacher = str(tiny_models.teacher)
-    assert pairs == {(teacher, student), (teacher, int8), (student, int8)}
+    assert pairs == {("teacher", student), ("teacher", int8), (student, int8)}
 
     # Asked for by name, a check that cannot apply is an error (exit 3), never a pass.
     asked = subprocess.run([*base, "--checks", "knn_agreement"], capture_output=True, text=True, cwd=tmp_path, env=env,
@@ -174,7 +173,7 @@ knn_agreement = 0.0
 """)
     result = pytester.runpytest("-v", "-p", "no:cacheprovider", "--junitxml=junit.xml")
     result.assert_outcomes(passed=1, errors=1)  # error_jaccard (measured, not gated) passes; the knn setup errors
-    result.stdout.fnmatch_lines(["*knn_agreement?onnx:*model.onnx? ERROR*", "*gave no usable embeddings*"])
+    result.stdout.fnmatch_lines(["*knn_agreement?int8/model.onnx? ERROR*", "*gave no usable embeddings*"])
 
 
 def test_checks_must_be_known_and_cover_the_thresholds(pytester):

@@ -103,7 +103,7 @@ def test_onnx_outputs_chosen_by_name_or_index_and_bad_choices_listed(tiny_models
 
 def test_onnx_tokenizer_from_the_spec_when_not_beside_the_file(tiny_models, texts, tmp_path):
     shutil.copy2(tiny_models.onnx, tmp_path / "model.onnx")
-    with pytest.raises(ModelLoadError, match=r"Could not load a tokenizer for ONNX model .*\?tokenizer=<dir>"):
+    with pytest.raises(ModelLoadError, match=r"needs its tokenizer: put the tokenizer files .*\?tokenizer=<dir>"):
         run(f"onnx:{tmp_path / 'model.onnx'}", texts[:2])
     _, out = run(f"onnx:{tmp_path / 'model.onnx'}?tokenizer={tiny_models.teacher}", texts[:2])
     assert out.logits.shape == (2, 2)

@@ -111,7 +111,7 @@ error_jaccard = 0.6
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines([
         "pyproject.toml::error_jaccard?*student? FAILED*",
-        "pyproject.toml::error_jaccard?onnx:*model.onnx? PASSED*",
+        "pyproject.toml::error_jaccard?onnx-int8/model.onnx? PASSED*",
         f"*error_jaccard*>= 0.6*{float(expected['student']):.4f}*",
     ])
     deselected = pytester.runpytest("-k", "onnx", "-p", "no:cacheprovider")

@@ -22,7 +22,7 @@ def model_dir(tmp_path: Path) -> Path:
 
 def test_local_directories_onnx_files_and_hub_ids(model_dir: Path, tmp_path: Path):
     spec = parse_model_spec("./models/distil", base_dir=tmp_path)
-    assert (spec.backend, spec.is_local, spec.location, spec.name) == ("hf", True, str(model_dir), "models/distil")
+    assert (spec.backend, spec.is_local, spec.location, spec.name) == ("hf", True, str(model_dir), "distil")
     onnx = parse_model_spec("onnx:models/int8.onnx?output=1", base_dir=tmp_path)
     assert onnx.backend == "onnx" and onnx.options == {"output": "1"} and onnx.location.endswith("int8.onnx")
     assert parse_model_spec("models/int8.onnx", base_dir=tmp_path).backend == "onnx"

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--keep-every", type=positive_int, default=2, help="drop-layers, distill: keep every n-th layer (default 2)")
     compress.add_argument("--texts", metavar="DATASET", help="distill: unlabelled texts to distil on; onnx-int8: calibration texts (static quantization)")
     compress.add_argument("--steps", type=positive_int, default=200, help="distill: training steps (default 200)")
+    compress.add_argument("--learning-rate", type=float, default=5e-5,
+                          help="distill: AdamW learning rate (default 5e-5, for a pretrained encoder's layers; the demo's)")
     return parser
 
 
@@ -181,13 +183,15 @@ def run_compress(args: argparse.Namespace) -> int:
         spec = f"onnx:{compress.export_onnx(source, out)}"
     elif args.recipe == "onnx-int8":
         with tempfile.TemporaryDirectory() as fp32:
-            spec = f"onnx:{compress.quantize_onnx(compress.export_onnx(source, fp32), out, calibration_texts=texts)}"
+            exported = compress.export_onnx(source, fp32)
+            spec = f"onnx:{compress.quantize_onnx(exported, out, calibration_texts=texts, source=source)}"
     elif args.recipe == "prune":
         spec = str(compress.prune_magnitude(source, out, sparsity=args.sparsity))
     elif args.recipe == "drop-layers":
         spec = str(compress.drop_layers(source, out, keep_every=args.keep_every))
     else:
-        spec = str(compress.distill(source, out, texts, keep_every=args.keep_every, steps=args.steps))
+        spec = str(compress.distill(source, out, texts, keep_every=args.keep_every, steps=args.steps,
+                                    learning_rate=args.learning_rate))
     print(f"wrote {args.recipe} candidate of {args.source}; gate it with: --candidate {spec}")
     return 0
 

@@ -101,8 +101,12 @@ def quantize_onnx(
     *,
     calibration_texts: Sequence[str] | None = None,
     max_length: int = 128,
+    source: str | Path | None = None,
 ) -> Path:
     """int8 quantization of an ONNX graph with onnxruntime's quantizer.
+
+    ``source``: the model the graph was exported from, recorded in the manifest (default: the graph
+    itself; give it when the graph is a temporary export, so the manifest names what lasts).
 
     Without ``calibration_texts``: dynamic quantization (int8 weights; activations quantized
     on the fly). With them: static QDQ quantization, activation ranges calibrated (MinMax)
@@ -132,7 +136,8 @@ def quantize_onnx(
         root.setLevel(level)
     _copy_tokenizer(onnx_path.parent, out_dir)
     recipe = details.pop("recipe")
-    _write_manifest(out_dir, recipe, onnx_path, onnxruntime=onnxruntime.__version__, weight_type="QInt8", **details)
+    _write_manifest(out_dir, recipe, source or onnx_path, onnxruntime=onnxruntime.__version__, weight_type="QInt8",
+                    **details)
     return path
 
 
@@ -226,7 +231,7 @@ def distill(
     steps: int = 100,
     batch_size: int = 16,
     temperature: float = 2.0,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 5e-5,
     max_length: int = 128,
     seed: int = 0,
 ) -> Path:
@@ -274,7 +279,7 @@ def distill(
     student.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     _write_manifest(out_dir, "distillation", teacher_dir, kept_layers=kept, steps=steps, temperature=temperature,
-                    final_loss=float(loss.detach()))
+                    learning_rate=learning_rate, final_loss=float(loss.detach()))
     return out_dir
 
 

@@ -187,6 +187,8 @@ class Characteristic(ABC):
     params: ClassVar[dict[str, Param]] = {}
     #: The data sets it needs: settings key -> what it is (e.g. {"eval": "eval set"}).
     needs: ClassVar[dict[str, str]] = {}
+    #: The model outputs it reads: "predictions" (a task head's logits or answers), "embeddings" (hidden states).
+    outputs: ClassVar[tuple[str, ...]] = ("predictions",)
     #: Data sets it uses when given (e.g. the OOD check's validation set).
     uses: ClassVar[tuple[str, ...]] = ()
     #: The data set a result is named after (default: the first of :attr:`needs`).

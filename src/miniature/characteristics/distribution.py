@@ -298,6 +298,7 @@ class DataDistribution(Characteristic):
     params = {"k": Param(POSITIVE_INT, 10)}
     needs = {"train": "training bank", "ood": "challenge (OOD) set"}
     uses = ("validation",)
+    outputs = ("embeddings",)
     primary = "ood"
     figure = ("figure-1c-distribution.png", "Data distribution: OOD-set Jaccard against k", "k")
     result_type = OodAgreement

@@ -239,7 +239,7 @@ def _compare(reference: Model, candidate: Model, eval_set: EvalSet, resamples: i
 def _aligned_logits(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet) -> tuple[np.ndarray, np.ndarray]:
     """Both models' logits with the candidate's classes in the reference's order (by their id2label names)."""
     from ..errors import MissingOutput
-    from ..tasks.classification import architectures
+    from ..tasks.classification import architectures, without_head
 
     logits = []
     for model in (reference, candidate):
@@ -248,6 +248,7 @@ def _aligned_logits(engine: Any, reference: Model, candidate: Model, eval_set: E
             raise MissingOutput(
                 f"Model {model.name!r} has no classification head (architectures: {architectures(engine, model)}), so "
                 f"it has no output distribution, which the output-agreement check compares; give a fine-tuned classifier"
+                f"{without_head()}"
             )
         logits.append(outputs.logits)
     ref, cand = logits

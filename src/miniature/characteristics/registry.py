@@ -87,6 +87,11 @@ def get(name: str, *, owner: str = "--checks") -> Characteristic:
     raise UsageError(f"Unknown characteristic {name!r} in {owner}; expected one of {', '.join(known)}")
 
 
+def reading(output: str) -> list[str]:
+    """The names of the characteristics that read ``output`` ("predictions" or "embeddings") alone."""
+    return [name for name, c in characteristics().items() if tuple(c.outputs) == (output,)]
+
+
 def register(characteristic: Any) -> Characteristic:
     """Add a characteristic for this process (tests, notebooks); returns the instance."""
     instance = _instantiate(characteristic)

@@ -178,6 +178,7 @@ class DataRepresentation(Characteristic):
     summary = "mean per-point Jaccard of each eval point's K nearest neighbours under the two models"
     params = {"k": Param(POSITIVE_INT, 10)}
     needs = {"eval": "eval set"}
+    outputs = ("embeddings",)
     figure = ("figure-1ab-representation.png", "Data representation: mean KNN agreement against K", "K")
     result_type = KnnAgreement
 

@@ -44,10 +44,12 @@ class OnnxBackend(Backend):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir, trust_remote_code=self.trust_remote_code)
         except Exception as exc:
+            # The fix first: transformers' own message can run to thousands of characters (every model type).
+            said = " ".join(str(exc).split())
             raise ModelLoadError(
-                f"Could not load a tokenizer for ONNX model {self.spec.name!r} from {self.tokenizer_dir}: "
-                f"{type(exc).__name__}: {exc}. Put the tokenizer files beside the .onnx file or pass "
-                f"?tokenizer=<dir> in the spec."
+                f"ONNX model {self.spec.name!r} needs its tokenizer: put the tokenizer files (tokenizer.json, "
+                f"tokenizer_config.json, ...) beside the .onnx file or pass ?tokenizer=<dir> in the spec. None loaded "
+                f"from {self.tokenizer_dir} ({type(exc).__name__}: {said[:200]}{'...' if len(said) > 200 else ''})"
             ) from exc
         try:
             self.session = onnxruntime.InferenceSession(str(self.model_file), providers=["CPUExecutionProvider"])

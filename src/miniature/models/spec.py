@@ -122,8 +122,8 @@ def parse_model_spec(
             raise UsageError(f"Tokenizer directory {options['tokenizer']!r} of model spec {text!r} does not exist ({tok})")
         options["tokenizer"] = str(tok)
 
-    name = text[2:] if text.startswith("./") else text
     path = _resolve(location, base)
+    name = display_name(path, backend, options) if backend == "onnx" or path.exists() else text
     if backend == "onnx":
         if not path.is_file():
             raise UsageError(f"ONNX model file {location!r} of model spec {text!r} does not exist ({path})")
@@ -146,6 +146,15 @@ def parse_model_spec(
             f"existing path ({path}); for a hub model write hf:{location} or <org>/<name>"
         )
     return ModelSpec(text, name, backend, location, False, options)
+
+
+def display_name(path: Path, backend: str, options: dict[str, str]) -> str:
+    """A short name for a local model: its folder's name (an ONNX file: ``folder/file.onnx``), with the spec's
+    options, which change what it computes. Full paths made tables 250 columns wide; the report's legend and
+    its ``models`` keep the specs. Two models that would share a name are told apart by the session."""
+    short = f"{path.parent.name}/{path.name}" if backend == "onnx" else path.name
+    shown = {k: v for k, v in options.items() if k != "tokenizer"}
+    return short + ("?" + "&".join(f"{k}={v}" for k, v in shown.items()) if shown else "")
 
 
 def _split_options(text: str) -> tuple[str, dict[str, str]]:

@@ -15,8 +15,9 @@ def _cell(value: Any) -> str:
     return html.escape(printable(value)).replace("|", "\\|")
 
 
-def markdown_summary(results: Sequence[Any], *, title: str = "pytest-miniature") -> str:
-    """One Markdown table per characteristic, with each gate's verdict, and a line of totals."""
+def markdown_summary(results: Sequence[Any], *, title: str = "pytest-miniature", legend: Sequence[str] = ()) -> str:
+    """The verdict first (which gates failed), one table per characteristic, then the notes and the models'
+    specs (``legend``) collapsed in a ``<details>`` block."""
     results = [plain(r) for r in results]
     lines = [f"## {_cell(title)}", ""]
     gated = [r for r in results if r.get("threshold") is not None]
@@ -30,5 +31,8 @@ def markdown_summary(results: Sequence[Any], *, title: str = "pytest-miniature")
                   "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
         lines.append("")
-    lines += [f"_{_cell(line)}_" for line in notes(results)]
+    details = [*legend, *notes(results)]
+    if details:
+        lines += ["<details><summary>models, settings and notes</summary>", "",
+                  *(f"- {_cell(line)}" for line in details), "", "</details>"]
     return "\n".join(lines).rstrip() + "\n"

@@ -11,19 +11,27 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MiniatureError
-from .terminal import matrix_lines, summary
+from .terminal import matrix_lines, printable, summary
 
 
 def summary_lines(report: dict[str, Any], *, cache: str) -> list[str]:
     """The tables, the all-pairs matrices, and where the outputs and attack outcomes came from."""
     outputs = report["outputs"]
-    lines = summary(report["results"]) + matrix_lines(report.get("matrices") or {})
+    lines = summary(report["results"]) + matrix_lines(report.get("matrices") or {}) + legend(report.get("models") or {})
     lines.append(f"model outputs: {outputs['computed']} computed ({outputs['seconds_computing']:.1f}s), "
                  f"{outputs['from_cache']} from cache (cache: {cache})")
     if outputs.get("attacked") or outputs.get("attacks_from_cache"):
         lines.append(f"attacks: {outputs['attacked']} examples attacked ({outputs['seconds_attacking']:.1f}s), "
                      f"{outputs['attacks_from_cache']} outcomes from cache")
     return lines
+
+
+def legend(models: dict[str, Any]) -> list[str]:
+    """One line naming the spec behind each short display name (only when some name is not its own spec)."""
+    pairs = [(name, model.get("location") or model.get("spec")) for name, model in models.items()]
+    if all(name == spec for name, spec in pairs):
+        return []
+    return [printable("models: " + "; ".join(f"{name} = {spec}" for name, spec in pairs))]
 
 
 def write_reports(report: dict[str, Any], options: Any, here: Path, *, step_summary: bool = True) -> list[str]:
@@ -52,7 +60,7 @@ def write_reports(report: dict[str, Any], options: Any, here: Path, *, step_summ
         from .html import write_html
 
         lines.append(_written("HTML report", lambda: write_html(report["results"], here / get("html"), report=report)))
-    markdown = markdown_summary(report["results"]) if report["results"] else None
+    markdown = markdown_summary(report["results"], legend=legend(report.get("models") or {})) if report["results"] else None
     if markdown and get("markdown"):
         lines.append(_written("Markdown summary", lambda: _write_text(here / get("markdown"), markdown)))
     target = os.environ.get("GITHUB_STEP_SUMMARY") if step_summary else None

@@ -14,6 +14,14 @@ def architectures(engine: Any, model: Any) -> str:
     return ", ".join(engine.backend(model).config().get("architectures") or []) or "not stated"
 
 
+def without_head() -> str:
+    """What still runs on a model without a head: the checks that read embeddings only (from the registry)."""
+    from ..characteristics import registry
+
+    names = registry.reading("embeddings")
+    return f", or run only the checks that need no head: {', '.join(names)} (on unlabelled text too)" if names else ""
+
+
 def gold(engine: Any, model: Any, eval_set: EvalSet, check: str) -> np.ndarray:
     """The eval set's labels as ``model``'s class indices."""
     labels = eval_set.require_labels(check)
@@ -21,7 +29,7 @@ def gold(engine: Any, model: Any, eval_set: EvalSet, check: str) -> np.ndarray:
     if outputs.logits is None:
         raise MissingOutput(
             f"Model {model.name!r} has no classification head (architectures: {architectures(engine, model)}), so it "
-            f"makes no predictions, which {check} needs; give a fine-tuned classifier"
+            f"makes no predictions, which {check} needs; give a fine-tuned classifier{without_head()}"
         )
     return align_labels(
         labels,
