@@ -207,7 +207,7 @@ def run_demo(
                f"--miniature-report={reports / 'report.json'}", f"--miniature-html={reports / 'report.html'}",
                f"--miniature-markdown={reports / 'summary.md'}", f"--junitxml={reports / 'junit.xml'}"]
     code = subprocess.call(command, cwd=out)
-    print(f"\nreports in {reports}: report.json, report.html (with the Figure 1 plots), summary.md, junit.xml")
+    print(f"\nreports in {reports}: report.json, report.html (one self-contained page: verdict per candidate first), summary.md, junit.xml")
     print(f"models, data sets and config in {out}; cached model outputs in {out / '.miniature_cache'}")
     print(f"re-run the gate alone (from the cache, no model runs): cd {out} && {sys.executable} -m pytest -v")
     return code if strict else (0 if code in (0, 1) else code)

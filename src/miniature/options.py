@@ -78,7 +78,7 @@ OPTIONS = (
     Option("report", {"metavar": "PATH", "help": "write the JSON report (schema pytest-miniature/report v1) to PATH"}),
     Option("markdown", {"metavar": "PATH",
                         "help": "write a Markdown summary to PATH (also appended to $GITHUB_STEP_SUMMARY when that is set)"}),
-    Option("html", {"metavar": "PATH", "help": "write an HTML report with the paper's Figure 1 plots to PATH (needs matplotlib)"}),
+    Option("html", {"metavar": "PATH", "help": "write the HTML report, one self-contained page (verdict per candidate first, Figure 1 inline; needs matplotlib), to PATH"}),
     Option("save-baseline", {"metavar": "PATH", "help": "save this run's report as the baseline later runs compare with"}),
     Option("compare-baseline", {"metavar": "PATH", "help": "show how every result moved against a saved baseline report"}),
 )

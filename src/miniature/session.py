@@ -311,7 +311,24 @@ class Session:
             tables = self.matrices() if matrices else {}
         except MiniatureError as exc:  # a pair that cannot be compared must not hide the rest of the report
             tables = {"error": {"not_computed": str(exc)}}
-        return build_report(self, exit_status=exit_status, matrices=tables)
+        return build_report(self, exit_status=exit_status, matrices=tables, examples=self.failed_examples())
+
+    def failed_examples(self) -> dict[tuple, list[dict[str, str]]]:
+        """For each failed gate, the points that differ most, with their text (by the entry's identity)."""
+        from .errors import MiniatureError
+
+        out = {}
+        for entry in self.ledger.entries:
+            if entry.verdict is None or entry.verdict.passed:
+                continue
+            models = {m.name: m for m in self.known_models}
+            try:
+                out[entry.identity] = registry.get(entry.characteristic).examples(
+                    reference=models[entry.reference], candidate=models[entry.candidate], data=entry.data,
+                    result=entry.result)
+            except (MiniatureError, KeyError):  # the examples illustrate; they must never cost the report
+                continue
+        return out
 
     def worker_report(self) -> dict[str, Any]:
         """This process's report as plain JSON types (pytest-xdist's execnet carries nothing else), without

@@ -268,6 +268,12 @@ class Characteristic(ABC):
         """Lines that qualify its table."""
         return []
 
+    def examples(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None], result: Result,
+                 limit: int = 5) -> list[dict[str, str]]:
+        """The points that show a failed gate best, as rows of {column: text} (the HTML report lists them):
+        their text and what each model made of them. Default: none."""
+        return []
+
     @abstractmethod
     def failure(self, *, result: Result, verdict: Verdict) -> tuple[str, list[str], list[Any], list[str], str]:
         """What a failed gate says: (headline, table headers, table row, telling ids, what the ids are)."""

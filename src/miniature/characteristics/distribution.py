@@ -376,6 +376,15 @@ class DataDistribution(Characteristic):
         return [f"OOD bank: {bank}; threshold keeps {tpr:.0%} of: {validation or f'held-out 10% of {bank}'} "
                 f"({rules.get(rule, rule)})" for bank, validation, tpr, rule in sorted(settings)]
 
+    def examples(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None], result: OodAgreement,
+                 limit: int = 5) -> list[dict[str, str]]:
+        """Challenge points flagged by exactly one model: the text and which model flags it."""
+        ood_set = data["ood"]
+        where = {point: i for i, point in enumerate(ood_set.ids)}
+        flagged_by = lambda p: reference.name if p in result.reference_detection.flagged else candidate.name  # noqa: E731
+        return [{"id": p, "text": ood_set.texts[where[p]], "flagged as out-of-distribution by": flagged_by(p)}
+                for p in result.differing_ids[:limit]]
+
     def failure(self, *, result: OodAgreement, verdict: Verdict):
         ref, cand = result.reference_detection, result.candidate_detection
         head = f"{result.candidate} does not flag the out-of-distribution points {result.reference} flags in {result.dataset}"

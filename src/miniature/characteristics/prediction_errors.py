@@ -213,6 +213,29 @@ class PredictionErrors(Characteristic):
             for r in results if r.get("task") == "question-answering"
         ]
 
+    def examples(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None], result: ErrorJaccard,
+                 limit: int = 5) -> list[dict[str, str]]:
+        """The points wrong for exactly one model, largest change in gold-class probability first: the text, the
+        gold label (or answers) and both models' predictions."""
+        eval_set, engine = data["eval"], reference.session.engine
+        where = {point: i for i, point in enumerate(eval_set.ids)}
+        if eval_set.is_qa:
+            from ..tasks.question_answering import answers
+
+            said = [answers(engine, m, eval_set, "the examples") for m in (reference, candidate)]
+            return [{"id": p, "question": eval_set.questions[where[p]], "gold": " | ".join(eval_set.answers[where[p]]) or
+                     "(no answer)", reference.name: said[0][where[p]] or "(no answer)",
+                     candidate.name: said[1][where[p]] or "(no answer)"} for p in result.differing_ids[:limit]]
+        names = [engine.backend(m).id2label or {} for m in (reference, candidate)]
+        predicted = [engine.outputs(m, eval_set).predictions for m in (reference, candidate)]
+        rows = []
+        for point in result.differing_ids[:limit]:
+            i = where[point]
+            rows.append({"id": point, "text": eval_set.texts[i], "gold": str(eval_set.labels[i]),
+                         reference.name: str(names[0].get(int(predicted[0][i]), int(predicted[0][i]))),
+                         candidate.name: str(names[1].get(int(predicted[1][i]), int(predicted[1][i])))})
+        return rows
+
     def failure(self, *, result: ErrorJaccard, verdict: Verdict):
         head = f"{result.candidate} does not make the errors {result.reference} makes on {result.dataset}"
         headers = ["metric", "threshold", "value", "n", "|E_ref|", "|E_cand|", "|E_ref∩E_cand|", "neg. flip"]

@@ -217,6 +217,16 @@ class DataRepresentation(Characteristic):
                  f"{r['variance']:.4f}", sweep_cell(r), verdict_cell(r)] for r in results]
         return ["reference", "candidate", "eval", "n", "pooling", "K", "mean [95% CI]", "variance", "mean by K", "gate"], rows
 
+    def examples(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None], result: KnnAgreement,
+                 limit: int = 5) -> list[dict[str, str]]:
+        """The points whose neighbourhoods agree least: the text and its three nearest neighbours under each model."""
+        eval_set, engine = data["eval"], reference.session.engine
+        where = {point: i for i, point in enumerate(eval_set.ids)}
+        near = [engine.neighbours(m, eval_set, result.pooling, result.k, "the examples") for m in (reference, candidate)]
+        shown = lambda row: " / ".join(eval_set.texts[j][:80] for j in row[:3])  # noqa: E731
+        return [{"id": p, "text": eval_set.texts[where[p]], f"neighbours under {reference.name}": shown(near[0][where[p]]),
+                 f"neighbours under {candidate.name}": shown(near[1][where[p]])} for p in result.lowest_ids[:limit]]
+
     def failure(self, *, result: KnnAgreement, verdict: Verdict):
         head = f"{result.candidate} does not see the neighbourhoods {result.reference} sees in {result.dataset}"
         headers = ["metric", "threshold", "value", "variance", "n", "K", "pooling"]

@@ -66,6 +66,8 @@ class Engine:
         #: What this run looked at, for reports: model name -> content fingerprint, and the data sets.
         self._fingerprints: dict[str, str] = {}
         self.datasets_used: dict[str, EvalSet] = {}
+        #: model name -> [points, seconds] of the forward passes this run computed (throughput on this device).
+        self.timings: dict[str, list[float]] = {}
         self._neighbours: dict[tuple, np.ndarray] = {}
         self._derived: dict[tuple, Any] = {}
 
@@ -110,6 +112,19 @@ class Engine:
             backend.trust_remote_code |= self.settings.trust_remote_code
             self._backends[model.spec.text] = backend
         return self._backends[model.spec.text]
+
+    def measures(self, model: Any) -> dict[str, Any]:
+        """What compressing bought and what it cost, for the report: size on disk, parameters, and the measured
+        throughput of this run's forward passes (None when its outputs came from the cache)."""
+        from ..errors import MiniatureError
+
+        try:
+            size = self.backend(model).size() if model.spec.is_local else {"megabytes": None, "parameters": None}
+        except (MiniatureError, OSError, ValueError):
+            size = {"megabytes": None, "parameters": None}
+        points, seconds = self.timings.get(model.name, (0, 0.0))
+        throughput = round(points / seconds, 2) if seconds > 0 else None
+        return {**size, "points_per_second": throughput}
 
     def trusts_remote_code(self, model: Any) -> bool:
         """Whether ``model`` may run its own code (recorded in the report)."""
@@ -164,7 +179,11 @@ class Engine:
         start = time.perf_counter()
         outputs = tasks.run(backend, eval_set, self.settings)
         check_finite(model, eval_set, outputs)
-        self.stats.seconds_computing += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.stats.seconds_computing += seconds
+        timing = self.timings.setdefault(model.name, [0, 0.0])
+        timing[0] += len(eval_set)
+        timing[1] += seconds
         self.stats.computed += 1
         if outputs.n != len(eval_set):
             raise ModelLoadError(

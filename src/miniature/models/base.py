@@ -79,6 +79,18 @@ class Backend(ABC):
 
         return [self.local_dir / n for n in VOCABULARY_FILES if (self.local_dir / n).is_file()]
 
+    def size(self) -> dict[str, float | int | None]:
+        """What the model weighs: MB of its weight files on disk, and its parameters where the files say
+        (safetensors headers, ONNX initializers; None for pickled torch files, which are not opened)."""
+        from .fingerprint import parameter_count
+
+        weights = [f for f in self.files() if f.suffix in (".safetensors", ".bin", ".onnx", ".pt", ".pth", ".data")
+                   or f.suffix == "" and f.is_file()]
+        megabytes = sum(f.stat().st_size for f in weights) / 1e6
+        counts = [parameter_count(f) for f in weights]
+        return {"megabytes": round(megabytes, 3),
+                "parameters": sum(counts) if counts and all(c is not None for c in counts) else None}
+
     def config(self) -> dict:
         """The model's config.json (empty when it has none), readable without loading the model."""
         from ..errors import ModelLoadError

@@ -79,6 +79,34 @@ def external_data_files(model_file: Path) -> list[Path]:
     return files
 
 
+def parameter_count(path: Path) -> int | None:
+    """Parameters stored in a weight file, read from its metadata alone: a safetensors header, an ONNX graph's
+    initializers (external data not loaded); 0 for an ONNX external-data file (its graph counts them); None otherwise."""
+    import json
+    import struct
+
+    if path.suffix == ".safetensors":
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        return sum(_product(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    if path.suffix == ".onnx":
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        return sum(_product(t.dims) for t in graph.initializer)
+    if path.suffix in (".data", "") and any(p.suffix == ".onnx" for p in path.parent.iterdir()):
+        return 0
+    return None
+
+
+def _product(shape) -> int:
+    total = 1
+    for d in shape:
+        total *= int(d)
+    return total
+
+
 def fingerprint(files: list[Path], extra: str = "") -> str:
     """One digest over the names and contents of ``files`` and an ``extra`` string."""
     digest = hashlib.sha256(extra.encode())

@@ -1,12 +1,17 @@
-"""A self-contained HTML report: the tables, and the paper's Figure 1 (agreement against K) as PNG plots.
+"""The HTML report: one self-contained file a release engineer reads top to bottom.
 
-Plots are drawn with matplotlib (the ``html`` extra) into ``<name>_files/`` beside the page.
-Works from a live run or a saved JSON report.
+First the verdict per candidate (ship or not, which gates failed and by how much); then what
+each model is (spec, size, measured throughput, fingerprint); the tables of every
+characteristic; the paper's Table 2 for every pair; for each failed gate the examples that
+differ most, with their text; the Figure 1 sweeps as inline SVG (matplotlib, the ``html``
+extra); settings, notes and versions. No external resource: the page is one file. Works from a
+live run or a saved JSON report; every string from a model, data set or report file is escaped.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,16 +20,107 @@ from typing import Any
 from ..errors import MissingExtraError
 from .terminal import notes, plain, printable, sections
 
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222;max-width:1400px}
+h1{margin:0 0 .3em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:13px;margin:.4em 0}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#f3f3f3}tr.fail td{background:#fde2e2}
+.badge{display:inline-block;padding:.2em .7em;border-radius:4px;font-weight:bold;color:#fff}
+.pass{background:#1a7f37}.fail{background:#c62828}.none{background:#777}
+.verdict td:first-child{font-weight:bold}.small{color:#666;font-size:12px}
+.text{max-width:520px}figure{margin:0;display:inline-block}
+"""
 
-def figures() -> list[tuple[str, str, str, str]]:
-    """(metric, file name, title, x-axis) of each characteristic that draws the paper's Figure 1 sweep."""
+
+def _e(value: Any) -> str:
+    return html.escape(printable(value))
+
+
+def _table(headers: Sequence[Any], rows: Sequence[Sequence[Any]], *, fail_column: int | None = None,
+           classes: str = "") -> str:
+    out = [f'<table class="{classes}"><tr>' + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr>"]
+    for row in rows:
+        failed = fail_column is not None and str(row[fail_column]).startswith(("FAIL", "DO NOT SHIP"))
+        css = ' class="fail"' if failed else ""
+        out.append(f"<tr{css}>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>")
+    return "".join(out) + "</table>"
+
+
+def _bound(metric: str) -> str:
     from ..characteristics import registry
 
+    try:
+        return registry.get(metric).bound
+    except Exception:  # a characteristic this installation lacks: agreements are the rule
+        return "min"
+
+
+def _gate_text(r: dict[str, Any]) -> str:
+    """``<metric> 0.4342 < min 0.5 (short by 0.0658)``: what failed, and by how much."""
+    bound = _bound(r["metric"])
+    lower = r.get("gate_mode") == "lower" and r.get("interval")
+    compared = (r["interval"][1 if bound == "max" else 0] if lower else r.get("value"))
+    if compared is None:
+        return f"{r['metric']}: no value"
+    miss = compared - r["threshold"]
+    what = "interval's upper end" if lower and bound == "max" else "interval's lower end" if lower else ""
+    sign = ">" if bound == "max" else "<"
+    return (f"{r['metric']} {what + ' ' if what else ''}{compared:.4f} {sign} {bound} {r['threshold']:g} "
+            f"({'over' if bound == 'max' else 'short'} by {abs(miss):.4f})")
+
+
+def verdicts(results: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """One row per candidate: its verdict, the gates it failed and by how much, the gates passed, what did not apply."""
+    rows = []
+    for candidate in dict.fromkeys(r["candidate"] for r in results):
+        mine = [r for r in results if r["candidate"] == candidate]
+        gated = [r for r in mine if r.get("threshold") is not None]
+        failed = [r for r in gated if not r["passed"]]
+        skipped = sorted({r["metric"] for r in mine if r.get("status") == "not_applicable"})
+        verdict = "no gates" if not gated else "DO NOT SHIP" if failed else "SHIP"
+        rows.append([candidate, verdict, "; ".join(map(_gate_text, failed)) or "-",
+                     f"{len(gated) - len(failed)} of {len(gated)}", ", ".join(skipped) or "-"])
+    return rows
+
+
+def _models(report: dict[str, Any]) -> str:
+    rows = []
+    for name, m in report.get("models", {}).items():
+        parameters = m.get("parameters")
+        rows.append([name, m.get("location") or m.get("spec"), "-" if m.get("megabytes") is None else f"{m['megabytes']:.1f}",
+                     "-" if parameters is None else f"{parameters / 1e6:.2f} M",
+                     "-" if m.get("points_per_second") is None else f"{m['points_per_second']:.1f}",
+                     (m.get("fingerprint") or "-")[:12]])
+    platform = report.get("platform", {})
+    device = f"{platform.get('cpu') or platform.get('machine', '?')}, {platform.get('cpus', '?')} cores"
+    return (_table(["model", "spec", "MB on disk", "parameters", "points/s this run", "fingerprint"], rows)
+            + f'<p class="small">points/s: forward passes this run on {_e(device)}; "-" when its outputs came '
+              f"from the cache. Sizes are the weight files on disk (a torch-int8 candidate quantizes on load).</p>")
+
+
+def _matrices(report: dict[str, Any]) -> str:
     out = []
-    for name, characteristic in registry.characteristics().items():
-        if characteristic.figure is not None:
-            out.append((name, *characteristic.figure))
-    return out
+    for metric, matrix in (report.get("matrices") or {}).items():
+        if "pairs" not in matrix:
+            continue
+        values = {(p["a"], p["b"]): p["value"] for p in matrix["pairs"]}
+        names = matrix["models"]
+        rows = [[a, *[("-" if a == b else "" if (a, b) not in values else "n/a" if values[(a, b)] is None
+                       else f"{values[(a, b)]:.4f}") for b in names[1:]]] for a in names[:-1]]
+        out.append(f"<h3>{_e(matrix['title'].split(' (')[0])} ({_e(metric)})</h3>" + _table(["", *names[1:]], rows))
+    return "".join(out)
+
+
+def _examples(results: Sequence[dict[str, Any]]) -> str:
+    out = []
+    for r in results:
+        if r.get("threshold") is None or r["passed"] or not r.get("examples"):
+            continue
+        headers = list(r["examples"][0])
+        out.append(f"<h3>{_e(r['candidate'])}: {_e(_gate_text(r))}</h3>"
+                   + _table(headers, [[row.get(h, "") for h in headers] for row in r["examples"]], classes="text"))
+    return "".join(out)
 
 
 def _pyplot():
@@ -38,56 +134,75 @@ def _pyplot():
     return plt
 
 
-def _plot(results: Sequence[dict[str, Any]], metric: str, title: str, axis: str, path: Path) -> bool:
+def figures() -> list[tuple[str, str, str, str]]:
+    """(metric, file name, title, x-axis) of each characteristic that draws the paper's Figure 1 sweep."""
+    from ..characteristics import registry
+
+    return [(name, *c.figure) for name, c in registry.characteristics().items() if c.figure is not None]
+
+
+def _svg(results: Sequence[dict[str, Any]], metric: str, title: str, axis: str) -> str | None:
+    """The sweep of every pair as an inline SVG: short names in a legend under the axes, so long names never
+    squeeze the plot or get cut."""
     chosen = [r for r in results if r["metric"] == metric and r.get("sweep")]
     if not chosen:
-        return False
+        return None
     plt = _pyplot()
-    figure, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    plt.rcParams["svg.fonttype"] = "none"  # text stays text: small and searchable
+    figure, ax = plt.subplots(figsize=(6.4, 3.6 + 0.22 * len(chosen)), dpi=100)
     for r in chosen:
         sweep = {int(k): (v[0] if isinstance(v, (list, tuple)) else v) for k, v in r["sweep"].items()}
         ks = sorted(sweep)
         label = f"{r['reference']} vs {r['candidate']}" + (f" ({r['pooling']})" if r.get("pooling") else "")
         label = printable(label).replace("$", r"\$")  # names are text, never control codes or matplotlib mathtext
-        ax.plot(ks, [sweep[k] for k in ks], marker="o", label=label)
-    ax.set(title=title, xlabel=axis, ylabel="Jaccard", ylim=(0, 1.02))
+        ax.plot(ks, [sweep[k] for k in ks], marker="o", label=label[:60])
+    ax.set(xlabel=axis, ylabel="Jaccard", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     figure.tight_layout()
-    figure.savefig(path)
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
     plt.close(figure)
-    return True
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg"):]  # inline: no XML prolog
 
 
 def write_html(results: Sequence[Any], path: str | os.PathLike[str], *, report: dict[str, Any] | None = None) -> Path:
-    """Write the page and its plots; return the page's path."""
+    """Write the self-contained page; return its path."""
     path = Path(path)
     every = [plain(r) for r in results]
-    results = [r for r in every if r.get("status", "ok") == "ok"]
-    assets = path.with_name(path.stem + "_files")
-    assets.mkdir(parents=True, exist_ok=True)
-    body = ["<h1>pytest-miniature</h1>"]
-    if report is not None:
-        # Every value from a report file is escaped: a crafted report must not put markup in the page.
-        verdict, created = (html.escape(str(report.get(k))) for k in ("verdict", "created"))
-        failed, total = (html.escape(str(report.get("gates", {}).get(k))) for k in ("failed", "total"))
-        body.append(f"<p><b>{verdict.upper()}</b>: {failed} of {total} gates failed. Created {created}.</p>")
-    for title, headers, rows in sections(results):
-        body.append(f"<h2>{html.escape(title.rstrip(':'))}</h2><table><tr>"
-                    + "".join(f"<th>{html.escape(str(h))}</th>" for h in headers) + "</tr>")
-        for row in rows:
-            css = ' class="fail"' if str(row[-1]).startswith("FAIL") else ""
-            body.append(f"<tr{css}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
-        body.append("</table>")
-    for metric, name, title, axis in figures():
-        if _plot(results, metric, title, axis, assets / name):
-            body.append(f'<h2>{html.escape(title)}</h2><img src="{assets.name}/{name}" alt="{html.escape(title)}">')
-    body += [f"<p><i>{html.escape(line)}</i></p>" for line in notes(every)]
-    if report is not None:
+    measured = [r for r in every if r.get("status", "ok") == "ok"]
+    report = report or {}
+    gates = report.get("gates") or {}
+    overall = str(report.get("verdict", "")).lower()
+    badge = {"pass": "pass", "fail": "fail"}.get(overall, "none")
+    body = [f'<h1>pytest-miniature release gate <span class="badge {badge}">{_e(overall.upper() or "-")}</span></h1>',
+            f"<p>{_e(gates.get('failed', '?'))} of {_e(gates.get('total', '?'))} gates failed. "
+            f"Created {_e(report.get('created', '-'))}.</p>",
+            "<h2>Verdict per candidate</h2>", _table(["candidate", "verdict", "failed gates", "gates passed",
+                                                      "not applicable"], verdicts(every), fail_column=1, classes="verdict")]
+    if report.get("models"):
+        body += ["<h2>Models</h2>", _models(report)]
+    for title, headers, rows in sections(every):
+        body += [f"<h2>{_e(title.rstrip(':'))}</h2>", _table(headers, rows, fail_column=len(headers) - 1)]
+    if report.get("matrices"):
+        body += ["<h2>All pairs (the paper's Table 2)</h2>", _matrices(report)]
+    examples = _examples(every)
+    if examples:
+        body += ["<h2>Failed gates: the examples that differ most</h2>", examples]
+    plots = [(title, svg) for metric, _, title, axis in figures() if (svg := _svg(measured, metric, title, axis))]
+    if plots:
+        body += ["<h2>The paper's Figure 1: agreement against K</h2>",
+                 *(f"<figure>{svg}<figcaption>{_e(title)}</figcaption></figure>" for title, svg in plots)]
+    settings = report.get("settings") or {}
+    body += ["<h2>Settings and notes</h2>",
+             _table(["setting", "value"], [[k, settings[k]] for k in ("thresholds", "checks", "gate", "eval", "train", "ood",
+                                                                       "batch_size", "max_length") if k in settings]),
+             *(f'<p class="small">{_e(line)}</p>' for line in notes(every))]
+    if report.get("versions"):
         versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v)
-        body.append(f"<p><small>{html.escape(versions)}</small></p>")
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px}tr.fail td{background:#fde2e2}")
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>pytest-miniature report</title>"
-                    f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n", encoding="utf-8")
+        body.append(f'<p class="small">{_e(versions)}; platform {_e(report.get("platform", {}))}</p>')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>pytest-miniature report</title>"
+                    f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n", encoding="utf-8")
     return path

@@ -77,7 +77,8 @@ def trim(value: Any) -> Any:
     return value
 
 
-def build_report(session: Any, *, exit_status: int | None = None, matrices: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_report(session: Any, *, exit_status: int | None = None, matrices: dict[str, Any] | None = None,
+                 examples: dict[tuple, list[dict[str, str]]] | None = None) -> dict[str, Any]:
     """The report of everything ``session`` computed, as plain JSON-ready data."""
     from ..characteristics.base import Threshold
 
@@ -96,12 +97,13 @@ def build_report(session: Any, *, exit_status: int | None = None, matrices: dict
     models = {
         model.name: {"spec": model.spec.text, "backend": model.spec.backend, "location": model.spec.location,
                      "fingerprint": engine.known_fingerprint(model),
-                     "trust_remote_code": engine.trusts_remote_code(model)}
+                     "trust_remote_code": engine.trusts_remote_code(model), **engine.measures(model)}
         for model in session.known_models
     }
     datasets = {name: {"n": len(data), "fingerprint": data.fingerprint, "labelled": data.labels is not None}
                 for name, data in engine.datasets_used.items()}
-    results = [trim(e.as_dict()) for e in session.ledger.entries]
+    results = [trim({**e.as_dict(), **({"examples": examples[e.identity]} if e.identity in (examples or {}) else {})})
+               for e in session.ledger.entries]
     stats = engine.stats
     return _with_verdict({
         "schema": SCHEMA,
