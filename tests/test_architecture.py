@@ -202,3 +202,45 @@ def test_each_characteristic_is_named_only_in_its_module_and_the_registry():
 def test_the_plugin_stays_a_thin_adapter():
     plugin = Path(__file__).resolve().parents[1] / "plugin" / "pytest_miniature" / "plugin.py"
     assert len(plugin.read_text().splitlines()) < 200
+
+
+def test_results_that_differ_in_any_declared_setting_keep_their_own_identity():
+    from miniature.characteristics.base import identity_of
+
+    ood = {"metric": "ood_agreement", "reference": "r", "candidate": "c", "dataset": "news", "pooling": "cls", "k": 10,
+           "tpr": 0.95, "threshold_rule": "sun2022", "bank": "train.csv", "validation": None}
+    for change in ({"tpr": 0.9}, {"bank": "other.csv"}, {"validation": "val.csv"}, {"threshold_rule": "quantile"}):
+        assert identity_of({**ood, **change}) != identity_of(ood)
+    attack = {"metric": "attack_robustness", "reference": "r", "candidate": "c", "dataset": "a", "attack": {"examples": 5}}
+    assert identity_of({**attack, "attack": {"examples": 50}}) != identity_of(attack)
+
+
+def test_derived_values_are_memoised_by_everything_a_data_set_holds():
+    from miniature.data import EvalSet
+
+    base = EvalSet("a.csv", ("0", "1"), ("good", "bad"), (1, 0))
+    assert EvalSet("a.csv", ("0", "1"), ("good", "bad"), (0, 1)).content_key != base.content_key  # labels
+    assert EvalSet("a.csv", ("x", "y"), ("good", "bad"), (1, 0)).content_key != base.content_key  # ids
+    assert EvalSet("a.csv", ("x", "y"), ("good", "bad"), (0, 1)).fingerprint == base.fingerprint  # what models see
+
+
+def test_a_characteristic_may_not_take_a_name_already_taken():
+    from miniature.characteristics import registry
+    from miniature.characteristics.base import Characteristic
+    from miniature.errors import UsageError
+
+    class Impostor(Characteristic):
+        name = "error_jaccard"
+        title = "impostor"
+
+        def measure(self, **kwargs):
+            raise AssertionError("never measured")
+
+        def rows(self, **kwargs):
+            return [], []
+
+        def failure(self, **kwargs):
+            return "", [], [], [], ""
+
+    with pytest.raises(UsageError, match="A characteristic named 'error_jaccard' is registered already"):
+        registry.register(Impostor)

@@ -459,3 +459,21 @@ def test_a_challenge_point_that_is_a_validation_point_scores_as_it_did_there():
     challenge = validation[[at]] + np.float32(1e-6) * rng.normal(size=(1, 8)).astype(np.float32)
     same = detect_ood(["p"], bank=bank, validation=validation, challenge=challenge, ks=(5,), same_as_validation=[at])[5]
     assert same.scores[0] == scores[at] and same.flagged == ({"p"} if flag(scores[[at]], same.threshold)[0] else set())
+
+
+def test_infinite_qa_logits_are_a_model_error_and_their_nan_padding_is_not():
+    from miniature.data import EvalSet
+    from miniature.engine.local import check_finite
+    from miniature.errors import ModelLoadError
+    from miniature.outputs import ModelOutputs
+
+    data = EvalSet("squad", ("q0", "q1"), ("context a", "context b"), questions=("a?", "b?"), answers=(("a",), ()))
+    padded = np.array([[1.0, 2.0, np.nan], [0.5, 0.1, 0.3]], np.float32)
+    fine = ModelOutputs(logits=None, cls=None, answers=np.array(["a", ""]), span_scores=np.array([1.0, -np.inf]),
+                        null_scores=np.array([0.0, 0.1]), start_logits=padded, end_logits=padded)
+    check_finite(type("M", (), {"name": "qa"})(), data, fine)  # padding and a window without a span are no fault
+    broken = ModelOutputs(logits=None, cls=None, answers=fine.answers, span_scores=fine.span_scores,
+                          null_scores=fine.null_scores, start_logits=np.where(np.isnan(padded), np.nan, np.inf),
+                          end_logits=padded)
+    with pytest.raises(ModelLoadError, match="non-finite start_logits .* for 2 of the 2 points of 'squad'"):
+        check_finite(type("M", (), {"name": "qa"})(), data, broken)

@@ -93,7 +93,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _data_fixture(name: str, key: str, what: str, optional: bool = False):
-    flag = f"--miniature-{key.replace('_', '-')}"
+    flag = f"--miniature-{key.replace('_', '-')}"  # as session.option_flag says it (that import is heavy here)
 
     def fixture(miniature_runner: Session):
         spec = getattr(miniature_runner.settings, key)
@@ -121,7 +121,7 @@ class MiniatureFile(pytest.File):
 
 
 class MiniatureCheckItem(pytest.Item):
-    """One built-in check for one candidate: a threshold missed is a failure; a model or data problem, or a
+    """One configured check for one candidate: a threshold missed is a failure; a model or data problem, or a
     check that cannot apply to the model, is an error (see pytest_runtest_makereport)."""
 
     def __init__(self, *, check: str, threshold: Any, candidate_spec: Any, **kwargs: Any) -> None:

@@ -222,9 +222,9 @@ class Session:
                 raise
             characteristic = registry.get(name)
             data = self.configured_data(characteristic)
-            primary = data[characteristic.primary or next(iter(characteristic.needs))]
+            primary = data.get(characteristic.primary or next(iter(characteristic.needs), ""))
             return self.ledger.record(Entry(characteristic.name, self.model(self.settings.reference).name,
-                                            self.model(candidate).name, primary.name, reason=str(exc)))
+                                            self.model(candidate).name, primary.name if primary else "", reason=str(exc)))
         return self.settle(pending, threshold.value if threshold is not None else None)
 
     def chosen_checks(self) -> tuple[list[str], bool]:

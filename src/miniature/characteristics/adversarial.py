@@ -106,6 +106,7 @@ class AttackGap(Result):
     """
 
     metric = "attack_robustness"
+    setting = ("attack",)
 
     reference_summary: AttackSummary
     candidate_summary: AttackSummary
@@ -249,7 +250,7 @@ class AdversarialVulnerability(Characteristic):
         session = reference.session
         engine = session.engine
         settings = params.get("settings") or session.settings.attack
-        ref_out, cand_out = (engine.memo(("attack", m.spec.text, attack_set.fingerprint, settings),
+        ref_out, cand_out = (engine.memo(("attack", m.spec.text, attack_set.content_key, settings),
                                          lambda m=m: attack_outcomes(engine, m, attack_set, settings))
                              for m in (reference, candidate))
         # Transfer: the reference's adversarial texts, shown to the candidate where it was right before.

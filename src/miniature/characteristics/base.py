@@ -10,6 +10,7 @@ the session, the plugin, the CLI and the renderers never switch on a characteris
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -79,9 +80,17 @@ def _rebuild(cls: type[Result], fields: dict[str, Any]) -> Result:
 
 
 def identity_of(result: Mapping[str, Any]) -> tuple:
-    """The identity of a result given as a dict (a report's) or as a live result's ``as_dict``."""
-    return (result["metric"], result["reference"], result["candidate"], result["dataset"],
-            result.get("pooling"), result.get("k"))
+    """The identity of a result given as a dict (a report's) or as a live result's ``as_dict``: what it measured,
+    of which pair, on which data, and the setting fields its type declares (two results that differ in any of
+    them are two results: neither may replace the other in the ledger, a report or a baseline)."""
+    from . import registry
+
+    try:
+        setting = registry.get(result["metric"]).result_type.setting
+    except Exception:  # a report's result of a characteristic this installation lacks
+        setting = ("pooling", "k")
+    values = (json.dumps(result.get(name), sort_keys=True, default=str) for name in setting)
+    return (result["metric"], result["reference"], result["candidate"], result["dataset"], *values)
 
 
 def _plain(value: Any) -> Any:
@@ -124,15 +133,8 @@ class Verdict:
         return cls(threshold=float(threshold), bound=bound, mode=mode, compared=compared, passed=bool(passed))
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields a report keeps per gated result (schema v1 names)."""
-        return {"threshold": self.threshold, "gate_mode": self.mode, "passed": self.passed}
-
-    @property
-    def describe(self) -> str:
-        """``min 0.5``, ``lower bound 0.5``, ``max 15``, ``upper bound 15``."""
-        if self.mode == "lower":
-            return f"{'upper' if self.bound == 'max' else 'lower'} bound {self.threshold:g}"
-        return f"{self.bound} {self.threshold:g}"
+        """The fields a report keeps per gated result (schema v1 names, and the value compared)."""
+        return {"threshold": self.threshold, "gate_mode": self.mode, "passed": self.passed, "compared": self.compared}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,12 +154,6 @@ class Threshold:
 
     value: float
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __getattr__(self, name: str) -> Any:  # threshold.k reads the parameter k
-        params = self.__dict__.get("params", {})
-        if name in params:
-            return params[name]
-        raise AttributeError(name)
 
 
 #: How the check functions name each data set argument (settings key -> argument name), for error messages.
@@ -195,8 +191,8 @@ class Characteristic(ABC):
     primary: ClassVar[str | None] = None
     #: Whether an all-pairs matrix (the paper's Table 2) of it makes sense.
     pairwise: ClassVar[bool] = True
-    #: The K sweep figure (the paper's Figure 1): (file name, title, x-axis label), or None.
-    figure: ClassVar[tuple[str, str, str] | None] = None
+    #: The K sweep figure (the paper's Figure 1): (title, x-axis label), or None.
+    figure: ClassVar[tuple[str, str] | None] = None
     #: The Result subclass it returns.
     result_type: ClassVar[type[Result]] = Result
 
@@ -228,9 +224,6 @@ class Characteristic(ABC):
         params = {key: param.check(value.get(key, param.default), f"{self.name}.{key}", owner)
                   for key, param in self.params.items()}
         return Threshold(self.check_bound(value[self.bound_key], name=f"{self.name}.{self.bound_key}", owner=owner), params)
-
-    def describe_threshold(self, threshold: Threshold) -> str:
-        return f"{'>=' if self.higher_is_better else '<='} {threshold.value:g}"
 
     # -- computing ------------------------------------------------------------------------------
 

@@ -170,7 +170,7 @@ class OodAgreement(Result):
     """
 
     metric = "ood_agreement"
-    setting = ("pooling", "k")
+    setting = ("pooling", "k", "tpr", "threshold_rule", "bank", "validation")
 
     k: int
     tpr: float
@@ -300,7 +300,7 @@ class DataDistribution(Characteristic):
     uses = ("validation",)
     outputs = ("embeddings",)
     primary = "ood"
-    figure = ("figure-1c-distribution.png", "Data distribution: OOD-set Jaccard against k", "k")
+    figure = ("Data distribution: OOD-set Jaccard against k", "k")
     result_type = OodAgreement
 
     def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
@@ -339,7 +339,7 @@ class DataDistribution(Characteristic):
                               is_ood=is_ood, rule=rule, same_as_validation=same)
 
         # One detector per model and setting, however many pairs it is in (the all-pairs matrix).
-        setting = (train_set.fingerprint, validation_set.fingerprint if validation_set else None, ood_set.fingerprint,
+        setting = (train_set.content_key, validation_set.content_key if validation_set else None, ood_set.content_key,
                    pooling, tuple(ks), tpr, rule)
         ref_d, cand_d = (engine.memo(("ood", m.spec.text, *setting), lambda m=m: detect(m)) for m in (reference, candidate))
         result = compare_ood(ood_set.ids, ref_d[k], cand_d[k], reference=reference.name, candidate=candidate.name,

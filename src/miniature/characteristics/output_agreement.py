@@ -310,10 +310,38 @@ class _OutputAgreement(Characteristic):
     def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
                 params: Mapping[str, Any], resamples: int) -> Result:
         # Both characteristics come from one comparison: computed once per pair and resampling.
-        key = ("output agreement", reference.spec.text, candidate.spec.text, data["eval"].fingerprint, resamples,
+        key = ("output agreement", reference.spec.text, candidate.spec.text, data["eval"].content_key, resamples,
                reference.session.settings.null_threshold)
         both = reference.session.engine.memo(key, lambda: _compare(reference, candidate, data["eval"], resamples))
         return both[0] if self.higher_is_better else both[1]
+
+    def examples(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None], result: Result,
+                 limit: int = 5) -> list[dict[str, str]]:
+        """The points that moved most (largest KL first): the text, the gold label, and each model's top
+        prediction with its probability (extractive QA: the question and both answers)."""
+        eval_set, engine = data["eval"], reference.session.engine
+        ids = result.disagreeing_ids if isinstance(result, Top1Agreement) else result.largest_ids
+        where = {point: i for i, point in enumerate(eval_set.ids)}
+        if eval_set.is_qa:
+            from ..tasks.question_answering import answers
+
+            said = [answers(engine, m, eval_set, "the examples") for m in (reference, candidate)]
+            return [{"id": p, "question": eval_set.questions[where[p]], reference.name: said[0][where[p]] or "(no answer)",
+                     candidate.name: said[1][where[p]] or "(no answer)"} for p in ids[:limit]]
+        ref_logits, cand_logits = _aligned_logits(engine, reference, candidate, eval_set)
+        names = engine.backend(reference).id2label or {}
+        rows = []
+        for point in ids[:limit]:
+            i = where[point]
+            row = {"id": point, "text": eval_set.texts[i]}
+            if eval_set.labels is not None:
+                row["gold"] = str(eval_set.labels[i])
+            for model, logits in ((reference, ref_logits), (candidate, cand_logits)):
+                p = np.exp(log_softmax(logits[i]))
+                top = int(np.argmax(p))
+                row[model.name] = f"{names.get(top, top)} ({p[top]:.2f})"
+            rows.append(row)
+        return rows
 
     def notes(self, *, results: Sequence[dict[str, Any]]) -> list[str]:
         if any(r.get("task") == "question-answering" for r in results):

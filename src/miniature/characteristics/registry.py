@@ -66,10 +66,14 @@ def characteristics() -> dict[str, Characteristic]:
     """Every characteristic by name: built-ins first (the paper's order), then third parties'."""
     global _loaded
     if _loaded is None:
-        _loaded = {name: _instantiate(target) for name, target in BUILTINS.items()}
+        loaded = {name: _instantiate(target) for name, target in BUILTINS.items()}
         for name, instance in _entry_points().items():
-            _loaded.setdefault(name, instance)
-    return {**_loaded, **{k: v for k, v in _registered.items() if k not in _loaded}}
+            if name in loaded:
+                raise UsageError(f"The entry point {name!r} of the group {GROUP} names a built-in characteristic; "
+                                 f"give it a name of its own")
+            loaded[name] = instance
+        _loaded = loaded
+    return {**_loaded, **_registered}
 
 
 def names() -> list[str]:
@@ -95,6 +99,10 @@ def reading(output: str) -> list[str]:
 def register(characteristic: Any) -> Characteristic:
     """Add a characteristic for this process (tests, notebooks); returns the instance."""
     instance = _instantiate(characteristic)
+    known = characteristics()
+    if instance.name in known and type(known[instance.name]) is not type(instance):
+        raise UsageError(f"A characteristic named {instance.name!r} is registered already "
+                         f"({type(known[instance.name]).__qualname__}); give it a name of its own")
     _registered[instance.name] = instance
     return instance
 

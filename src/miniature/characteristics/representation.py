@@ -179,7 +179,7 @@ class DataRepresentation(Characteristic):
     params = {"k": Param(POSITIVE_INT, 10)}
     needs = {"eval": "eval set"}
     outputs = ("embeddings",)
-    figure = ("figure-1ab-representation.png", "Data representation: mean KNN agreement against K", "K")
+    figure = ("Data representation: mean KNN agreement against K", "K")
     result_type = KnnAgreement
 
     def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ..errors import DatasetError, MissingGold
 
@@ -49,6 +50,13 @@ class EvalSet:
             # Questions are part of what a QA model sees (a plain set's digest is unchanged).
             digest.update(json.dumps(self.texts if self.questions is None else [self.questions, self.texts]).encode())
             object.__setattr__(self, "fingerprint", digest.hexdigest())
+
+    @cached_property
+    def content_key(self) -> str:
+        """Digest of everything the set holds (name, ids, texts, labels, flags, answers), where ``fingerprint``
+        covers what the models see: derived values that depend on ids or labels are memoised by this one."""
+        fields = [self.name, self.ids, self.texts, self.labels, self.label_names, self.ood, self.questions, self.answers]
+        return hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -222,13 +222,15 @@ def check_finite(model: Any, eval_set: EvalSet, outputs: ModelOutputs) -> None:
     (A NaN logit has no argmax; NaN embeddings make FAISS return arbitrary neighbours; either would
     give a plausible-looking agreement.)
     """
-    for name in ("logits", "cls", "mean", "span_scores", "null_scores"):
+    for name in ("logits", "cls", "mean", "span_scores", "null_scores", "start_logits", "end_logits"):
         array = getattr(outputs, name)
         if array is None:
             continue
         values = np.asarray(array, dtype=np.float64).reshape(len(array), -1)
-        # QA span scores are -inf where a window has no valid span; NaN is never a score.
-        bad = np.isnan(values).any(axis=1) if name.endswith("_scores") else ~np.isfinite(values).all(axis=1)
+        # QA span scores are -inf where a window has no valid span, and first-window logits NaN past its end:
+        # there NaN (scores) or infinity (logits) is the fault.
+        bad = (np.isnan(values) if name.endswith("_scores") else np.isinf(values) if name.endswith("_logits")
+               else ~np.isfinite(values)).any(axis=1)
         if bad.any():
             what = {"cls": "hidden states (CLS)", "mean": "hidden states (mean-pooled)"}.get(name, name)
             raise ModelLoadError(

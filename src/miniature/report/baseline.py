@@ -10,11 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..characteristics.base import number
 from .terminal import plain, table
 
 
 def _key(r: dict[str, Any]) -> tuple:
-    return (r["metric"], r["candidate"], r.get("k"), r.get("pooling"))
+    """A result's identity without the reference and data set names (which may move between releases)."""
+    from ..characteristics.base import identity_of
+
+    metric, _, candidate, _, *setting = identity_of(r)
+    return (metric, candidate, *setting)
 
 
 def baseline_rows(results: Sequence[Any], baseline: dict[str, Any]) -> list[list[Any]]:
@@ -26,12 +31,9 @@ def baseline_rows(results: Sequence[Any], baseline: dict[str, Any]) -> list[list
         if old is not None:
             was, now = old["value"], r["value"]  # None: NaN in the report (e.g. a gap with nothing to lose)
             change = "-" if was is None or now is None else f"{now - was:+.4f}"
-            rows.append([r["metric"], r["candidate"], r.get("k") or "", _number(was), _number(now), change])
+            rows.append([r["metric"], r["candidate"], r.get("k") or "", number(was), number(now), change])
     return rows
 
-
-def _number(value: float | None) -> str:
-    return "-" if value is None or value != value else f"{value:.4f}"
 
 
 def baseline_lines(results: Sequence[Any], baseline: dict[str, Any], source: str) -> list[str]:

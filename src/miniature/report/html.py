@@ -2,8 +2,8 @@
 
 First the verdict per candidate (ship or not, which gates failed and by how much); then what
 each model is (spec, size, measured throughput, fingerprint); the tables of every
-characteristic; the paper's Table 2 for every pair; for each failed gate the examples that
-differ most, with their text; the Figure 1 sweeps as inline SVG (matplotlib, the ``html``
+characteristic; the paper's Table 2 for every pair; for each failed gate of a characteristic that
+lists them, the examples that differ most, with their text; the Figure 1 sweeps as inline SVG (matplotlib, the ``html``
 extra); settings, notes and versions. No external resource: the page is one file. Works from a
 live run or a saved JSON report; every string from a model, data set or report file is escaped.
 """
@@ -60,7 +60,7 @@ def _gate_text(r: dict[str, Any]) -> str:
     """``<metric> 0.4342 < min 0.5 (short by 0.0658)``: what failed, and by how much."""
     bound = _bound(r["metric"])
     lower = r.get("gate_mode") == "lower" and r.get("interval")
-    compared = (r["interval"][1 if bound == "max" else 0] if lower else r.get("value"))
+    compared = r.get("compared", r["interval"][1 if bound == "max" else 0] if lower else r.get("value"))
     if compared is None:
         return f"{r['metric']}: no value"
     miss = compared - r["threshold"]
@@ -134,8 +134,8 @@ def _pyplot():
     return plt
 
 
-def figures() -> list[tuple[str, str, str, str]]:
-    """(metric, file name, title, x-axis) of each characteristic that draws the paper's Figure 1 sweep."""
+def figures() -> list[tuple[str, str, str]]:
+    """(metric, title, x-axis) of each characteristic that draws the paper's Figure 1 sweep."""
     from ..characteristics import registry
 
     return [(name, *c.figure) for name, c in registry.characteristics().items() if c.figure is not None]
@@ -190,7 +190,7 @@ def write_html(results: Sequence[Any], path: str | os.PathLike[str], *, report: 
     examples = _examples(every)
     if examples:
         body += ["<h2>Failed gates: the examples that differ most</h2>", examples]
-    plots = [(title, svg) for metric, _, title, axis in figures() if (svg := _svg(measured, metric, title, axis))]
+    plots = [(title, svg) for metric, title, axis in figures() if (svg := _svg(measured, metric, title, axis))]
     if plots:
         body += ["<h2>The paper's Figure 1: agreement against K</h2>",
                  *(f"<figure>{svg}<figcaption>{_e(title)}</figcaption></figure>" for title, svg in plots)]

@@ -70,7 +70,7 @@ def notes(results: Sequence[Any]) -> list[str]:
     if unknown:
         lines.append(f"not shown: results of {', '.join(unknown)}, a characteristic this installation does not have")
     if any(r.get("interval") for r in results):
-        lines.append("[95% CI]: seeded bootstrap over eval points (1,000 resamples)")
+        lines.append("[95% CI]: seeded bootstrap over the points of each data set (1,000 resamples)")
     lines += [f"not applicable: {r['metric']} of {r['reference']} vs {r['candidate']}: {r['reason']}"
               for r in every if r.get("status") == "not_applicable"]
     return lines

@@ -65,10 +65,14 @@ def write_reports(report: dict[str, Any], options: Any, here: Path, *, step_summ
         lines.append(_written("Markdown summary", lambda: _write_text(here / get("markdown"), markdown)))
     target = os.environ.get("GITHUB_STEP_SUMMARY") if step_summary else None
     if markdown and target:
-        with open(target, "a", encoding="utf-8") as handle:
-            handle.write(markdown + "\n")
-        lines.append(f"Markdown summary appended to $GITHUB_STEP_SUMMARY ({target})")
+        lines.append(_written("Markdown summary appended to $GITHUB_STEP_SUMMARY", lambda: _append(Path(target), markdown)))
     return lines
+
+
+def _append(path: Path, text: str) -> str:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+    return f"({path})"
 
 
 def _write_text(path: Path, text: str) -> Path:
