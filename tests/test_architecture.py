@@ -202,6 +202,7 @@ def test_each_characteristic_is_named_only_in_its_module_and_the_registry():
 def test_the_plugin_stays_a_thin_adapter():
     plugin = Path(__file__).resolve().parents[1] / "plugin" / "pytest_miniature" / "plugin.py"
     assert len(plugin.read_text().splitlines()) < 200
+    assert sum(len(p.read_text().splitlines()) for p in plugin.parent.glob("*.py")) < 200  # the whole adapter
 
 
 def test_results_that_differ_in_any_declared_setting_keep_their_own_identity():

@@ -121,8 +121,7 @@ class MiniatureFile(pytest.File):
 
 
 class MiniatureCheckItem(pytest.Item):
-    """One configured check for one candidate: a threshold missed is a failure; a model or data problem, or a
-    check that cannot apply to the model, is an error (see pytest_runtest_makereport)."""
+    """One configured check for one candidate: a threshold missed fails it; a model or data problem errors it."""
 
     def __init__(self, *, check: str, threshold: Any, candidate_spec: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
