@@ -238,20 +238,9 @@ def _compare(reference: Model, candidate: Model, eval_set: EvalSet, resamples: i
 
 def _aligned_logits(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet) -> tuple[np.ndarray, np.ndarray]:
     """Both models' logits with the candidate's classes in the reference's order (by their id2label names)."""
-    from ..errors import MissingOutput
-    from ..tasks.classification import architectures, without_head
+    from ..tasks.classification import logits
 
-    logits = []
-    for model in (reference, candidate):
-        outputs = engine.outputs(model, eval_set)
-        if outputs.logits is None:
-            raise MissingOutput(
-                f"Model {model.name!r} has no classification head (architectures: {architectures(engine, model)}), so "
-                f"it has no output distribution, which the output-agreement check compares; give a fine-tuned classifier"
-                f"{without_head()}"
-            )
-        logits.append(outputs.logits)
-    ref, cand = logits
+    ref, cand = (logits(engine, m, eval_set, "the output-agreement check") for m in (reference, candidate))
     if ref.shape[1] != cand.shape[1]:
         raise NotApplicable(f"Models {reference.name!r} and {candidate.name!r} predict {ref.shape[1]} and "
                             f"{cand.shape[1]} classes, so their output distributions cannot be compared")
@@ -270,8 +259,7 @@ def _compare_qa(engine: Any, reference: Model, candidate: Model, eval_set: EvalS
                 resamples: int) -> tuple[Top1Agreement, KlDivergence]:
     """Extractive QA: the same final answer text, and the first window's start and end distributions."""
     from ..models.fingerprint import fingerprint
-    from ..tasks.question_answering import answers
-    from .squad import exact_match
+    from ..tasks.question_answering import answers, correct
 
     check = "the output-agreement check"
     predicted = [answers(engine, m, eval_set, check) for m in (reference, candidate)]
@@ -285,12 +273,12 @@ def _compare_qa(engine: Any, reference: Model, candidate: Model, eval_set: EvalS
     if span[0].shape != span[1].shape or not np.array_equal(np.isnan(span[0]), np.isnan(span[1])):
         raise NotApplicable(f"Models {reference.name!r} and {candidate.name!r} cut the questions into different "
                             f"windows, so their span distributions cannot be compared")
-    correct = [None, None]
+    right = [None, None]
     if eval_set.answers is not None:
-        correct = [np.array([exact_match(a, g) for a, g in zip(p, eval_set.answers)], bool) for p in predicted]
+        right = [correct(p, eval_set.answers) for p in predicted]
     same = np.array([a == b for a, b in zip(*predicted)], bool)
-    return compare_outputs(eval_set.ids, span[0], span[1], same_top=same, reference_correct=correct[0],
-                           candidate_correct=correct[1], reference=reference.name, candidate=candidate.name,
+    return compare_outputs(eval_set.ids, span[0], span[1], same_top=same, reference_correct=right[0],
+                           candidate_correct=right[1], reference=reference.name, candidate=candidate.name,
                            dataset=eval_set.name, task="question-answering", resamples=resamples)
 
 

@@ -249,16 +249,16 @@ def _qa_error_jaccard(engine: Any, reference: Model, candidate: Model, eval_set:
                       resamples: int) -> ErrorJaccard:
     """Extractive QA: a point is an error when its answer exactly matches no gold answer (SQuAD 2.0 rules;
     answering an unanswerable question is an error). Also reports each model's EM and F1."""
-    from ..tasks.question_answering import answers
-    from .squad import exact_match, f1_score
+    from ..tasks.question_answering import answers, correct
+    from .squad import f1_score
 
     check = "the prediction-error check"
     golds = eval_set.require_answers(check)
     scores = {}
     for model in (reference, candidate):
         predicted = answers(engine, model, eval_set, check)
-        correct = np.array([exact_match(a, g) for a, g in zip(predicted, golds)], dtype=np.int64)
-        scores[model] = (correct, float(np.mean([f1_score(a, g) for a, g in zip(predicted, golds)])))
+        scores[model] = (correct(predicted, golds).astype(np.int64),
+                         float(np.mean([f1_score(a, g) for a, g in zip(predicted, golds)])))
     (ref_correct, ref_f1), (cand_correct, cand_f1) = scores[reference], scores[candidate]
     always = np.ones(len(eval_set), dtype=np.int64)  # "correct" is the gold of the correct-or-not prediction
     result = compare_errors(

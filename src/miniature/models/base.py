@@ -46,6 +46,7 @@ class Backend(ABC):
         self.spec = spec
         self.local_dir = local_dir
         self.tokenizer = None
+        self._config: dict | None = None
         #: Whether the model's own Python (config.json's auto_map) may run: only when the user opts in,
         #: per model (``?trust_remote_code=true``) or for the run (``trust_remote_code = true``).
         self.trust_remote_code = spec.options.get("trust_remote_code", "").lower() in ("1", "true", "yes")
@@ -92,7 +93,13 @@ class Backend(ABC):
                 "parameters": sum(counts) if counts and all(c is not None for c in counts) else None}
 
     def config(self) -> dict:
-        """The model's config.json (empty when it has none), readable without loading the model."""
+        """The model's config.json (empty when it has none), readable without loading the model; read once
+        (every batch asks for its vocabulary size)."""
+        if self._config is None:
+            self._config = self._read_config()
+        return self._config
+
+    def _read_config(self) -> dict:
         from ..errors import ModelLoadError
 
         path = self.local_dir / "config.json"

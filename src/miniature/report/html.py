@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingExtraError
-from .terminal import notes, plain, printable, sections
+from .terminal import matrix_rows, notes, plain, printable, sections
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222;max-width:1400px}
@@ -105,10 +105,8 @@ def _matrices(report: dict[str, Any]) -> str:
         if "pairs" not in matrix:
             continue
         values = {(p["a"], p["b"]): p["value"] for p in matrix["pairs"]}
-        names = matrix["models"]
-        rows = [[a, *[("-" if a == b else "" if (a, b) not in values else "n/a" if values[(a, b)] is None
-                       else f"{values[(a, b)]:.4f}") for b in names[1:]]] for a in names[:-1]]
-        out.append(f"<h3>{_e(matrix['title'].split(' (')[0])} ({_e(metric)})</h3>" + _table(["", *names[1:]], rows))
+        out.append(f"<h3>{_e(matrix['title'].split(' (')[0])} ({_e(metric)})</h3>"
+                   + _table(*matrix_rows(matrix["models"], values)))
     return "".join(out)
 
 

@@ -100,8 +100,8 @@ def failure_message(characteristic: Characteristic, result: Result, verdict: Ver
     ])
 
 
-def matrix_table(names: Sequence[str], values: dict[tuple[str, str], float | None]) -> str:
-    """An upper-triangular matrix of pair values, as Table 2 of the paper lists its pairs."""
+def matrix_rows(names: Sequence[str], values: dict[tuple[str, str], float | None]) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of an upper-triangular matrix of pair values, as Table 2 of the paper lists its pairs."""
     def cell(a: str, b: str) -> str:
         if a == b:
             return "-"
@@ -109,8 +109,11 @@ def matrix_table(names: Sequence[str], values: dict[tuple[str, str], float | Non
             return ""
         return "n/a" if values[(a, b)] is None else f"{values[(a, b)]:.4f}"
 
-    rows = [[a, *[cell(a, b) for b in names[1:]]] for a in names[:-1]]
-    return table(["", *names[1:]], rows)
+    return ["", *names[1:]], [[a, *[cell(a, b) for b in names[1:]]] for a in names[:-1]]
+
+
+def matrix_table(names: Sequence[str], values: dict[tuple[str, str], float | None]) -> str:
+    return table(*matrix_rows(names, values))
 
 
 def matrix_lines(matrices: dict[str, dict[str, Any]]) -> list[str]:

@@ -17,11 +17,6 @@ if TYPE_CHECKING:
 TASKS = ("text-classification", "question-answering")
 
 
-def task_of(eval_set: EvalSet) -> str:
-    """The task a data set is read for."""
-    return "question-answering" if eval_set.is_qa else "text-classification"
-
-
 def preprocessing(eval_set: EvalSet, settings: Any) -> dict[str, Any]:
     """The settings that change a model's outputs on ``eval_set`` (they enter the cache key)."""
     if eval_set.is_qa:

@@ -107,3 +107,10 @@ def answers(engine: Any, model: Any, eval_set: EvalSet, check: str) -> list[str]
             f"QA, or add ?task=question-answering to its spec if its files do not say so"
         )
     return outputs.qa_predictions(engine.settings.null_threshold)
+
+
+def correct(answers: list[str], golds: tuple[tuple[str, ...], ...]) -> np.ndarray:
+    """Which answers exactly match a gold answer (SQuAD 2.0 normalisation; "" is right only when there is none)."""
+    from ..characteristics.squad import exact_match
+
+    return np.array([exact_match(a, g) for a, g in zip(answers, golds)], dtype=bool)
