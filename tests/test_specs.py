@@ -52,7 +52,7 @@ def test_user_aliases_resolve_relative_paths_and_override_builtins(model_dir: Pa
         ("./models/missing", r"Model path './models/missing' of model spec './models/missing' does not exist"),
         ("onnx:nothing.onnx", r"ONNX model file 'nothing.onnx' .* does not exist"),
         ("tf:some/model", r"Unknown model backend 'tf'"),
-        ("models/distil?quantise=int8", r"Unknown option\(s\) quantise .* takes quantize, revision"),
+        ("models/distil?quantise=int8", r"Unknown option\(s\) quantise .* takes device, dtype, quantize, revision"),
         ("models/distil?quantize=int4", r"Expected quantize=int8 .* got quantize='int4'"),
         ("onnx:models/int8.onnx?tokenizer=nowhere", r"Tokenizer directory 'nowhere' .* does not exist"),
         ("models", r"has no config.json"),

@@ -1,5 +1,4 @@
-"""pytest plugin: a thin adapter over :class:`miniature.session.Session`. Loaded in every pytest run,
-so it imports nothing heavy at module level: the library loads inside hooks, models when a check runs."""
+"""pytest plugin: a thin adapter over :class:`miniature.session.Session`; loaded in every run, so nothing heavy at import."""
 
 from __future__ import annotations
 
@@ -43,11 +42,12 @@ def pytest_configure(config: pytest.Config) -> None:
         settings, pyproject = resolve_settings(config.option, Path(config.invocation_params.dir), inifile=inifile)
     except UsageError as exc:
         raise pytest.UsageError(f"pytest-miniature: {exc}") from None
-    config.stash[state_key] = MiniatureState(Session(settings, progress=lambda line: _progress(config, line)), pyproject)
+    session = Session(settings, progress=lambda line: _progress(config, line), live=None if config.option.verbose >= 0 else False)
+    config.stash[state_key] = MiniatureState(session, pyproject)  # under -q (live False): one progress line per step
 
 
 def _progress(config: pytest.Config, line: str) -> None:  # on the terminal, even while a test's output is captured
-    if (reporter := config.pluginmanager.get_plugin("terminalreporter")) is not None and config.option.verbose >= 0:
+    if (reporter := config.pluginmanager.get_plugin("terminalreporter")) is not None:
         reporter.write_line(f"miniature: {line}")
 
 

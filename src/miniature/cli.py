@@ -190,8 +190,12 @@ def run_compress(args: argparse.Namespace) -> int:
     elif args.recipe == "drop-layers":
         spec = str(compress.drop_layers(source, out, keep_every=args.keep_every))
     else:
+        from .progress import Progress
+
+        progress = Progress(lambda line: print(f"miniature: {line}", file=sys.stderr), f"distilling {args.source}",
+                            args.steps, unit="steps", live=sys.stderr.isatty())
         spec = str(compress.distill(source, out, texts, keep_every=args.keep_every, steps=args.steps,
-                                    learning_rate=args.learning_rate))
+                                    learning_rate=args.learning_rate, progress=progress))
     print(f"wrote {args.recipe} candidate of {args.source}; gate it with: --candidate {spec}")
     return 0
 

@@ -234,8 +234,10 @@ def distill(
     learning_rate: float = 5e-5,
     max_length: int = 128,
     seed: int = 0,
+    progress: Any = None,
 ) -> Path:
-    """Distil ``teacher_dir`` into a student with every ``keep_every``-th encoder layer.
+    """Distil ``teacher_dir`` into a student with every ``keep_every``-th encoder layer (``progress``: a
+    :class:`~miniature.progress.Progress` told each step and its loss).
 
     The student starts from the teacher's kept layers (as DistilBERT did) and is trained to
     match the teacher's temperature-softened class distribution on unlabelled ``texts``.
@@ -264,7 +266,7 @@ def distill(
     optimiser = torch.optim.AdamW(student.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
     student.train()
-    for _ in range(steps):
+    for step in range(steps):
         index = torch.randint(len(texts), (batch_size,), generator=generator).tolist()
         batch = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         with torch.no_grad():
@@ -274,6 +276,8 @@ def distill(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+        if progress is not None:
+            progress.update(step + 1, f"distillation loss {loss.item():.4f}")
     student.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     student.save_pretrained(out_dir)

@@ -14,6 +14,7 @@ from .characteristics import registry
 from .characteristics.base import Threshold
 from .data.spec import DatasetSpec
 from .errors import UsageError
+from .models.device import check_device, check_dtype
 from .models.spec import ModelSpec
 from .outputs import POOLINGS
 from .tasks import TASKS
@@ -25,6 +26,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 GATE_MODES = ("point", "lower")
+#: Who runs the models: this process, or Ray actors (see engine/ray.py).
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,14 @@ class Settings:
     trust_remote_code: bool = False
     models: dict[str, str] = field(default_factory=dict)
     thresholds: dict[str, Threshold] = field(default_factory=dict)
+    #: Where models run: auto (CUDA when torch sees one, else MPS, else the CPU), cpu, cuda, cuda:N or mps;
+    #: and the dtype transformers models are loaded in. Per model: ``?device=`` and ``?dtype=`` in its spec.
+    device: str = "auto"
+    dtype: str = "float32"
+    #: Who runs the forward passes and attacks: this process (local) or a Ray cluster (ray).
+    engine: str = "local"
+    #: Ray: actors per model (None: one per CPU of the cluster, or per GPU when the device is CUDA).
+    workers: int | None = None
     #: The characteristics to run (None: those with thresholds, else every one whose data is given).
     checks: list[str] | None = None
     #: Relative paths in specs resolve against this directory.
@@ -190,6 +201,12 @@ class Settings:
         if self.ood_threshold_rule not in ("sun2022", "quantile"):
             raise UsageError(f"Expected ood_threshold_rule to be sun2022 or quantile in {owner} but got "
                              f"{self.ood_threshold_rule!r}")
+        check_device(self.device, owner)
+        check_dtype(self.dtype, owner)
+        if self.engine not in ENGINES:
+            raise UsageError(f"Expected engine to be one of {', '.join(ENGINES)} in {owner} but got {self.engine!r}")
+        if self.workers is not None:
+            check_positive_int(self.workers, "workers", owner)
         if self.gate not in GATE_MODES:
             raise UsageError(f"Expected gate to be one of {', '.join(GATE_MODES)} in {owner} but got {self.gate!r}")
         if self.pooling not in POOLINGS:

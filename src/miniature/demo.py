@@ -17,8 +17,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .errors import MissingExtraError
+from .progress import Progress
 
 
 def minilm_dir() -> Path:
@@ -34,7 +36,7 @@ def minilm_dir() -> Path:
 
 def fine_tune(
     base: Path, out_dir: Path, texts: list[str], labels: list[int], *, epochs: int,
-    label_names: tuple[str, ...] = ("negative", "positive"), seed: int = 0,
+    label_names: tuple[str, ...] = ("negative", "positive"), seed: int = 0, say: Any = print,
 ) -> Path:
     """Fine-tune ``base`` with a fresh head (one class per label name) for about ``epochs`` passes."""
     import torch
@@ -54,7 +56,10 @@ def fine_tune(
         )
     finally:
         hf_logging.set_verbosity(verbosity)
-    train_classifier(model, tokenizer, texts, labels, steps=epochs * len(texts) // 16, batch_size=16, seed=seed)
+    steps = epochs * len(texts) // 16
+    train_classifier(model, tokenizer, texts, labels, steps=steps, batch_size=16, seed=seed,
+                     progress=Progress(lambda line: say(f"      {line}"), "fine-tuning", steps, unit="steps",
+                                       live=sys.stdout.isatty()))
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
@@ -134,7 +139,7 @@ def build(
     start = time.perf_counter()
     source = "the project's demo corpus" if train_spec is None else train_spec
     say(f"[1/4] fine-tuning all-MiniLM-L6-v2 on {n_train} sentences of {source} ...")
-    reference = fine_tune(minilm_dir(), models / "reference", *train, epochs=1, label_names=names)
+    reference = fine_tune(minilm_dir(), models / "reference", *train, epochs=1, label_names=names, say=say)
     say(f"      done in {time.perf_counter() - start:.0f}s")
     say("[2/4] compressing it six ways: torch int8, ONNX int8 (dynamic and static), pruning, layer dropping, distillation ...")
     quantize_torch(reference, models / "torch-int8")
@@ -144,7 +149,9 @@ def build(
     prune_magnitude(reference, models / "pruned-50", sparsity=0.5)
     drop_layers(reference, models / "dropped-3l", keep_every=2)
     say(f"[3/4] distilling a 3-layer student ({40 if quick else 150} steps) ...")
-    distill(reference, models / "distilled-3l", train[0], keep_every=2, steps=40 if quick else 150, learning_rate=5e-5)
+    steps = 40 if quick else 150
+    distill(reference, models / "distilled-3l", train[0], keep_every=2, steps=steps, learning_rate=5e-5,
+            progress=Progress(lambda line: say(f"      {line}"), "distilling", steps, unit="steps", live=sys.stdout.isatty()))
     say(f"      models built in {time.perf_counter() - start:.0f}s under {models}")
     return {
         "reference": "./models/reference",

@@ -17,21 +17,25 @@ def train_classifier(
     learning_rate: float = 1e-4,
     max_length: int = 64,
     seed: int = 0,
+    progress: Any = None,
 ) -> Any:
-    """Train ``model`` for ``steps`` AdamW steps on random batches of (text, label); return it in eval mode."""
+    """Train ``model`` for ``steps`` AdamW steps on random batches of (text, label); return it in eval mode.
+    ``progress``: a :class:`~miniature.progress.Progress` told each step and its loss."""
     import torch
 
     torch.manual_seed(seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(steps):
+    for step in range(steps):
         index = torch.randint(len(texts), (batch_size,), generator=generator).tolist()
         batch = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         loss = model(**batch, labels=torch.tensor([labels[i] for i in index])).loss
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+        if progress is not None:
+            progress.update(step + 1, f"loss {loss.item():.3f}")
     return model.eval()
 
 

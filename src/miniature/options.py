@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import GATE_MODES, POOLINGS, TASKS, Settings, find_pyproject, load_settings
+from .config import ENGINES, GATE_MODES, POOLINGS, TASKS, Settings, find_pyproject, load_settings
 from .errors import UsageError
+from .models.device import DTYPES
 
 
 def positive_int(text: str) -> int:
@@ -71,6 +72,14 @@ OPTIONS = (
                               "help": "QA: answer nothing when the no-answer score beats the best span by more than X (default 0)"}),
     Option("batch-size", {"type": positive_int, "metavar": "N", "help": "inference batch size (default 32)"}),
     Option("max-length", {"type": positive_int, "metavar": "N", "help": "truncate inputs to N tokens (default 256)"}),
+    Option("device", {"metavar": "DEVICE",
+                       "help": "where models run: auto (default: CUDA when torch sees one, else MPS, else CPU), cpu, cuda, cuda:N, mps"}),
+    Option("dtype", {"choices": list(DTYPES), "help": "dtype transformers models are loaded in (default float32)"}),
+    Option("engine", {"choices": list(ENGINES),
+                       "help": "run forward passes and attacks in this process (local, default) or on a Ray cluster "
+                               "(ray: RAY_ADDRESS, else a local Ray; needs pytest-miniature[ray])"}),
+    Option("workers", {"type": positive_int, "metavar": "N",
+                        "help": "Ray engine: actors per model (default: one per CPU of the cluster, per GPU on CUDA)"}),
     Option("cache-dir", {"metavar": "DIR", "help": "where model outputs are cached (default: .miniature_cache beside pyproject.toml)"}),
     Option("no-cache", {"action": "store_true", "help": "neither read nor write the output cache"}),
     Option("trust-remote-code", {"action": "store_true",
@@ -128,7 +137,8 @@ def resolve_settings(values: Any, here: Path, *, inifile: Path | None = None) ->
         "pooling": get("pooling"), "gate": get("gate"), "doc_stride": get("doc_stride"),
         "max_answer_length": get("max_answer_length"), "null_threshold": get("null_threshold"),
         "cache_dir": Path(here, get("cache_dir")) if get("cache_dir") else None,
-        "checks": get("checks"),
+        "checks": get("checks"), "device": get("device"), "dtype": get("dtype"), "engine": get("engine"),
+        "workers": get("workers"),
         "trust_remote_code": True if get("trust_remote_code") else None,
     })
     if get("no_cache"):

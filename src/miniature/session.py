@@ -16,7 +16,7 @@ from .characteristics.base import Characteristic, Result, Threshold, Verdict
 from .characteristics.bootstrap import RESAMPLES
 from .config import Settings
 from .data import DatasetSpec, EvalSet
-from .engine import Engine
+from .engine import Engine, make_engine
 from .errors import GateFailure, NotApplicable, UsageError
 from .models import ModelSpec
 from .outputs import ModelOutputs
@@ -116,9 +116,10 @@ class Session:
     """Settings, engine, ledger: everything one run of the gate knows."""
 
     def __init__(self, settings: Settings | None = None, *, progress: Callable[[str], None] | None = None,
-                 engine: Engine | None = None) -> None:
+                 engine: Engine | None = None, live: bool | None = None) -> None:
+        """``live``: progress lines while a step runs (None: when stdout is a terminal), else one per finished step."""
         self.settings = settings if settings is not None else Settings()
-        self.engine = engine if engine is not None else Engine(self.settings, progress=progress)
+        self.engine = engine if engine is not None else make_engine(self.settings, progress=progress, live=live)
         self.ledger = Ledger()
         self._models: dict[str, Model] = {}
 

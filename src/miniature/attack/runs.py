@@ -33,7 +33,6 @@ log = logging.getLogger("miniature")
 #: Bumped whenever build_attack changes what an attack does (cached outcomes then go stale).
 RECIPE_VERSION = 2
 _FLUSH_SECONDS = 20.0
-_REPORT_SECONDS = 10.0
 
 
 def attack_settings_key(settings: AttackSettings) -> dict[str, Any]:
@@ -86,7 +85,7 @@ def attack_outcomes(engine: Engine, target: Any, attack_set: EvalSet, settings: 
     similarity = engine.handle(settings.similarity_model) if settings.similarity_model else None
     parts = {
         "kind": "attack", "recipe": RECIPE_VERSION, "target": engine.fingerprint(target), "textattack": TEXTATTACK_VERSION,
-        "masked_lm": engine.fingerprint(lm),
+        "masked_lm": engine.fingerprint(lm), "placement": engine.backend(target).placement().key(),
         "similarity": engine.fingerprint(similarity) if similarity else None,
         "settings": attack_settings_key(settings), "max_length": engine.settings.max_length,
         "batch_size": engine.settings.batch_size,
@@ -99,24 +98,27 @@ def attack_outcomes(engine: Engine, target: Any, attack_set: EvalSet, settings: 
     engine.stats.attacks_from_cache += count - len(todo)
     if todo:
         meta = {"target": target.spec.text, "masked_lm": lm.spec.text, "settings": parts["settings"]}
-        attack = _attack_for(engine, target, lm, similarity, settings)
-        start = last_flush = last_report = time.perf_counter()
-        for done, ((example_id, text, label), k) in enumerate(todo, 1):
-            result = attack.attack(text, label)
-            store.outcomes[k] = asdict(_outcome(example_id, result))
+        progress = engine.progress_of(f"attacking {target.name}", len(todo), unit="examples", per="min")
+        start = last_flush = time.perf_counter()
+        successes = 0
+        # The engine attacks (here, or spread over Ray workers); only this process writes the cache.
+        for done, (outcome, k) in enumerate(engine.attack(target, lm, similarity, settings, todo), 1):
+            store.outcomes[k] = outcome
             engine.stats.attacked += 1
-            now = time.perf_counter()
-            if now - last_flush > _FLUSH_SECONDS or done == len(todo):
-                store.save(meta)
-                last_flush = now
-            if now - last_report > _REPORT_SECONDS or done == len(todo):
-                last_report = now
-                engine.report_progress(
-                    f"attacking {target.name}: {done}/{len(todo)} examples "
-                    f"({count - len(todo)} from cache), {now - start:.0f}s"
-                )
+            successes += outcome["status"] == "successful"
+            if time.perf_counter() - last_flush > _FLUSH_SECONDS or done == len(todo):
+                store.save(meta)  # an interrupted run resumes where it stopped
+                last_flush = time.perf_counter()
+            progress.update(done, f"{successes} successful so far")
         engine.stats.seconds_attacking += time.perf_counter() - start
     return [AttackOutcome(**{**store.outcomes[k], "id": example_id}) for (example_id, _, _), k in zip(examples, keys)]
+
+
+def attack_here(engine: Engine, target: Any, lm: Any, similarity: Any | None, settings: AttackSettings, todo: list):
+    """Attack each ``((id, text, label), key)`` of ``todo`` in this process; yields (outcome as a dict, key)."""
+    attack = _attack_for(engine, target, lm, similarity, settings)
+    for (example_id, text, label), k in todo:
+        yield asdict(_outcome(example_id, attack.attack(text, label))), k
 
 
 def _outcome(example_id: str, result: Any) -> AttackOutcome:
@@ -139,10 +141,15 @@ def _outcome(example_id: str, result: Any) -> AttackOutcome:
 
 
 def _attack_for(engine: Engine, target: Any, lm: Any, similarity: Any | None, settings: AttackSettings) -> Any:
+    import torch
+    from textattack.shared import utils as textattack_utils
+
     from .recipe import EncoderSimilarity, build_attack
     from .wrapper import BackendModelWrapper
 
     batch_size, max_length = engine.settings.batch_size, engine.settings.max_length
+    # TextAttack moves the masked LM and its inputs to one global device: make it the one the run asks for.
+    textattack_utils.device = torch.device(engine.backend(lm).device)
     masked_lm, tokenizer = engine.memo(("masked_lm", lm.spec.text), lambda: load_masked_lm(engine, lm))
     constraint = None
     if similarity is not None:
@@ -157,6 +164,7 @@ def _attack_for(engine: Engine, target: Any, lm: Any, similarity: Any | None, se
 
 def load_masked_lm(engine: Engine, lm: Any) -> tuple[Any, Any]:
     """The attack's masked LM and its tokenizer, from ``lm``'s local directory (or hub snapshot)."""
+    import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     backend = engine.backend(lm)
@@ -167,7 +175,8 @@ def load_masked_lm(engine: Engine, lm: Any) -> tuple[Any, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(backend.local_dir, trust_remote_code=backend.trust_remote_code)
         model, info = AutoModelForMaskedLM.from_pretrained(backend.local_dir, output_loading_info=True,
-                                                           trust_remote_code=backend.trust_remote_code)
+                                                           trust_remote_code=backend.trust_remote_code,
+                                                           torch_dtype=getattr(torch, backend.dtype))
     except Exception as exc:
         raise ModelLoadError(
             f"Could not load the attack's masked LM {lm.name!r} from {backend.local_dir} "
@@ -180,4 +189,4 @@ def load_masked_lm(engine: Engine, lm: Any) -> tuple[Any, Any]:
             f"newly initialised), so its substitutes would be random; give a masked LM such as bert-base-uncased"
         )
     model.eval()
-    return model, tokenizer
+    return model.to(backend.device), tokenizer

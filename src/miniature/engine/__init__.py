@@ -5,6 +5,18 @@ where devices and a distributed engine plug in: checks and the session ask it fo
 embeddings and neighbours and never load a model themselves.
 """
 
+from typing import Any
+
 from .local import Engine, RunStats, backend_fingerprint
 
-__all__ = ["Engine", "RunStats", "backend_fingerprint"]
+
+def make_engine(settings: Any, **kwargs: Any) -> Engine:
+    """The engine ``settings.engine`` names: this process (``local``) or a Ray cluster (``ray``)."""
+    if getattr(settings, "engine", "local") == "ray":
+        from .ray import RayEngine
+
+        return RayEngine(settings, **kwargs)
+    return Engine(settings, **kwargs)
+
+
+__all__ = ["Engine", "RunStats", "backend_fingerprint", "make_engine"]

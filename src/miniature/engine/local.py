@@ -21,6 +21,7 @@ from ..data import DatasetSpec, EvalSet, load_eval_set, parse_dataset_spec
 from ..errors import MissingOutput, ModelLoadError
 from ..models import Backend, ModelSpec, open_backend, parse_model_spec
 from ..outputs import ModelOutputs
+from ..progress import Progress
 
 log = logging.getLogger("miniature")
 
@@ -55,8 +56,11 @@ class Engine:
 
     settings: Settings = field(default_factory=Settings)
     stats: RunStats = field(default_factory=RunStats)
-    #: Where progress lines of slow work (attacks) go; None: the "miniature" logger at INFO.
+    #: Where progress lines of slow work go; None: the "miniature" logger at INFO.
     progress: Callable[[str], None] | None = None
+    #: A line every few seconds while a step runs (someone is watching), else one per finished step;
+    #: None: when stdout is a terminal.
+    live: bool | None = None
 
     def __post_init__(self) -> None:
         self._backends: dict[str, Backend] = {}
@@ -110,8 +114,20 @@ class Engine:
         if model.spec.text not in self._backends:
             backend = open_backend(model.spec)
             backend.trust_remote_code |= self.settings.trust_remote_code
+            backend.place(*self.placement(model, backend))
             self._backends[model.spec.text] = backend
         return self._backends[model.spec.text]
+
+    def placement(self, model: Any, backend: Backend) -> tuple[str, str]:
+        """(device, dtype) ``model`` runs with: its spec's ``?device=``/``?dtype=``, else the run's settings.
+        ``auto`` leaves a CPU-only model (torch dynamic int8) on the CPU; naming a device it cannot use is an error."""
+        from ..models.device import resolve_device
+
+        options = model.spec.options
+        asked = options.get("device", self.settings.device)
+        where = f"model {model.name!r} (?device=)" if "device" in options else "device (--miniature-device)"
+        device = "cpu" if asked == "auto" and backend.cpu_only() else resolve_device(asked, where)
+        return device, options.get("dtype", self.settings.dtype)
 
     def measures(self, model: Any) -> dict[str, Any]:
         """What compressing bought and what it cost, for the report: size on disk, parameters, and the measured
@@ -124,7 +140,9 @@ class Engine:
             size = {"megabytes": None, "parameters": None}
         points, seconds = self.timings.get(model.name, (0, 0.0))
         throughput = round(points / seconds, 2) if seconds > 0 else None
-        return {**size, "points_per_second": throughput}
+        backend = self._backends.get(model.spec.text)
+        ran = backend.placement().as_dict() if backend is not None else {}
+        return {**size, "points_per_second": throughput, **ran}
 
     def trusts_remote_code(self, model: Any) -> bool:
         """Whether ``model`` may run its own code (recorded in the report)."""
@@ -137,6 +155,12 @@ class Engine:
         if backend.tokenizer is None:
             backend.load(self.settings.task)
         return backend
+
+    def progress_of(self, what: str, total: int, *, unit: str = "points", per: str = "s") -> Progress:
+        import sys
+
+        live = self.live if self.live is not None else sys.stdout.isatty()
+        return Progress(self.report_progress, what, total, unit=unit, live=live, per=per)
 
     def report_progress(self, message: str) -> None:
         if self.progress is not None:
@@ -159,6 +183,8 @@ class Engine:
             # Dynamically quantized models scale activations per batch, so which texts share
             # a batch changes their outputs: the batch size is part of the key.
             batch_size=self.settings.batch_size,
+            # float16 against float32, CUDA kernels against CPU ones: where it ran changes the outputs.
+            **backend.placement().key(),
             **tasks.preprocessing(eval_set, self.settings),
         )
         outputs = self._cache.get(key) if self._cache else None
@@ -177,7 +203,9 @@ class Engine:
         self.loaded_backend(model)
         log.info("miniature: running %s on %s (n=%d)", model.name, eval_set.name, len(eval_set))
         start = time.perf_counter()
-        outputs = tasks.run(backend, eval_set, self.settings)
+        progress = self.progress_of(f"running {model.name} on {eval_set.name}", len(eval_set),
+                                    unit="windows" if eval_set.is_qa else "points")
+        outputs = tasks.run(backend, eval_set, self.settings, progress=progress)
         check_finite(model, eval_set, outputs)
         seconds = time.perf_counter() - start
         self.stats.seconds_computing += seconds
@@ -190,6 +218,12 @@ class Engine:
                 f"Model {model.name!r} returned {outputs.n} outputs for the {len(eval_set)} points of {eval_set.name!r}"
             )
         return outputs
+
+    def attack(self, target: Any, lm: Any, similarity: Any, settings: Any, todo: list):
+        """Attack each ``((id, text, label), key)`` of ``todo``; yields (outcome dict, key) as each finishes."""
+        from ..attack.runs import attack_here
+
+        return attack_here(self, target, lm, similarity, settings, todo)
 
     def embeddings(self, model: Any, eval_set: EvalSet, pooling: str, check: str) -> np.ndarray:
         """The model's L2-unnormalised embeddings of ``eval_set`` (``cls`` or ``mean`` pooling)."""

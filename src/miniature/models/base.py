@@ -50,6 +50,22 @@ class Backend(ABC):
         #: Whether the model's own Python (config.json's auto_map) may run: only when the user opts in,
         #: per model (``?trust_remote_code=true``) or for the run (``trust_remote_code = true``).
         self.trust_remote_code = spec.options.get("trust_remote_code", "").lower() in ("1", "true", "yes")
+        #: Where it runs (a resolved torch device) and the dtype of its weights: set by the engine before load.
+        self.device, self.dtype = "cpu", "float32"
+
+    def place(self, device: str, dtype: str) -> None:
+        """Run on ``device`` (resolved: ``cpu``, ``cuda:N``, ``mps``) with weights in ``dtype``; before :meth:`load`."""
+        self.device, self.dtype = device, dtype
+
+    def cpu_only(self) -> bool:
+        """Whether this model runs on the CPU only (torch dynamic int8): ``device = "auto"`` then keeps it there."""
+        return False
+
+    def placement(self):
+        """Where this model runs (after :meth:`load`, what actually ran: ONNX says which provider)."""
+        from .device import Placement
+
+        return Placement(self.device, self.dtype)
 
     @abstractmethod
     def files(self) -> list[Path]:

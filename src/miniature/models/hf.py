@@ -47,6 +47,9 @@ class HFBackend(Backend):
         on_load = json.loads(manifest.read_text()).get("load", {}) if manifest.is_file() else {}
         return self.spec.options.get("quantize") or on_load.get("quantize")
 
+    def cpu_only(self) -> bool:
+        return self.quantize() == "int8"
+
     def load_options(self) -> dict[str, str]:
         options = super().load_options()
         if self.quantize():
@@ -66,7 +69,8 @@ class HFBackend(Backend):
         try:
             trust = self.trust_remote_code  # never run a model's own code unless the user opted in
             self.tokenizer = AutoTokenizer.from_pretrained(self.local_dir, trust_remote_code=trust)
-            model, info = loader.from_pretrained(self.local_dir, output_loading_info=True, trust_remote_code=trust)
+            model, info = loader.from_pretrained(self.local_dir, output_loading_info=True, trust_remote_code=trust,
+                                                 torch_dtype=getattr(torch, self.dtype))
         except Exception as exc:
             raise ModelLoadError(
                 f"Could not load model {self.spec.name!r} from {self.local_dir} "
@@ -82,9 +86,17 @@ class HFBackend(Backend):
             )
         model.eval()
         if self.quantize() == "int8":
+            if self.device != "cpu" or self.dtype != "float32":
+                from ..errors import UsageError
+
+                raise UsageError(f"Model {self.spec.name!r} is torch dynamic int8 (quantize=int8), which runs on the CPU "
+                                 f"in float32 only; it was asked to run on {self.device} in {self.dtype}: give it "
+                                 f"?device=cpu&dtype=float32 in its spec")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.ao deprecation notices, not actionable here
                 model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        else:
+            model = model.to(self.device)
         self.model = model
 
     def forward(self, batch: dict[str, np.ndarray], need_hidden: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -92,9 +104,11 @@ class HFBackend(Backend):
 
         hidden = need_hidden or self.task is None  # a bare encoder has only its hidden states
         with torch.inference_mode():
-            out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()}, output_hidden_states=hidden)
+            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in batch.items()},
+                             output_hidden_states=hidden)
+        host = lambda tensor: tensor.float().cpu().numpy()  # noqa: E731 - float16/bfloat16 on any device -> float32 here
         if self.task == "question-answering":  # (batch, tokens, 2): start and end logits
-            logits = np.stack([out.start_logits.float().numpy(), out.end_logits.float().numpy()], axis=-1)
+            logits = np.stack([host(out.start_logits), host(out.end_logits)], axis=-1)
         else:
-            logits = out.logits.float().numpy() if getattr(out, "logits", None) is not None else None
-        return logits, out.hidden_states[-1].float().numpy() if hidden else None
+            logits = host(out.logits) if getattr(out, "logits", None) is not None else None
+        return logits, host(out.hidden_states[-1]) if hidden else None

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from .base import Backend, task_of
+from .device import onnx_providers
 from .fingerprint import onnx_files
 
 _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -22,6 +23,19 @@ class OnnxBackend(Backend):
         super().__init__(spec, Path(spec.options.get("tokenizer", self.model_file.parent)))
         self.tokenizer_dir = self.local_dir
         self.session = None
+
+    def placement(self):
+        """The device asked for, the graph's own dtype, and the execution provider onnxruntime put first (the
+        one that ran it; CPU when onnxruntime-gpu is not installed, whatever the device)."""
+        from .device import Placement
+
+        if self.session is not None:
+            provider = self.session.get_providers()[0]
+        else:  # before load: the provider it will get
+            first = onnx_providers(self.device)[0]
+            provider = first[0] if isinstance(first, tuple) else first
+        device = self.device if provider == "CUDAExecutionProvider" else "cpu"
+        return Placement(device, "graph", provider)
 
     def model_task(self) -> str | None:
         declared = super().model_task()
@@ -52,7 +66,7 @@ class OnnxBackend(Backend):
                 f"from {self.tokenizer_dir} ({type(exc).__name__}: {said[:200]}{'...' if len(said) > 200 else ''})"
             ) from exc
         try:
-            self.session = onnxruntime.InferenceSession(str(self.model_file), providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(str(self.model_file), providers=onnx_providers(self.device))
         except Exception as exc:
             raise ModelLoadError(
                 f"ONNX Runtime could not load {self.model_file} (model spec {self.spec.text!r}): {exc}"

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from ..errors import UsageError
+from .device import check_device, check_dtype
 
 #: The paper's six BERT models (Table 1), by their Hugging Face Hub ids.
 BUILTIN_ALIASES: dict[str, str] = {
@@ -38,8 +39,8 @@ BUILTIN_ALIASES: dict[str, str] = {
 }
 
 BACKEND_OPTIONS: dict[str, frozenset[str]] = {
-    "hf": frozenset({"quantize", "revision", "task"}),
-    "onnx": frozenset({"tokenizer", "output", "hidden", "task", "start", "end"}),
+    "hf": frozenset({"quantize", "revision", "task", "device", "dtype"}),
+    "onnx": frozenset({"tokenizer", "output", "hidden", "task", "start", "end", "device"}),
 }
 #: What ?task= may say: a model's task, when its files do not declare it.
 MODEL_TASKS = ("text-classification", "question-answering")
@@ -116,6 +117,10 @@ def parse_model_spec(
         raise UsageError(
             f"Expected quantize={'|'.join(_QUANTIZE_VALUES)} in model spec {text!r} but got quantize={options['quantize']!r}"
         )
+    if "device" in options:
+        check_device(options["device"], f"model spec {text!r} (?device=)")
+    if "dtype" in options:
+        check_dtype(options["dtype"], f"model spec {text!r} (?dtype=)")
     if "tokenizer" in options:
         tok = _resolve(options["tokenizer"], base)
         if not tok.is_dir():

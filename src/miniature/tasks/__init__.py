@@ -24,12 +24,14 @@ def preprocessing(eval_set: EvalSet, settings: Any) -> dict[str, Any]:
     return {}
 
 
-def run(backend: Backend, eval_set: EvalSet, settings: Any) -> ModelOutputs:
-    """One forward pass of ``backend`` over ``eval_set``, read for the data set's task."""
+def run(backend: Backend, eval_set: EvalSet, settings: Any, progress: Any = None) -> ModelOutputs:
+    """One forward pass of ``backend`` over ``eval_set``, read for the data set's task; ``progress(done, total)``
+    is called after each batch."""
     if eval_set.is_qa:
         from .question_answering import run_windows
 
         return run_windows(backend, eval_set.questions, eval_set.texts, batch_size=settings.batch_size,
                            max_length=settings.max_length, stride=settings.stride,
-                           max_answer_length=settings.max_answer_length)
-    return backend.run(eval_set.texts, batch_size=settings.batch_size, max_length=settings.max_length)
+                           max_answer_length=settings.max_answer_length, progress=progress)
+    return backend.run(eval_set.texts, batch_size=settings.batch_size, max_length=settings.max_length,
+                       progress=progress)
