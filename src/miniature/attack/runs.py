@@ -31,7 +31,7 @@ from .offline import TEXTATTACK_VERSION
 
 log = logging.getLogger("miniature")
 #: Bumped whenever build_attack changes what an attack does (cached outcomes then go stale).
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3  # 3: each example attacked with the attack's caches cleared
 _FLUSH_SECONDS = 20.0
 
 
@@ -85,7 +85,7 @@ def attack_outcomes(engine: Engine, target: Any, attack_set: EvalSet, settings: 
     similarity = engine.handle(settings.similarity_model) if settings.similarity_model else None
     parts = {
         "kind": "attack", "recipe": RECIPE_VERSION, "target": engine.fingerprint(target), "textattack": TEXTATTACK_VERSION,
-        "masked_lm": engine.fingerprint(lm), "placement": engine.backend(target).placement().key(),
+        "masked_lm": engine.fingerprint(lm), "placement": engine.placement_key(engine.backend(target)),
         "similarity": engine.fingerprint(similarity) if similarity else None,
         "settings": attack_settings_key(settings), "max_length": engine.settings.max_length,
         "batch_size": engine.settings.batch_size,
@@ -116,8 +116,13 @@ def attack_outcomes(engine: Engine, target: Any, attack_set: EvalSet, settings: 
 
 def attack_here(engine: Engine, target: Any, lm: Any, similarity: Any | None, settings: AttackSettings, todo: list):
     """Attack each ``((id, text, label), key)`` of ``todo`` in this process; yields (outcome as a dict, key)."""
-    attack = _attack_for(engine, target, lm, similarity, settings)
+    key = ("attack", target.spec.text, lm.spec.text, similarity.spec.text if similarity else None, settings)
+    attack = engine.memo(key, lambda: _attack_for(engine, target, lm, similarity, settings))
     for (example_id, text, label), k in todo:
+        # TextAttack caches model outputs across examples and queries only uncached texts, so a batch's
+        # make-up (which changes a dynamically quantized model's outputs) would depend on the examples
+        # attacked before; cleared, an example's outcome is the same wherever and after whatever it runs.
+        attack.clear_cache()
         yield asdict(_outcome(example_id, attack.attack(text, label))), k
 
 

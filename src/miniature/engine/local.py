@@ -152,9 +152,17 @@ class Engine:
     def loaded_backend(self, model: Any) -> Backend:
         """``model``'s backend with its weights loaded (to run it outside :meth:`outputs`)."""
         backend = self.backend(model)
-        if backend.tokenizer is None:
+        if not backend.loaded:
             backend.load(self.settings.task)
         return backend
+
+    def placement_key(self, backend: Backend) -> dict[str, Any]:
+        """Where ``backend`` runs, as the output cache keys it."""
+        return backend.placement().key()
+
+    def adopt(self, model: Any, backend: Backend) -> None:
+        """Use ``backend`` (opened and placed by the caller) for ``model``."""
+        self._backends[model.spec.text] = backend
 
     def progress_of(self, what: str, total: int, *, unit: str = "points", per: str = "s") -> Progress:
         import sys
@@ -184,7 +192,7 @@ class Engine:
             # a batch changes their outputs: the batch size is part of the key.
             batch_size=self.settings.batch_size,
             # float16 against float32, CUDA kernels against CPU ones: where it ran changes the outputs.
-            **backend.placement().key(),
+            **self.placement_key(backend),
             **tasks.preprocessing(eval_set, self.settings),
         )
         outputs = self._cache.get(key) if self._cache else None

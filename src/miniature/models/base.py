@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,12 @@ class Backend(ABC):
         #: Whether the model's own Python (config.json's auto_map) may run: only when the user opts in,
         #: per model (``?trust_remote_code=true``) or for the run (``trust_remote_code = true``).
         self.trust_remote_code = spec.options.get("trust_remote_code", "").lower() in ("1", "true", "yes")
+        #: Runs a list of padded batches elsewhere (the Ray engine's actors); None: in this process.
+        self.executor: Callable[[list, bool], Iterable] | None = None
         #: Where it runs (a resolved torch device) and the dtype of its weights: set by the engine before load.
         self.device, self.dtype = "cpu", "float32"
+        #: Whether :meth:`load` has loaded the weights (the Ray engine's driver loads the tokenizer only).
+        self.loaded = False
 
     def place(self, device: str, dtype: str) -> None:
         """Run on ``device`` (resolved: ``cpu``, ``cuda:N``, ``mps``) with weights in ``dtype``; before :meth:`load`."""
@@ -75,6 +79,18 @@ class Backend(ABC):
         """Options that change what the loaded model computes (they enter the cache key)."""
         options = {k: v for k, v in self.spec.options.items() if k not in ("tokenizer", "trust_remote_code")}
         return {**options, **({"trust_remote_code": "true"} if self.trust_remote_code else {})}
+
+    def load_tokenizer(self) -> None:
+        """The tokenizer alone (what cutting a data set into batches needs)."""
+        from transformers import AutoTokenizer
+
+        from ..errors import ModelLoadError
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.local_dir, trust_remote_code=self.trust_remote_code)
+        except Exception as exc:
+            raise ModelLoadError(f"Could not load the tokenizer of model {self.spec.name!r} from {self.local_dir}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
 
     @abstractmethod
     def load(self, task: str) -> None:
@@ -198,6 +214,19 @@ class Backend(ABC):
                     batch[k][row, : len(values)] = values
             yield index, batch
 
+    def forward_batches(self, batches: Iterable[tuple[np.ndarray, dict[str, np.ndarray]]], need_hidden: bool = True):
+        """(index, logits, (cls, mean) or None) of each padded batch, in order: here, one batch at a time, or
+        through ``self.executor`` (the Ray engine's actors), which must return exactly what this loop would."""
+        if self.executor is not None:
+            batches = list(batches)
+            results = self.executor(batches, need_hidden)
+            for (index, _), (logits, pooled) in zip(batches, results):
+                forward_counter.batches += 1
+                yield index, logits, pooled
+            return
+        for index, batch in batches:
+            yield index, *forward_pooled(self, batch, need_hidden)
+
     def run(
         self,
         texts: Sequence[str],
@@ -215,16 +244,13 @@ class Backend(ABC):
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
         order = []
         logits_parts, cls_parts, mean_parts = [], [], []
-        for index, batch in self.batches(encoded, keys, batch_size):
+        for index, logits, pooled in self.forward_batches(self.batches(encoded, keys, batch_size), need_hidden):
             order.append(index)
-            logits, hidden = self.checked_forward(batch, need_hidden)
-            forward_counter.batches += 1
             if logits is not None:
                 logits_parts.append(np.asarray(logits, dtype=np.float32))
-            if hidden is not None:
-                cls, mean = pool(hidden, batch)
-                cls_parts.append(cls)
-                mean_parts.append(mean)
+            if pooled is not None:
+                cls_parts.append(pooled[0])
+                mean_parts.append(pooled[1])
             if progress is not None:
                 progress(sum(map(len, order)), len(texts))
         forward_counter.runs += 1
@@ -235,6 +261,13 @@ class Backend(ABC):
             return np.concatenate(parts)[inverse] if parts else None
 
         return ModelOutputs(logits=restore(logits_parts), cls=restore(cls_parts), mean=restore(mean_parts))
+
+
+def forward_pooled(backend: Backend, batch: dict[str, np.ndarray], need_hidden: bool):
+    """(logits, (cls, mean) or None) of one padded batch: all a task reads of a batch, and small to send back."""
+    logits, hidden = backend.checked_forward(batch, need_hidden)
+    forward_counter.batches += 1
+    return logits, pool(hidden, batch) if hidden is not None else None
 
 
 def pool(hidden: np.ndarray, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

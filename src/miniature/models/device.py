@@ -86,12 +86,12 @@ class Placement:
     #: onnxruntime's provider that ran the graph (None for transformers models).
     provider: str | None = None
 
-    def key(self) -> dict[str, str | None]:
+    def key(self, accelerator: str | None = None) -> dict[str, str | None]:
         """The parts of the cache key: the kind of device and, for a GPU, its model (kernels differ between
-        GPU generations), not its index (two identical cards compute alike)."""
+        GPU generations), not its index (two identical cards compute alike). ``accelerator``: the GPU's
+        name when it is not this process's (a Ray actor's)."""
         kind = self.device.partition(":")[0]
-        accelerator = None
-        if kind == "cuda":
+        if kind == "cuda" and accelerator is None:
             import torch
 
             accelerator = torch.cuda.get_device_name(int(self.device.partition(":")[2] or 0))

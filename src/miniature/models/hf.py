@@ -98,6 +98,7 @@ class HFBackend(Backend):
         else:
             model = model.to(self.device)
         self.model = model
+        self.loaded = True
 
     def forward(self, batch: dict[str, np.ndarray], need_hidden: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
         import torch

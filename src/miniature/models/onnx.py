@@ -51,8 +51,7 @@ class OnnxBackend(Backend):
 
         return [self.tokenizer_dir / n for n in VOCABULARY_FILES if (self.tokenizer_dir / n).is_file()]
 
-    def load(self, task: str) -> None:
-        import onnxruntime
+    def load_tokenizer(self) -> None:
         from transformers import AutoTokenizer
 
         try:
@@ -65,6 +64,11 @@ class OnnxBackend(Backend):
                 f"tokenizer_config.json, ...) beside the .onnx file or pass ?tokenizer=<dir> in the spec. None loaded "
                 f"from {self.tokenizer_dir} ({type(exc).__name__}: {said[:200]}{'...' if len(said) > 200 else ''})"
             ) from exc
+
+    def load(self, task: str) -> None:
+        import onnxruntime
+
+        self.load_tokenizer()
         try:
             self.session = onnxruntime.InferenceSession(str(self.model_file), providers=onnx_providers(self.device))
         except Exception as exc:
@@ -95,6 +99,7 @@ class OnnxBackend(Backend):
                 f"output); its outputs are {_describe(outputs)}: name them with ?output=<name or index> and "
                 f"?hidden=<name or index>"
             )
+        self.loaded = True
 
     def forward(self, batch: dict[str, np.ndarray], need_hidden: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
         missing = [name for name in self.inputs if name not in batch]

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..data import EvalSet
 from ..errors import MissingOutput, ModelLoadError
-from ..models.base import Backend, forward_counter, pool
+from ..models.base import Backend, forward_counter
 from ..models.spans import best_span
 from ..outputs import ModelOutputs
 from .classification import architectures
@@ -63,10 +63,7 @@ def run_windows(
     width = max((len(encoded["input_ids"][w]) for w in first_window), default=0)
     first_start, first_end = np.full((n, width), np.nan, np.float32), np.full((n, width), np.nan, np.float32)
     done = 0
-    for index, batch in backend.batches(encoded, keys, batch_size):
-        logits, hidden = backend.checked_forward(batch, True)
-        forward_counter.batches += 1
-        pooled = pool(hidden, batch) if hidden is not None else None
+    for index, logits, pooled in backend.forward_batches(backend.batches(encoded, keys, batch_size), True):
         for row, w in enumerate(index):
             q = owner[w]
             if w == first_window[q] and pooled is not None:
