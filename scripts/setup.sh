@@ -7,5 +7,5 @@ python3 -m venv .venv
 # torch first and pinned: an unpinned torch (or one pulled in by another package) can be a
 # multi-GB CUDA build. Override with TORCH_SPEC, e.g. TORCH_SPEC="torch==2.5.1".
 .venv/bin/python -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
-.venv/bin/python -m pip install --quiet -e ".[dev,attack]"
+.venv/bin/python -m pip install --quiet -e ".[dev,attack,ray]"
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

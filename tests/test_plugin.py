@@ -407,6 +407,43 @@ student = "onnx:{tiny_models.onnx_int8}"
     missing.stdout.fnmatch_lines(["baseline not compared: Could not read report *nowhere.json*"])
 
 
+def test_under_xdist_each_output_is_computed_once_the_reference_attacked_once_and_the_matrix_printed(
+        pytester, tiny_models, tiny_masked_lm):
+    """Three candidates, two workers: without the cache's locks both workers computed the reference's outputs
+    and attacked it; the controller, which holds no model, prints the matrix from the cached outputs."""
+    import json
+
+    pytester.makepyprojecttoml(f"""
+[tool.miniature]
+reference = "{tiny_models.teacher}"
+candidates = ["{tiny_models.student}", "onnx:{tiny_models.onnx_int8}", "{tiny_models.teacher}?quantize=int8"]
+eval = "{tiny_models.eval_csv}"
+attack_set = "{tiny_models.eval_csv}"
+
+[tool.miniature.attack]
+model = "{tiny_masked_lm}"
+examples = 3
+
+[tool.miniature.thresholds]
+error_jaccard = 0.0
+top1_agreement = 0.0
+attack_robustness = 1000
+""")
+    result = pytester.runpytest("-n", "2", "-p", "no:cacheprovider", "--miniature-report=report.json")
+    result.assert_outcomes(passed=9)
+    result.stdout.fnmatch_lines([
+        "all pairs (Table 2), prediction errors, error_jaccard:",
+        "all pairs (Table 2), output agreement*top1_agreement:",
+        "(results of 2 xdist workers; the all-pairs matrices from the outputs they cached)",
+    ])
+    report = json.loads((pytester.path / "report.json").read_text())
+    entries = list((pytester.path / ".miniature_cache").glob("*/*.npz"))
+    assert report["outputs"]["computed"] == len(entries)  # no output was computed twice
+    assert report["outputs"]["attacked"] == 3 * 4  # the reference and each candidate, once
+    matrix = report["matrices"]["error_jaccard"]
+    assert len(matrix["pairs"]) == 6 and all(p["value"] is not None for p in matrix["pairs"])
+
+
 def test_under_xdist_the_controller_reports_what_the_workers_computed(project, tiny_models, expected):
     import json
 
@@ -417,7 +454,7 @@ def test_under_xdist_the_controller_reports_what_the_workers_computed(project, t
         "*= miniature =*",
         "prediction errors (paper section 3):",
         "teacher*student*eval.csv" + row(expected["student"]) + "PASS (min 0.3)",
-        "(results of 2 xdist workers; the all-pairs matrix needs the models in one process*",
+        "(results of 2 xdist workers)",
         "model outputs: * computed*",
         "JSON report: *report.json",
     ])

@@ -51,6 +51,15 @@ class OutputCache:
         self.directory = Path(directory)
         usable(self.directory)
 
+    def lock(self, key: str) -> Any:
+        """A lock on ``key`` across processes: pytest-xdist's workers (or two runs) wanting the same output wait
+        for the one computing it, then read it from the cache, instead of all computing it."""
+        from filelock import FileLock
+
+        path = self.directory / "locks" / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(path))
+
     def path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.npz"
 

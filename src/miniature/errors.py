@@ -41,6 +41,10 @@ class MissingGold(DatasetError, NotApplicable):
     """A data set lacks the labels or answers a check needs."""
 
 
+class NotCached(MiniatureError):
+    """An output a cache-only engine (pytest-xdist's controller) does not find in the cache; it never runs a model."""
+
+
 class MissingExtraError(MiniatureError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 

@@ -301,6 +301,28 @@ class Session:
                          **({"not_applicable": reasons} if reasons else {})}
         return out
 
+    def matrices_from_cache(self) -> dict[str, dict[str, Any]]:
+        """The all-pairs matrices of the configured pairwise checks from the outputs the workers cached (pytest-xdist's
+        controller ran no check and holds no model): no model runs here; a check whose outputs are not all in the
+        cache (no cache, or a worker failed) is left out."""
+        from .errors import MiniatureError
+
+        if not self.settings.cache_dir:
+            return {}
+        self.engine.cache_only = True
+        try:
+            for check, threshold, spec in self.configured_checks():
+                if registry.get(check).pairwise:
+                    try:
+                        self.settle(self.prepare(check, spec, threshold), None)
+                    except MiniatureError:
+                        continue
+            return self.matrices()
+        except MiniatureError:
+            return {}
+        finally:
+            self.engine.cache_only = False
+
     # -- reports --------------------------------------------------------------------------------
 
     def report(self, *, exit_status: int | None = None, matrices: bool = True) -> dict[str, Any]:
@@ -368,14 +390,16 @@ class Session:
         merged = bool(worker_reports) and not self.ledger.entries
         report = merge_reports(list(worker_reports), exit_status=exit_status) if merged else \
             self.report(exit_status=exit_status)
+        if merged:
+            report["matrices"] = self.matrices_from_cache()
         outputs = report["outputs"]
         if not report["results"] and not outputs["computed"] and not outputs["from_cache"]:
             return []
         lines = summary_lines(report, cache=str(self.settings.cache_dir or "disabled"))
         if merged:
             at = next(i for i, line in enumerate(lines) if line.startswith("model outputs:"))
-            lines.insert(at, f"(results of {len(worker_reports)} xdist workers; the all-pairs matrix needs the models "
-                             "in one process: run without -n to see it)")
+            lines.insert(at, f"(results of {len(worker_reports)} xdist workers" + (
+                "; the all-pairs matrices from the outputs they cached)" if report["matrices"] else ")"))
         return lines + write_reports(report, options, here)
 
 

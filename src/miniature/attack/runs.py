@@ -25,7 +25,7 @@ from ..characteristics.adversarial import AttackOutcome
 from ..config import AttackSettings
 from ..data import EvalSet
 from ..engine import Engine
-from ..errors import CacheWarning, ModelLoadError
+from ..errors import CacheWarning, ModelLoadError, NotCached
 from ..tasks.classification import gold as gold_labels
 from .offline import TEXTATTACK_VERSION
 
@@ -92,25 +92,29 @@ def attack_outcomes(engine: Engine, target: Any, attack_set: EvalSet, settings: 
     }
     key = cache_key(**parts)
     cache_dir = engine.settings.cache_dir
-    store = OutcomeStore(Path(cache_dir) / "attacks" / key[:2] / f"{key}.json" if cache_dir else None, key)
-    keys = [example_key(text, label) for _, text, label in examples]
-    todo = [(e, k) for e, k in zip(examples, keys) if k not in store.outcomes]
-    engine.stats.attacks_from_cache += count - len(todo)
-    if todo:
-        meta = {"target": target.spec.text, "masked_lm": lm.spec.text, "settings": parts["settings"]}
-        progress = engine.progress_of(f"attacking {target.name}", len(todo), unit="examples", per="min")
-        start = last_flush = time.perf_counter()
-        successes = 0
-        # The engine attacks (here, or spread over Ray workers); only this process writes the cache.
-        for done, (outcome, k) in enumerate(engine.attack(target, lm, similarity, settings, todo), 1):
-            store.outcomes[k] = outcome
-            engine.stats.attacked += 1
-            successes += outcome["status"] == "successful"
-            if time.perf_counter() - last_flush > _FLUSH_SECONDS or done == len(todo):
-                store.save(meta)  # an interrupted run resumes where it stopped
-                last_flush = time.perf_counter()
-            progress.update(done, f"{successes} successful so far")
-        engine.stats.seconds_attacking += time.perf_counter() - start
+    # One process attacks a target at a time: another (a pytest-xdist worker) waits, then finds the outcomes stored.
+    with engine.lock(key):
+        store = OutcomeStore(Path(cache_dir) / "attacks" / key[:2] / f"{key}.json" if cache_dir else None, key)
+        keys = [example_key(text, label) for _, text, label in examples]
+        todo = [(e, k) for e, k in zip(examples, keys) if k not in store.outcomes]
+        engine.stats.attacks_from_cache += count - len(todo)
+        if todo and engine.cache_only:
+            raise NotCached(f"attacks on {target.name} are not all in the cache")
+        if todo:
+            meta = {"target": target.spec.text, "masked_lm": lm.spec.text, "settings": parts["settings"]}
+            progress = engine.progress_of(f"attacking {target.name}", len(todo), unit="examples", per="min")
+            start = last_flush = time.perf_counter()
+            successes = 0
+            # The engine attacks (here, or spread over Ray workers); only this process writes the cache.
+            for done, (outcome, k) in enumerate(engine.attack(target, lm, similarity, settings, todo), 1):
+                store.outcomes[k] = outcome
+                engine.stats.attacked += 1
+                successes += outcome["status"] == "successful"
+                if time.perf_counter() - last_flush > _FLUSH_SECONDS or done == len(todo):
+                    store.save(meta)  # an interrupted run resumes where it stopped
+                    last_flush = time.perf_counter()
+                progress.update(done, f"{successes} successful so far")
+            engine.stats.seconds_attacking += time.perf_counter() - start
     return [AttackOutcome(**{**store.outcomes[k], "id": example_id}) for (example_id, _, _), k in zip(examples, keys)]
 
 

@@ -284,7 +284,9 @@ class AdversarialVulnerability(Characteristic):
                 shown.add((ref["model"], r["dataset"]))
                 rows.append([*target(ref, r["dataset"]), "(reference)", "", "", ""])
             interval = r.get("interval")
-            gap = number(r["value"], "+.2f") + (f" [{interval[0]:+.1f}, {interval[1]:+.1f}]" if interval else "")
+            # An interval read back from JSON is [null, null] where the gap is NaN (a model with nothing to lose).
+            known = interval and None not in interval
+            gap = number(r["value"], "+.2f") + (f" [{interval[0]:+.1f}, {interval[1]:+.1f}]" if known else "")
             transfer = f"{number(r['transfer_rate'], '.3f')} ({r['transferred']}/{r['transfer_tried']})"
             rows.append([*target(r["candidate_summary"], r["dataset"]), gap, number(r["success_jaccard"]), transfer,
                          verdict_cell(r, words=("max gap", "upper bound"))])

@@ -18,7 +18,7 @@ from .. import tasks
 from ..cache import OutputCache, cache_key
 from ..config import Settings
 from ..data import DatasetSpec, EvalSet, load_eval_set, parse_dataset_spec
-from ..errors import MissingOutput, ModelLoadError
+from ..errors import MissingOutput, ModelLoadError, NotCached
 from ..models import Backend, ModelSpec, open_backend, parse_model_spec
 from ..outputs import ModelOutputs
 from ..progress import Progress
@@ -61,6 +61,9 @@ class Engine:
     #: A line every few seconds while a step runs (someone is watching), else one per finished step;
     #: None: when stdout is a terminal.
     live: bool | None = None
+    #: Read outputs from the cache only, never run a model (NotCached when one is missing): pytest-xdist's
+    #: controller, which builds the all-pairs matrix from what its workers computed.
+    cache_only: bool = False
 
     def __post_init__(self) -> None:
         self._backends: dict[str, Backend] = {}
@@ -151,10 +154,19 @@ class Engine:
 
     def loaded_backend(self, model: Any) -> Backend:
         """``model``'s backend with its weights loaded (to run it outside :meth:`outputs`)."""
+        if self.cache_only:
+            raise NotCached(f"{model.name} would have to run")
+        share_cores_with_other_workers()
         backend = self.backend(model)
         if not backend.loaded:
             backend.load(self.settings.task)
         return backend
+
+    def lock(self, key: str) -> Any:
+        """The cache's lock on ``key`` (nothing to lock without a cache)."""
+        import contextlib
+
+        return self._cache.lock(key) if self._cache else contextlib.nullcontext()
 
     def placement_key(self, backend: Backend) -> dict[str, Any]:
         """Where ``backend`` runs, as the output cache keys it."""
@@ -195,15 +207,18 @@ class Engine:
             **self.placement_key(backend),
             **tasks.preprocessing(eval_set, self.settings),
         )
-        outputs = self._cache.get(key) if self._cache else None
-        if outputs is not None and outputs.n == len(eval_set):
-            check_finite(model, eval_set, outputs)
-            self.stats.from_disk += 1
-            log.info("miniature: %s on %s from cache", model.name, eval_set.name)
-        else:
-            outputs = self._compute(model, backend, eval_set)
-            if self._cache:
-                self._cache.put(key, outputs, {"model": model.spec.text, "dataset": eval_set.name, "n": len(eval_set)})
+        with self.lock(key):
+            outputs = self._cache.get(key) if self._cache else None
+            if outputs is not None and outputs.n == len(eval_set):
+                check_finite(model, eval_set, outputs)
+                self.stats.from_disk += 1
+                log.info("miniature: %s on %s from cache", model.name, eval_set.name)
+            elif self.cache_only:
+                raise NotCached(f"{model.name} on {eval_set.name} is not in the cache")
+            else:
+                outputs = self._compute(model, backend, eval_set)
+                if self._cache:
+                    self._cache.put(key, outputs, {"model": model.spec.text, "dataset": eval_set.name, "n": len(eval_set)})
         self._outputs[memo_key] = outputs
         return outputs
 
@@ -256,6 +271,18 @@ class Engine:
         if key not in self._derived:
             self._derived[key] = compute()
         return self._derived[key]
+
+
+def share_cores_with_other_workers() -> None:
+    """Under pytest-xdist, give each worker its share of the cores: N workers each using every core run
+    slower together than one alone (the demo's gate under -n 2 took twice as long as serial)."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def check_finite(model: Any, eval_set: EvalSet, outputs: ModelOutputs) -> None:

@@ -77,6 +77,18 @@ def onnx_providers(device: str) -> list[str | tuple[str, dict[str, str]]]:
     return ["CPUExecutionProvider"]
 
 
+def intra_op_threads() -> int:
+    """onnxruntime's threads: as many as torch uses (0, onnxruntime's default, when torch has its default),
+    so a pytest-xdist worker keeps to its share of the cores."""
+    import os
+
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1) > 1:
+        import torch
+
+        return torch.get_num_threads()
+    return 0
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where a model ran: enough to tell outputs apart (cache key) and to report it."""

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from .base import Backend, task_of
-from .device import onnx_providers
+from .device import intra_op_threads, onnx_providers
 from .fingerprint import onnx_files
 
 _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -70,7 +70,10 @@ class OnnxBackend(Backend):
 
         self.load_tokenizer()
         try:
-            self.session = onnxruntime.InferenceSession(str(self.model_file), providers=onnx_providers(self.device))
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = intra_op_threads()
+            self.session = onnxruntime.InferenceSession(str(self.model_file), options,
+                                                        providers=onnx_providers(self.device))
         except Exception as exc:
             raise ModelLoadError(
                 f"ONNX Runtime could not load {self.model_file} (model spec {self.spec.text!r}): {exc}"
