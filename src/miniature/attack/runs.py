@@ -26,6 +26,7 @@ from ..config import AttackSettings
 from ..data import EvalSet
 from ..engine import Engine
 from ..errors import CacheWarning, ModelLoadError, NotCached
+from ..models.device import dtype_argument
 from ..tasks.classification import gold as gold_labels
 from .offline import TEXTATTACK_VERSION
 
@@ -173,7 +174,6 @@ def _attack_for(engine: Engine, target: Any, lm: Any, similarity: Any | None, se
 
 def load_masked_lm(engine: Engine, lm: Any) -> tuple[Any, Any]:
     """The attack's masked LM and its tokenizer, from ``lm``'s local directory (or hub snapshot)."""
-    import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     backend = engine.backend(lm)
@@ -185,7 +185,7 @@ def load_masked_lm(engine: Engine, lm: Any) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(backend.local_dir, trust_remote_code=backend.trust_remote_code)
         model, info = AutoModelForMaskedLM.from_pretrained(backend.local_dir, output_loading_info=True,
                                                            trust_remote_code=backend.trust_remote_code,
-                                                           torch_dtype=getattr(torch, backend.dtype))
+                                                           **dtype_argument(backend.dtype))
     except Exception as exc:
         raise ModelLoadError(
             f"Could not load the attack's masked LM {lm.name!r} from {backend.local_dir} "

@@ -77,6 +77,18 @@ def onnx_providers(device: str) -> list[str | tuple[str, dict[str, str]]]:
     return ["CPUExecutionProvider"]
 
 
+def dtype_argument(dtype: str) -> dict:
+    """``from_pretrained``'s dtype keyword: ``dtype`` since transformers 4.56 (``torch_dtype`` is deprecated
+    there), ``torch_dtype`` before; nothing for float32, the default, so older releases see no new keyword."""
+    import torch
+    import transformers
+
+    if dtype == "float32":
+        return {}
+    major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": getattr(torch, dtype)}
+
+
 def intra_op_threads() -> int:
     """onnxruntime's threads: as many as torch uses (0, onnxruntime's default, when torch has its default),
     so a pytest-xdist worker keeps to its share of the cores."""

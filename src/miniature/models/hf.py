@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from .base import Backend
+from .device import dtype_argument
 from .fingerprint import directory_files
 
 # Files needed to run a model; weights come as safetensors when the repo has them.
@@ -70,7 +71,7 @@ class HFBackend(Backend):
             trust = self.trust_remote_code  # never run a model's own code unless the user opted in
             self.tokenizer = AutoTokenizer.from_pretrained(self.local_dir, trust_remote_code=trust)
             model, info = loader.from_pretrained(self.local_dir, output_loading_info=True, trust_remote_code=trust,
-                                                 torch_dtype=getattr(torch, self.dtype))
+                                                 **dtype_argument(self.dtype))
         except Exception as exc:
             raise ModelLoadError(
                 f"Could not load model {self.spec.name!r} from {self.local_dir} "
