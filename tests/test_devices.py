@@ -151,3 +151,24 @@ def test_a_pytest_run_prints_forward_pass_progress(pytester, tiny_models):
     result = pytester.runpytest(*args, "-q", "-s")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["miniature: running teacher on *eval.csv: 200/200 points, * points/s, done in *"])
+
+
+def test_the_ray_engine_without_ray_names_the_extra(tiny_models, tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["ray"] = None  # as if the ray extra were not installed
+        from miniature import Settings
+        from miniature.errors import MissingExtraError
+        from miniature.session import Session
+        session = Session(Settings(engine="ray", cache_dir=None), live=False)
+        try:
+            session.model({str(tiny_models.teacher)!r}).outputs(session.dataset({str(tiny_models.eval_csv)!r}))
+        except MissingExtraError as exc:
+            print("ERROR:", exc)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert """ERROR: engine = "ray" needs Ray: pip install 'pytest-miniature[ray]'""" in done.stdout, done.stderr[-2000:]
