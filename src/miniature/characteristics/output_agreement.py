@@ -111,6 +111,11 @@ class Top1Agreement(Result):
     accuracy_candidate: float | None = None
     negative_flip_rate: float | None = None
     positive_flip_rate: float | None = None
+    #: Causal LMs (characteristics/token_agreement.py): predicted positions, each model's perplexity, their ratio.
+    tokens: int | None = None
+    perplexity_reference: float | None = None
+    perplexity_candidate: float | None = None
+    perplexity_ratio: float | None = None
 
 
 @dataclasses.dataclass(eq=False, kw_only=True, repr=False)
@@ -136,6 +141,10 @@ class KlDivergence(Result):
     accuracy_candidate: float | None = None
     negative_flip_rate: float | None = None
     positive_flip_rate: float | None = None
+    tokens: int | None = None
+    perplexity_reference: float | None = None
+    perplexity_candidate: float | None = None
+    perplexity_ratio: float | None = None
 
 
 def compare_outputs(
@@ -222,6 +231,8 @@ def assert_kl_divergence(reference: Model, candidate: Model, eval_set: EvalSet, 
 
 def _compare(reference: Model, candidate: Model, eval_set: EvalSet, resamples: int) -> tuple[Top1Agreement, KlDivergence]:
     engine = reference.session.engine
+    if engine.settings.task == "causal-lm":
+        return _compare_causal(engine, reference, candidate, eval_set, resamples)
     if eval_set.is_qa:
         return _compare_qa(engine, reference, candidate, eval_set, resamples)
     ref_logits, cand_logits = _aligned_logits(engine, reference, candidate, eval_set)
@@ -253,6 +264,18 @@ def _aligned_logits(engine: Any, reference: Model, candidate: Model, eval_set: E
                                 f"distributions cannot be compared")
         cand = cand[:, [cand_names.index(name) for name in ref_names]]
     return ref, cand
+
+
+def _compare_causal(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet,
+                    resamples: int) -> tuple[Top1Agreement, KlDivergence]:
+    """Causal LMs: every predicted position of every text, the two models read side by side (no logits kept)."""
+    from ..tasks.causal_lm_pairs import position_statistics
+    from .token_agreement import compare_positions
+
+    stats = position_statistics(engine, reference, candidate, eval_set)
+    return compare_positions(eval_set.ids, stats.token_counts, stats.kl, stats.same_top, stats.reference_logprob,
+                             stats.candidate_logprob, reference=reference.name, candidate=candidate.name,
+                             dataset=eval_set.name, resamples=resamples)
 
 
 def _compare_qa(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet,
@@ -310,6 +333,8 @@ class _OutputAgreement(Characteristic):
         eval_set, engine = data["eval"], reference.session.engine
         ids = result.disagreeing_ids if isinstance(result, Top1Agreement) else result.largest_ids
         where = {point: i for i, point in enumerate(eval_set.ids)}
+        if result.task == "causal-lm":
+            return _causal_examples(engine, reference, candidate, eval_set, [where[p] for p in ids[:limit]])
         if eval_set.is_qa:
             from ..tasks.question_answering import answers
 
@@ -332,6 +357,12 @@ class _OutputAgreement(Characteristic):
         return rows
 
     def notes(self, *, results: Sequence[dict[str, Any]]) -> list[str]:
+        causal = [f"{self.name} on causal LMs: over {r['tokens']} predicted tokens of {r['dataset']}, token-weighted; "
+                  f"perplexity {r['reference']} {r['perplexity_reference']:.3f}, {r['candidate']} "
+                  f"{r['perplexity_candidate']:.3f} (ratio {r['perplexity_ratio']:.4f})"
+                  for r in results if r.get("task") == "causal-lm"]
+        if causal:
+            return causal
         if any(r.get("task") == "question-answering" for r in results):
             return [f"{self.name} on extractive QA: " + ("top-1 = the same final answer text" if self.higher_is_better
                     else "KL of the start and end distributions on each question's first window, averaged")]
@@ -385,3 +416,14 @@ class OutputDivergence(_OutputAgreement):
                number(result.p99, ".5f"), number(result.maximum, ".5f"), number(result.rms_delta_p),
                number(result.top1_agreement), result.n]
         return head, headers, row, result.largest_ids, "ids of largest KL first"
+
+
+def _causal_examples(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet,
+                     rows: list[int]) -> list[dict[str, str]]:
+    """The texts whose next-token distributions moved most: each text's mean KL and top-1 agreement over its tokens."""
+    from ..tasks.causal_lm_pairs import position_statistics
+
+    stats = position_statistics(engine, reference, candidate, eval_set)
+    kl, same, counts = stats.per_text(stats.kl), stats.per_text(stats.same_top), stats.token_counts
+    return [{"id": eval_set.ids[i], "text": eval_set.texts[i], "tokens": str(int(counts[i])),
+             "mean KL": f"{kl[i] / counts[i]:.5f}", "top-1": f"{same[i] / counts[i]:.3f}"} for i in rows]
