@@ -258,7 +258,7 @@ knn_agreement = {{ min = 0.0, k = 5 }}
     result = pytester.runpytest("-p", "no:cacheprovider", "pyproject.toml", "-v", "--miniature-report", "r.json")
     result.assert_outcomes(passed=7, failed=1)
     result.stdout.fnmatch_lines(["*kl_divergence?dropped? FAILED*", "*kl_divergence?int8? PASSED*"])
-    result.stdout.fnmatch_lines(["*kl_divergence on causal LMs: over * predicted tokens of *, token-weighted; "
+    result.stdout.fnmatch_lines(["*kl_divergence on causal LMs: over the * predicted tokens of *, token-weighted; "
                                  "perplexity gpt2 *, dropped * (ratio *)*"])
     report = json.loads((pytester.path / "r.json").read_text())
     kl = next(r for r in report["results"] if r["metric"] == "kl_divergence" and r["candidate"] == "dropped")

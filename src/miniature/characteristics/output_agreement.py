@@ -357,12 +357,14 @@ class _OutputAgreement(Characteristic):
         return rows
 
     def notes(self, *, results: Sequence[dict[str, Any]]) -> list[str]:
-        causal = [f"{self.name} on causal LMs: over {r['tokens']} predicted tokens of {r['dataset']}, token-weighted; "
-                  f"perplexity {r['reference']} {r['perplexity_reference']:.3f}, {r['candidate']} "
-                  f"{r['perplexity_candidate']:.3f} (ratio {r['perplexity_ratio']:.4f})"
-                  for r in results if r.get("task") == "causal-lm"]
+        causal = [r for r in results if r.get("task") == "causal-lm"]
+        if causal and self.higher_is_better:
+            return [f"{self.name} on causal LMs: the share of every text's predicted token positions where both models' "
+                    f"most likely next token is the same (token-weighted; CI: bootstrap over texts)"]
         if causal:
-            return causal
+            return [f"{self.name} on causal LMs: over the {r['tokens']} predicted tokens of {r['dataset']}, "
+                    f"token-weighted; perplexity {r['reference']} {r['perplexity_reference']:.3f}, {r['candidate']} "
+                    f"{r['perplexity_candidate']:.3f} (ratio {r['perplexity_ratio']:.4f})" for r in causal]
         if any(r.get("task") == "question-answering" for r in results):
             return [f"{self.name} on extractive QA: " + ("top-1 = the same final answer text" if self.higher_is_better
                     else "KL of the start and end distributions on each question's first window, averaged")]
@@ -385,9 +387,14 @@ class TopOneAgreement(_OutputAgreement):
     def failure(self, *, result: Top1Agreement, verdict: Verdict):
         head = (f"{result.candidate} changes {result.reference}'s top prediction on "
                 f"{len(result.disagreeing_ids)} of {result.n} points of {result.dataset}")
+        if result.task == "causal-lm":
+            head = (f"{result.candidate} changes {result.reference}'s most likely next token at "
+                    f"{1 - float(result):.1%} of the {result.tokens} positions of {result.dataset} (in "
+                    f"{len(result.disagreeing_ids)} of its {result.n} texts)")
         headers = ["metric", "threshold", "value", "n", *_FLIP_HEADERS]
         row = [result.metric, f">= {verdict.threshold:g}", format_value(result), result.n, *_flips(result.as_dict())]
-        return head, headers, row, result.disagreeing_ids, "ids whose top prediction changed, largest KL first"
+        what = "texts" if result.task == "causal-lm" else "ids"
+        return head, headers, row, result.disagreeing_ids, f"{what} whose top prediction changed, largest KL first"
 
 
 class OutputDivergence(_OutputAgreement):
