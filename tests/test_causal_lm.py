@@ -264,3 +264,22 @@ knn_agreement = {{ min = 0.0, k = 5 }}
     kl = next(r for r in report["results"] if r["metric"] == "kl_divergence" and r["candidate"] == "dropped")
     assert kl["value"] == pytest.approx(dropped) and kl["task"] == "causal-lm" and kl["tokens"] > kl["n"]
     assert {"perplexity_reference", "perplexity_candidate", "perplexity_ratio"} <= set(kl)
+
+
+def test_a_model_computing_nan_is_a_model_error_not_a_figure(tiny_lms, tmp_path):
+    import torch
+
+    from miniature import ModelLoadError, kl_divergence
+
+    broken = transformers_model(tiny_lms.gpt2).__class__.from_pretrained(tiny_lms.gpt2)
+    with torch.no_grad():
+        broken.lm_head.weight[5] = float("nan")  # token 5's logit is NaN at every position
+    broken.save_pretrained(tmp_path / "broken")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (tmp_path / "broken" / name).write_bytes((tiny_lms.gpt2 / name).read_bytes())
+    run = runner(max_length=32)
+    data = run.dataset(str(tiny_lms.texts))
+    with pytest.raises(ModelLoadError, match=r"Model 'broken' computed non-finite logits .* on text '\d+' of"):
+        kl_divergence(run.model(str(tiny_lms.gpt2)), run.model(str(tmp_path / "broken")), data)
+    with pytest.raises(ModelLoadError, match="computed non-finite logits"):
+        run.model(str(tmp_path / "broken")).outputs(data)

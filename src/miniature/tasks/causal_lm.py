@@ -131,6 +131,15 @@ def chunks(rows: int, vocabulary: int) -> Iterator[slice]:
         yield slice(start, min(rows, start + step))
 
 
+def require_finite(logits: np.ndarray, model: str, eval_set: EvalSet, text: int) -> None:
+    """A model that computes NaN or infinity is broken: an error naming it (a NaN logit would otherwise be read as
+    a token of probability 0, and the figures would look plausible)."""
+    if not np.isfinite(logits).all():
+        raise ModelLoadError(
+            f"Model {model!r} computed non-finite logits (NaN or infinity) on text {eval_set.ids[text]!r} of "
+            f"{eval_set.name!r}; a broken export or quantization cannot be gated: check the model")
+
+
 def run(backend: Backend, eval_set: EvalSet, settings: Any) -> ModelOutputs:
     """One model over ``eval_set``: per-position log-probabilities of the actual tokens, top tokens, embeddings
     (and each choice's log-likelihood on multiple-choice data)."""
@@ -149,6 +158,7 @@ def run(backend: Backend, eval_set: EvalSet, settings: Any) -> ModelOutputs:
         rows, targets = predicted_rows(piece, logits), np.asarray(ids[piece.text][piece.first:piece.end])
         at = slice(piece.first - 1, piece.end - 1)  # where the segment's positions go in the text's row
         for part in chunks(len(rows), logits.shape[-1]):
+            require_finite(rows[part], name, eval_set, piece.text)
             log_p = log_softmax(rows[part])
             logprobs[piece.text, at][part] = log_p[np.arange(len(log_p)), targets[part]]
             tops[piece.text, at][part] = np.argmax(log_p, axis=-1)
@@ -191,6 +201,7 @@ def choice_scores(backend: Backend, eval_set: EvalSet, settings: Any, window: in
         rows, targets = predicted_rows(piece, logits), np.asarray(ids[piece.text][piece.first:piece.end])
         total = 0.0
         for part in chunks(len(rows), logits.shape[-1]):
+            require_finite(rows[part], name, eval_set, pairs[piece.text][0])
             log_p = log_softmax(rows[part])
             total += float(log_p[np.arange(len(log_p)), targets[part]].sum())
         scores[pairs[piece.text]] = total

@@ -22,8 +22,8 @@ import numpy as np
 
 from ..cache import cache_key
 from ..data import EvalSet
-from ..errors import ModelLoadError, NotApplicable
-from .causal_lm import chunks, overlap_of, predicted_rows, segments, stream, tokenize, window_size
+from ..errors import NotApplicable
+from .causal_lm import chunks, overlap_of, predicted_rows, require_finite, segments, stream, tokenize, window_size
 
 log = logging.getLogger("miniature")
 
@@ -112,10 +112,7 @@ def compare_side_by_side(backends: list, names: list[str], eval_set: EvalSet, se
         at = offsets[piece.text] + piece.first - 1
         for part in chunks(len(targets), ref_logits.shape[-1]):
             for name, r in zip(names, rows):
-                if not np.isfinite(r[part]).all():
-                    raise ModelLoadError(
-                        f"Model {name!r} computed non-finite logits (NaN or infinity) on text {eval_set.ids[piece.text]!r} "
-                        f"of {eval_set.name!r}; a broken export or quantization cannot be gated: check the model")
+                require_finite(r[part], name, eval_set, piece.text)
             log_p, log_q = log_softmax(rows[0][part]), log_softmax(rows[1][part])
             where = slice(at + part.start, at + part.stop)
             kl[where] = np.maximum((np.exp(log_p) * (log_p - log_q)).sum(axis=-1), 0.0)
