@@ -53,8 +53,14 @@ def context_length(backend: Backend) -> int | None:
 
 def window_size(backends: Sequence[Backend], max_length: int) -> int:
     """The window both (all) models can read: the smallest context, and never more than ``max_length``."""
+    from ..errors import UsageError
+
     contexts = [c for c in (context_length(b) for b in backends) if c is not None]
-    return min([max_length, *contexts])
+    window = min([max_length, *contexts])
+    if window < 2:
+        raise UsageError(f"A causal LM predicts a token from the ones before it, so it needs windows of at least 2 "
+                         f"tokens; max_length is {max_length} (model context: {min(contexts, default='not stated')})")
+    return window
 
 
 def overlap_of(window: int, doc_stride: int | None) -> int:
@@ -140,9 +146,9 @@ def require_finite(logits: np.ndarray, model: str, eval_set: EvalSet, text: int)
             f"{eval_set.name!r}; a broken export or quantization cannot be gated: check the model")
 
 
-def run(backend: Backend, eval_set: EvalSet, settings: Any) -> ModelOutputs:
+def run(backend: Backend, eval_set: EvalSet, settings: Any, progress: Any = None) -> ModelOutputs:
     """One model over ``eval_set``: per-position log-probabilities of the actual tokens, top tokens, embeddings
-    (and each choice's log-likelihood on multiple-choice data)."""
+    (and each choice's log-likelihood on multiple-choice data); ``progress(done, total)`` after each window."""
     from ..characteristics.output_agreement import log_softmax
 
     name = backend.spec.name
@@ -153,8 +159,9 @@ def run(backend: Backend, eval_set: EvalSet, settings: Any) -> ModelOutputs:
     width = int(counts.max(initial=0))
     logprobs, tops = np.zeros((len(ids), width)), np.full((len(ids), width), -1, dtype=np.int64)
     mean, last = [None] * len(ids), [None] * len(ids)
-    for piece, (logits,), (hidden,) in stream([backend], ids, segments(ids, window, overlap),
-                                               batch_size=settings.batch_size, need_hidden=True, model_names=[name]):
+    pieces = segments(ids, window, overlap)
+    for done, (piece, (logits,), (hidden,)) in enumerate(stream([backend], ids, pieces, batch_size=settings.batch_size,
+                                                                need_hidden=True, model_names=[name]), 1):
         rows, targets = predicted_rows(piece, logits), np.asarray(ids[piece.text][piece.first:piece.end])
         at = slice(piece.first - 1, piece.end - 1)  # where the segment's positions go in the text's row
         for part in chunks(len(rows), logits.shape[-1]):
@@ -164,6 +171,8 @@ def run(backend: Backend, eval_set: EvalSet, settings: Any) -> ModelOutputs:
             tops[piece.text, at][part] = np.argmax(log_p, axis=-1)
         if piece.start == 0 and hidden is not None:  # a text's embedding: its first window, as QA does
             mean[piece.text], last[piece.text] = hidden.mean(axis=0), hidden[-1]
+        if progress is not None:
+            progress(done, len(pieces))
     forward_counter.runs += 1
     scores = choice_scores(backend, eval_set, settings, window) if eval_set.is_multiple_choice else None
     stack = lambda parts: np.stack(parts) if all(p is not None for p in parts) else None  # noqa: E731
