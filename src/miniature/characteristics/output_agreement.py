@@ -273,9 +273,17 @@ def _compare_causal(engine: Any, reference: Model, candidate: Model, eval_set: E
     from .token_agreement import compare_positions
 
     stats = position_statistics(engine, reference, candidate, eval_set)
-    return compare_positions(eval_set.ids, stats.token_counts, stats.kl, stats.same_top, stats.reference_logprob,
-                             stats.candidate_logprob, reference=reference.name, candidate=candidate.name,
-                             dataset=eval_set.name, resamples=resamples)
+    figures = compare_positions(eval_set.ids, stats.token_counts, stats.kl, stats.same_top, stats.reference_logprob,
+                                stats.candidate_logprob, resamples=resamples)
+    common = {"reference": reference.name, "candidate": candidate.name, "dataset": eval_set.name, "n": figures.n,
+              "task": "causal-lm", "tokens": figures.tokens, "perplexity_reference": figures.perplexity_reference,
+              "perplexity_candidate": figures.perplexity_candidate,
+              "perplexity_ratio": figures.perplexity_candidate / figures.perplexity_reference}
+    kl = dict(figures.kl)
+    return (Top1Agreement(value=figures.agreement, interval=figures.agreement_interval,
+                          disagreeing_ids=figures.disagreeing_ids, **common),
+            KlDivergence(value=kl.pop("mean"), interval=figures.kl_interval, **kl, rms_delta_p=figures.rms_delta_p,
+                         top1_agreement=figures.agreement, largest_ids=figures.largest_ids, **common))
 
 
 def _compare_qa(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet,

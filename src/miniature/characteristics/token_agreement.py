@@ -2,26 +2,46 @@ r"""Output agreement of two causal LMs, token by token: llama.cpp's ``--kl-diver
 
 Every predicted position of every text counts once (token-weighted: a long text weighs more):
 
-- ``kl_divergence``: the mean over positions of KL(p_ref || p_cand) over the full vocabulary, in
+- the KL divergence: the mean over positions of KL(p_ref || p_cand) over the full vocabulary, in
   nats, with its median, p90, p95, p99 and maximum over positions;
-- ``top1_agreement``: the share of positions where both models' most likely next token is the same;
+- the top-1 agreement: the share of positions where both models' most likely next token is the same;
 - RMS Δp: :math:`\sqrt{\text{mean}_t (q_t(x_t) - p_t(x_t))^2}`, the change in the probability of the
   text's actual next token :math:`x_t` (llama.cpp's definition);
 - each model's perplexity :math:`\exp(-\text{mean}_t \log p_t(x_t))` over the same positions, and
   their ratio (candidate / reference).
 
 Intervals: a seeded bootstrap over texts (not positions: positions of one text are not independent),
-each resample's figure again token-weighted.
+each resample's figure again token-weighted. The output-agreement characteristics
+(characteristics/output_agreement.py) turn these figures into their results.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .bootstrap import RESAMPLES, bootstrap_intervals
-from .output_agreement import _IDS, KlDivergence, Top1Agreement, kl_statistics
+
+_IDS = 100  # texts kept for the failure message and the report
+
+
+@dataclass(frozen=True)
+class TokenFigures:
+    """The token-level figures of a pair; ids name texts, largest mean KL first."""
+
+    n: int
+    tokens: int
+    agreement: float
+    agreement_interval: tuple[float, float] | None
+    kl: dict[str, float]  # mean, median, p90, p95, p99, maximum over positions
+    kl_interval: tuple[float, float] | None
+    rms_delta_p: float
+    perplexity_reference: float
+    perplexity_candidate: float
+    disagreeing_ids: list[str]
+    largest_ids: list[str]
 
 
 def perplexity(logprobs: np.ndarray) -> float:
@@ -37,14 +57,13 @@ def compare_positions(
     reference_logprob: np.ndarray,
     candidate_logprob: np.ndarray,
     *,
-    reference: str = "reference",
-    candidate: str = "candidate",
-    dataset: str = "",
     resamples: int = RESAMPLES,
     seed: int = 0,
-) -> tuple[Top1Agreement, KlDivergence]:
-    """Top-1 agreement and KL divergence from per-position statistics (flat over positions, text after text;
-    ``token_counts[i]`` positions belong to text ``ids[i]``)."""
+) -> TokenFigures:
+    """The figures of per-position statistics (flat over positions, text after text; ``token_counts[i]``
+    positions belong to text ``ids[i]``)."""
+    from .output_agreement import kl_statistics
+
     counts = np.asarray(token_counts, dtype=np.int64)
     n, tokens = len(ids), int(counts.sum())
     if n == 0 or tokens == 0:
@@ -68,17 +87,10 @@ def compare_positions(
                  if resamples else [None, None])
     mean_kl = np.divide(kl_sum, weights, out=np.full(n, -1.0), where=counts > 0)  # no positions: ranked last
     by_kl = [i for i in np.argsort(-mean_kl, kind="stable") if counts[i] > 0]
-    reference_p, candidate_p = np.exp(reference_logprob), np.exp(candidate_logprob)
-    ppl_ref, ppl_cand = perplexity(reference_logprob), perplexity(candidate_logprob)
-    common = {"reference": reference, "candidate": candidate, "dataset": dataset, "n": n, "task": "causal-lm",
-              "tokens": tokens, "perplexity_reference": ppl_ref, "perplexity_candidate": ppl_cand,
-              "perplexity_ratio": ppl_cand / ppl_ref}
-    top1 = Top1Agreement(value=float(same_top.mean()), interval=intervals[0],
-                         disagreeing_ids=[ids[i] for i in by_kl if same_sum[i] < counts[i]], **common)
-    stats = kl_statistics(kl)
-    divergence = KlDivergence(
-        value=stats.pop("mean"), interval=intervals[1], **stats,
-        rms_delta_p=float(np.sqrt(np.mean((candidate_p - reference_p) ** 2))), top1_agreement=float(top1),
-        largest_ids=[ids[i] for i in by_kl[:_IDS]], **common,
+    delta = np.exp(candidate_logprob) - np.exp(reference_logprob)
+    return TokenFigures(
+        n=n, tokens=tokens, agreement=float(same_top.mean()), agreement_interval=intervals[0], kl=kl_statistics(kl),
+        kl_interval=intervals[1], rms_delta_p=float(np.sqrt(np.mean(delta ** 2))),
+        perplexity_reference=perplexity(reference_logprob), perplexity_candidate=perplexity(candidate_logprob),
+        disagreeing_ids=[ids[i] for i in by_kl if same_sum[i] < counts[i]], largest_ids=[ids[i] for i in by_kl[:_IDS]],
     )
-    return top1, divergence
