@@ -283,3 +283,43 @@ def test_a_model_computing_nan_is_a_model_error_not_a_figure(tiny_lms, tmp_path)
         kl_divergence(run.model(str(tiny_lms.gpt2)), run.model(str(tmp_path / "broken")), data)
     with pytest.raises(ModelLoadError, match="computed non-finite logits"):
         run.model(str(tmp_path / "broken")).outputs(data)
+
+
+def test_the_pair_statistics_come_from_the_disk_cache_on_a_second_run(tiny_lms, tmp_path):
+    from miniature import Runner, Settings, kl_divergence
+    from miniature.models.base import forward_counter
+
+    figures = []
+    for _ in range(2):
+        run = Runner(Settings(cache_dir=tmp_path / "cache", task="causal-lm", max_length=32))
+        data = run.dataset(str(tiny_lms.texts))
+        before = forward_counter.batches
+        kl = kl_divergence(run.model(str(tiny_lms.gpt2)), run.model(f"onnx:{tiny_lms.gpt2_int8}"), data)
+        figures.append((float(kl), kl.top1_agreement, kl.perplexity_ratio, forward_counter.batches - before))
+    assert figures[0][3] > 0 and figures[1][3] == 0  # the second run ran no model
+    assert figures[0][:3] == figures[1][:3]
+
+
+def test_outside_a_causal_lm_run_a_language_model_is_read_as_an_encoder(tiny_lms):
+    from miniature import Runner, Settings
+
+    run = Runner(Settings(cache_dir=None, max_length=32))  # task = "text-classification"
+    outputs = run.model(str(tiny_lms.gpt2)).outputs(run.dataset(str(tiny_lms.texts)))
+    assert outputs.logits is None and outputs.token_counts is None and outputs.cls.shape == (40, 32)
+
+
+def test_compare_runs_what_applies_and_says_why_the_rest_does_not(tiny_lms, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "miniature.cli", "compare", "--task", "causal-lm", "--reference", str(tiny_lms.gpt2),
+         "--candidate", str(tiny_lms.gpt2_dropped), "--eval", str(tiny_lms.texts), "--max-length", "32", "--no-cache",
+         "--report", "r.json"], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    status = {r["metric"]: r["status"] for r in report["results"]}
+    assert status == {"kl_divergence": "ok", "top1_agreement": "ok", "knn_agreement": "ok", "error_jaccard": "not_applicable"}
+    assert "has no choices, which the prediction-error check needs on a causal LM" in result.stdout
