@@ -93,7 +93,9 @@ def tokenize(backend: Backend, texts: Sequence[str], max_length: int) -> list[li
 
 
 def segments(ids: Sequence[Sequence[int]], window: int, overlap: int) -> list[Segment]:
-    return [Segment(i, s, e, f) for i, tokens in enumerate(ids) for s, e, f in windows(len(tokens), window, overlap)]
+    """Every text's windows (a text the tokenizer made no tokens of has none)."""
+    return [Segment(i, s, e, f) for i, tokens in enumerate(ids) if tokens
+            for s, e, f in windows(len(tokens), window, overlap)]
 
 
 def stream(backends: Sequence[Backend], ids: Sequence[Sequence[int]], pieces: Sequence[Segment], *, batch_size: int,
