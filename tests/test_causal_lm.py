@@ -109,6 +109,14 @@ def test_sliding_windows_predict_each_position_once_within_the_window(length, wi
         assert end - start <= window and (k == 0 or first - start == overlap)  # context: the overlap at least
 
 
+def test_the_window_docstring_example_holds():
+    import doctest
+
+    from miniature.tasks import causal_lm
+
+    assert doctest.testmod(causal_lm).failed == 0
+
+
 def test_kl_top1_and_perplexity_match_brute_force_over_the_full_vocabulary(tiny_lms):
     from miniature import kl_divergence, top1_agreement
 
