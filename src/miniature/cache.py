@@ -23,7 +23,8 @@ from .errors import CacheWarning
 from .outputs import ModelOutputs
 
 FORMAT_VERSION = 4  # 2: mean-pooled embeddings; 3: QA answer spans; 4: QA first-window start/end logits
-_ARRAYS = ("logits", "cls", "mean", "answers", "span_scores", "null_scores", "start_logits", "end_logits")
+_ARRAYS = ("logits", "cls", "mean", "answers", "span_scores", "null_scores", "start_logits", "end_logits",
+           "last", "token_counts", "token_logprobs", "top_tokens", "choice_scores")
 
 
 def usable(directory: Path) -> None:
@@ -64,6 +65,14 @@ class OutputCache:
         return self.directory / key[:2] / f"{key}.npz"
 
     def get(self, key: str) -> ModelOutputs | None:
+        arrays = self.get_arrays(key, _ARRAYS)
+        return ModelOutputs(**arrays) if arrays is not None else None
+
+    def put(self, key: str, outputs: ModelOutputs, meta: dict[str, Any]) -> Path:
+        return self.put_arrays(key, {name: getattr(outputs, name) for name in _ARRAYS}, meta)
+
+    def get_arrays(self, key: str, names: tuple[str, ...]) -> dict[str, np.ndarray | None] | None:
+        """The named arrays of entry ``key`` (None for a name it lacks), or None when there is no usable entry."""
         path = self.path(key)
         if not path.is_file():
             return None
@@ -72,8 +81,7 @@ class OutputCache:
                 meta = json.loads(str(data["meta"]))
                 if meta.get("key") != key:
                     raise ValueError(f"entry holds key {meta.get('key')!r}")
-                arrays = {name: data[name] if name in data.files else None for name in _ARRAYS}
-            return ModelOutputs(**arrays)
+                return {name: data[name] if name in data.files else None for name in names}
         except FileNotFoundError:  # another run moved this entry aside or replaced it meanwhile: recompute
             return None
         except Exception as exc:
@@ -88,12 +96,10 @@ class OutputCache:
             )
             return None
 
-    def put(self, key: str, outputs: ModelOutputs, meta: dict[str, Any]) -> Path:
+    def put_arrays(self, key: str, named: dict[str, np.ndarray | None], meta: dict[str, Any]) -> Path:
         path = self.path(key)
         arrays = {"meta": np.array(json.dumps({**meta, "key": key}))}
-        for name in _ARRAYS:
-            if getattr(outputs, name) is not None:
-                arrays[name] = getattr(outputs, name)
+        arrays.update({name: array for name, array in named.items() if array is not None})
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         write_atomic(path, buffer.getvalue())

@@ -17,6 +17,7 @@ Every recipe writes ``miniature-manifest.json`` saying how the candidate was mad
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -43,12 +44,18 @@ def _copy_tokenizer(src: Path, out_dir: Path) -> None:
 
 
 def _load(model_dir: Path):
-    """The model as the backends load it: a classifier or QA model when its config says so, else
+    """The model as the backends load it: a classifier, QA model or causal LM when its config says so, else
     the bare encoder. Returns (model, tokenizer, task or None)."""
-    from transformers import AutoModel, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     task = task_of(json.loads((model_dir / "config.json").read_text()))
-    loader = {"question-answering": AutoModelForQuestionAnswering,
+    loader = {"question-answering": AutoModelForQuestionAnswering, "causal-lm": AutoModelForCausalLM,
               "text-classification": AutoModelForSequenceClassification}.get(task, AutoModel)
     # The recipes compress standard architectures: a model's own code never runs here.
     return (loader.from_pretrained(model_dir, trust_remote_code=False).eval(),
@@ -56,7 +63,8 @@ def _load(model_dir: Path):
 
 
 def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17, hidden_states: bool = True) -> Path:
-    """Export a HF model to ``out_dir/model.onnx``: outputs ``logits`` (classifiers) or ``start_logits`` and
+    """Export a HF model to ``out_dir/model.onnx``: outputs ``logits`` (classifiers; causal LMs: (batch, tokens,
+    vocabulary)) or ``start_logits`` and
     ``end_logits`` (extractive QA), and ``last_hidden_state`` unless ``hidden_states=False`` (a
     logits-only export, as many deployed graphs are; the KNN and OOD checks do not apply to it)."""
     import torch
@@ -64,8 +72,12 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17, 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer, task = _load(model_dir)
+    if tokenizer.pad_token is None:  # GPT-2 and Llama tokenizers have none; the saved tokenizer is left as it was
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     sample = tokenizer(["a short sample", "a somewhat longer sample sentence"], padding=True, return_tensors="pt")
     names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
+    # A causal LM's key/value cache is for generation; the graph maps tokens to logits and hidden states only.
+    options = {"use_cache": False} if task == "causal-lm" else {}
 
     class Exported(torch.nn.Module):
         def __init__(self) -> None:
@@ -73,17 +85,19 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17, 
             self.model = model
 
         def forward(self, *inputs: torch.Tensor):
-            out = self.model(**dict(zip(names, inputs)), output_hidden_states=True)
+            out = self.model(**dict(zip(names, inputs)), output_hidden_states=True, **options)
             heads = (out.start_logits, out.end_logits) if task == "question-answering" else (out.logits,) if task else ()
             return (*heads, *((out.hidden_states[-1],) if hidden_states or not task else ()))
 
     path = out_dir / "model.onnx"
-    heads = {"question-answering": ["start_logits", "end_logits"], "text-classification": ["logits"]}.get(task, [])
+    masks = _traceable_causal_masks(model) if task == "causal-lm" else contextlib.nullcontext()
+    heads = {"question-answering": ["start_logits", "end_logits"], "text-classification": ["logits"],
+             "causal-lm": ["logits"]}.get(task, [])
     outputs = [*heads, *(["last_hidden_state"] if hidden_states or not heads else [])]
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes.update(logits={0: "batch"}, start_logits={0: "batch", 1: "sequence"}, end_logits={0: "batch", 1: "sequence"},
+    axes.update(logits={0: "batch", 1: "sequence"} if task == "causal-lm" else {0: "batch"}, start_logits={0: "batch", 1: "sequence"}, end_logits={0: "batch", 1: "sequence"},
                 last_hidden_state={0: "batch", 1: "sequence"})
-    with warnings.catch_warnings(), torch.inference_mode():
+    with warnings.catch_warnings(), torch.inference_mode(), masks:
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notices
         torch.onnx.export(
             Exported(), tuple(sample[n] for n in names), str(path), input_names=names,
@@ -93,6 +107,36 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17, 
     _copy_tokenizer(model_dir, out_dir)
     _write_manifest(out_dir, "onnx-export", model_dir, opset=opset, torch=torch.__version__, hidden_states=hidden_states)
     return path
+
+
+@contextlib.contextmanager
+def _traceable_causal_masks(model: Any):
+    """transformers builds a decoder's attention mask with ``torch.vmap``, which the TorchScript tracer cannot
+    follow; while exporting, a plain causal mask with the padding folded in takes its place. Only a plain causal
+    decoder (GPT-2, Llama) gets the same mask from it: sliding-window or chunked attention is refused."""
+    import torch
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    if getattr(model.config, "sliding_window", None) or getattr(model.config, "attention_chunk_size", None):
+        raise ValueError(f"export_onnx exports plain causal attention only; {type(model).__name__} attends through "
+                         f"a sliding window or in chunks")
+
+    def allowed(batch_size: int, cache_position: Any, kv_length: int, kv_offset: int = 0, attention_mask: Any = None,
+                **_: Any) -> Any:
+        keys = torch.arange(kv_length) + kv_offset
+        mask = (keys[None, :] <= cache_position[:, None])[None, None].expand(batch_size, 1, -1, -1)
+        if attention_mask is not None:
+            mask = mask & attention_mask[:, None, None, -kv_length:].bool()
+        return mask
+
+    def additive(*args: Any, dtype: Any = torch.float32, **kwargs: Any) -> Any:
+        return torch.where(allowed(*args, **kwargs), torch.tensor(0.0, dtype=dtype), torch.finfo(dtype).min)
+
+    ALL_MASK_ATTENTION_FUNCTIONS["sdpa"], ALL_MASK_ATTENTION_FUNCTIONS["eager"] = allowed, additive
+    try:
+        yield
+    finally:
+        del ALL_MASK_ATTENTION_FUNCTIONS["sdpa"], ALL_MASK_ATTENTION_FUNCTIONS["eager"]
 
 
 def quantize_onnx(
@@ -287,18 +331,34 @@ def distill(
     return out_dir
 
 
-def _encoder_layers(model: Any):
+def _layer_holder(model: Any) -> tuple[Any, str]:
+    """(module, attribute) holding the transformer blocks: BERT, DistilBERT, GPT-2 (``transformer.h``) and
+    Llama-style decoders (``model.layers``)."""
     base = getattr(model, model.base_model_prefix, model)  # a bare encoder is its own base
     if hasattr(base, "encoder") and hasattr(base.encoder, "layer"):
-        return base.encoder.layer
+        return base.encoder, "layer"
     if hasattr(base, "transformer") and hasattr(base.transformer, "layer"):  # DistilBERT
-        return base.transformer.layer
+        return base.transformer, "layer"
+    import torch
+
+    for attribute in ("h", "layers"):  # GPT-2; Llama, Mistral, Qwen
+        if isinstance(getattr(base, attribute, None), torch.nn.ModuleList):
+            return base, attribute
     raise ValueError(f"Do not know where the encoder layers of {type(model).__name__} are")
 
 
+def _encoder_layers(model: Any):
+    holder, attribute = _layer_holder(model)
+    return getattr(holder, attribute)
+
+
 def _set_encoder_layers(model: Any, layers: Any) -> None:
-    base = getattr(model, model.base_model_prefix, model)
-    holder = base.encoder if hasattr(base, "encoder") else base.transformer
-    holder.layer = layers
-    attribute = "num_hidden_layers" if hasattr(model.config, "num_hidden_layers") else "n_layers"
+    holder, attribute = _layer_holder(model)
+    setattr(holder, attribute, layers)
+    for index, layer in enumerate(layers):  # decoders index their key/value cache by the layer's number
+        for module in layer.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = index
+    names = ("num_hidden_layers", "n_layer", "n_layers")
+    attribute = next((n for n in names if hasattr(model.config, n)), "num_hidden_layers")
     setattr(model.config, attribute, len(layers))

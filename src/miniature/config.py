@@ -211,6 +211,9 @@ class Settings:
             raise UsageError(f"Expected gate to be one of {', '.join(GATE_MODES)} in {owner} but got {self.gate!r}")
         if self.pooling not in POOLINGS:
             raise UsageError(f"Expected pooling to be one of {', '.join(POOLINGS)} in {owner} but got {self.pooling!r}")
+        if self.task == "causal-lm" and self.pooling == "cls":
+            # A decoder's first token has attended to nothing but itself, so it embeds no text: mean instead.
+            self.pooling = "mean"
         if not isinstance(self.sweep, list):
             raise UsageError(f"Expected sweep to be a list of K values in {owner} but got {self.sweep!r}")
         self.sweep = [check_positive_int(k, "sweep", owner) for k in self.sweep]

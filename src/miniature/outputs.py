@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: How a point's embedding is taken from the last hidden layer.
-POOLINGS = ("cls", "mean")
+#: How a point's embedding is taken from the last hidden layer ("last": the last real token, for causal LMs).
+POOLINGS = ("cls", "mean", "last")
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,19 @@ class ModelOutputs:
     #: NaN past each window's end.
     start_logits: np.ndarray | None = None
     end_logits: np.ndarray | None = None
+    #: Causal LMs (tasks/causal_lm.py): the last real token's hidden state; per text, how many positions
+    #: were predicted, and per position (padded past that count with 0 and -1) the log-probability of the
+    #: text's actual next token and the model's top token; on multiple-choice data, each choice's summed
+    #: log-likelihood (-inf past a row's choices).
+    last: np.ndarray | None = None
+    token_counts: np.ndarray | None = None
+    token_logprobs: np.ndarray | None = None
+    top_tokens: np.ndarray | None = None
+    choice_scores: np.ndarray | None = None
 
     @property
     def n(self) -> int:
-        for array in (self.logits, self.cls, self.mean, self.answers):
+        for array in (self.logits, self.cls, self.mean, self.answers, self.token_counts):
             if array is not None:
                 return int(array.shape[0])
         return 0
@@ -65,10 +74,10 @@ class ModelOutputs:
         return exp / exp.sum(axis=1, keepdims=True)
 
     def embeddings(self, pooling: str) -> np.ndarray:
-        """The per-point embedding: ``"cls"`` (the paper's choice) or ``"mean"`` pooling."""
+        """The per-point embedding: ``"cls"`` (the paper's choice), ``"mean"`` or ``"last"`` (causal LMs) pooling."""
         if pooling not in POOLINGS:
             raise ValueError(f"Expected pooling to be one of {', '.join(POOLINGS)} but got {pooling!r}")
-        array = self.cls if pooling == "cls" else self.mean
+        array = {"cls": self.cls, "mean": self.mean, "last": self.last}[pooling]
         if array is None:
             raise ValueError("these outputs have no hidden states, so no embeddings")
         return array

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import NotApplicable
 from ..validation import check_finite
 from .base import Characteristic, Result, Verdict, number, session_of, verdict_cell
 from .bootstrap import RESAMPLES, bootstrap_interval
@@ -245,9 +246,12 @@ class AdversarialVulnerability(Characteristic):
         from ..data import EvalSet
         from ..tasks.classification import gold
 
+        session = reference.session
+        if session.settings.task == "causal-lm":
+            raise NotApplicable("The adversarial-vulnerability check attacks a classifier's predicted label (BERT-Attack); "
+                                "a causal LM predicts next tokens, so it does not apply to task = \"causal-lm\"")
         import_textattack()  # before any model runs: a missing extra should fail fast
         attack_set = data["attack_set"]
-        session = reference.session
         engine = session.engine
         settings = params.get("settings") or session.settings.attack
         ref_out, cand_out = (engine.memo(("attack", m.spec.text, attack_set.content_key, settings),

@@ -111,6 +111,11 @@ class Top1Agreement(Result):
     accuracy_candidate: float | None = None
     negative_flip_rate: float | None = None
     positive_flip_rate: float | None = None
+    #: Causal LMs (characteristics/token_agreement.py): predicted positions, each model's perplexity, their ratio.
+    tokens: int | None = None
+    perplexity_reference: float | None = None
+    perplexity_candidate: float | None = None
+    perplexity_ratio: float | None = None
 
 
 @dataclasses.dataclass(eq=False, kw_only=True, repr=False)
@@ -136,6 +141,10 @@ class KlDivergence(Result):
     accuracy_candidate: float | None = None
     negative_flip_rate: float | None = None
     positive_flip_rate: float | None = None
+    tokens: int | None = None
+    perplexity_reference: float | None = None
+    perplexity_candidate: float | None = None
+    perplexity_ratio: float | None = None
 
 
 def compare_outputs(
@@ -222,6 +231,8 @@ def assert_kl_divergence(reference: Model, candidate: Model, eval_set: EvalSet, 
 
 def _compare(reference: Model, candidate: Model, eval_set: EvalSet, resamples: int) -> tuple[Top1Agreement, KlDivergence]:
     engine = reference.session.engine
+    if engine.settings.task == "causal-lm":
+        return _compare_causal(engine, reference, candidate, eval_set, resamples)
     if eval_set.is_qa:
         return _compare_qa(engine, reference, candidate, eval_set, resamples)
     ref_logits, cand_logits = _aligned_logits(engine, reference, candidate, eval_set)
@@ -253,6 +264,26 @@ def _aligned_logits(engine: Any, reference: Model, candidate: Model, eval_set: E
                                 f"distributions cannot be compared")
         cand = cand[:, [cand_names.index(name) for name in ref_names]]
     return ref, cand
+
+
+def _compare_causal(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet,
+                    resamples: int) -> tuple[Top1Agreement, KlDivergence]:
+    """Causal LMs: every predicted position of every text, the two models read side by side (no logits kept)."""
+    from ..tasks.causal_lm_pairs import position_statistics
+    from .token_agreement import compare_positions
+
+    stats = position_statistics(engine, reference, candidate, eval_set)
+    figures = compare_positions(eval_set.ids, stats.token_counts, stats.kl, stats.same_top, stats.reference_logprob,
+                                stats.candidate_logprob, resamples=resamples)
+    common = {"reference": reference.name, "candidate": candidate.name, "dataset": eval_set.name, "n": figures.n,
+              "task": "causal-lm", "tokens": figures.tokens, "perplexity_reference": figures.perplexity_reference,
+              "perplexity_candidate": figures.perplexity_candidate,
+              "perplexity_ratio": figures.perplexity_candidate / figures.perplexity_reference}
+    kl = dict(figures.kl)
+    return (Top1Agreement(value=figures.agreement, interval=figures.agreement_interval,
+                          disagreeing_ids=figures.disagreeing_ids, **common),
+            KlDivergence(value=kl.pop("mean"), interval=figures.kl_interval, **kl, rms_delta_p=figures.rms_delta_p,
+                         top1_agreement=figures.agreement, largest_ids=figures.largest_ids, **common))
 
 
 def _compare_qa(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet,
@@ -310,6 +341,8 @@ class _OutputAgreement(Characteristic):
         eval_set, engine = data["eval"], reference.session.engine
         ids = result.disagreeing_ids if isinstance(result, Top1Agreement) else result.largest_ids
         where = {point: i for i, point in enumerate(eval_set.ids)}
+        if result.task == "causal-lm":
+            return _causal_examples(engine, reference, candidate, eval_set, [where[p] for p in ids[:limit]])
         if eval_set.is_qa:
             from ..tasks.question_answering import answers
 
@@ -332,6 +365,14 @@ class _OutputAgreement(Characteristic):
         return rows
 
     def notes(self, *, results: Sequence[dict[str, Any]]) -> list[str]:
+        causal = [r for r in results if r.get("task") == "causal-lm"]
+        if causal and self.higher_is_better:
+            return [f"{self.name} on causal LMs: the share of every text's predicted token positions where both models' "
+                    f"most likely next token is the same (token-weighted; CI: bootstrap over texts)"]
+        if causal:
+            return [f"{self.name} on causal LMs: over the {r['tokens']} predicted tokens of {r['dataset']}, "
+                    f"token-weighted; perplexity {r['reference']} {r['perplexity_reference']:.3f}, {r['candidate']} "
+                    f"{r['perplexity_candidate']:.3f} (ratio {r['perplexity_ratio']:.4f})" for r in causal]
         if any(r.get("task") == "question-answering" for r in results):
             return [f"{self.name} on extractive QA: " + ("top-1 = the same final answer text" if self.higher_is_better
                     else "KL of the start and end distributions on each question's first window, averaged")]
@@ -354,9 +395,14 @@ class TopOneAgreement(_OutputAgreement):
     def failure(self, *, result: Top1Agreement, verdict: Verdict):
         head = (f"{result.candidate} changes {result.reference}'s top prediction on "
                 f"{len(result.disagreeing_ids)} of {result.n} points of {result.dataset}")
+        if result.task == "causal-lm":
+            head = (f"{result.candidate} changes {result.reference}'s most likely next token at "
+                    f"{1 - float(result):.1%} of the {result.tokens} positions of {result.dataset} (in "
+                    f"{len(result.disagreeing_ids)} of its {result.n} texts)")
         headers = ["metric", "threshold", "value", "n", *_FLIP_HEADERS]
         row = [result.metric, f">= {verdict.threshold:g}", format_value(result), result.n, *_flips(result.as_dict())]
-        return head, headers, row, result.disagreeing_ids, "ids whose top prediction changed, largest KL first"
+        what = "texts" if result.task == "causal-lm" else "ids"
+        return head, headers, row, result.disagreeing_ids, f"{what} whose top prediction changed, largest KL first"
 
 
 class OutputDivergence(_OutputAgreement):
@@ -385,3 +431,14 @@ class OutputDivergence(_OutputAgreement):
                number(result.p99, ".5f"), number(result.maximum, ".5f"), number(result.rms_delta_p),
                number(result.top1_agreement), result.n]
         return head, headers, row, result.largest_ids, "ids of largest KL first"
+
+
+def _causal_examples(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet,
+                     rows: list[int]) -> list[dict[str, str]]:
+    """The texts whose next-token distributions moved most: each text's mean KL and top-1 agreement over its tokens."""
+    from ..tasks.causal_lm_pairs import position_statistics
+
+    stats = position_statistics(engine, reference, candidate, eval_set)
+    kl, same, counts = stats.per_text(stats.kl), stats.per_text(stats.same_top), stats.token_counts
+    return [{"id": eval_set.ids[i], "text": eval_set.texts[i], "tokens": str(int(counts[i])),
+             "mean KL": f"{kl[i] / counts[i]:.5f}", "top-1": f"{same[i] / counts[i]:.3f}"} for i in rows]

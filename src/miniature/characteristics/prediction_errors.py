@@ -169,7 +169,7 @@ class PredictionErrors(Characteristic):
 
     name = "error_jaccard"
     title = "prediction errors (paper section 3):"
-    summary = "Jaccard of the sets of eval points each model gets wrong (needs labels or gold answers)"
+    summary = "Jaccard of the sets of eval points each model gets wrong (needs labels, gold answers or gold choices)"
     needs = {"eval": "eval set"}
     result_type = ErrorJaccard
 
@@ -180,10 +180,15 @@ class PredictionErrors(Characteristic):
         check = "the prediction-error check"
         if eval_set.is_qa:
             return _qa_error_jaccard(engine, reference, candidate, eval_set, resamples=resamples)
-        from ..tasks.classification import gold
-
         per_model = {}
         for model in (reference, candidate):
+            if engine.settings.task == "causal-lm":  # a causal LM picks the likeliest of each row's choices
+                from ..tasks.causal_lm import choices_picked
+
+                per_model[model] = choices_picked(engine, model, eval_set, check)
+                continue
+            from ..tasks.classification import gold
+
             outputs = engine.outputs(model, eval_set)
             labels = gold(engine, model, eval_set, check)
             per_model[model] = (outputs.predictions, labels, outputs.probabilities()[np.arange(len(labels)), labels])
@@ -226,6 +231,13 @@ class PredictionErrors(Characteristic):
             return [{"id": p, "question": eval_set.questions[where[p]], "gold": " | ".join(eval_set.answers[where[p]]) or
                      "(no answer)", reference.name: said[0][where[p]] or "(no answer)",
                      candidate.name: said[1][where[p]] or "(no answer)"} for p in result.differing_ids[:limit]]
+        if eval_set.is_multiple_choice and engine.settings.task == "causal-lm":
+            from ..tasks.causal_lm import choices_picked
+
+            picked = [choices_picked(engine, m, eval_set, "the examples")[0] for m in (reference, candidate)]
+            return [{"id": p, "text": eval_set.texts[where[p]], "gold": eval_set.choices[where[p]][eval_set.labels[where[p]]],
+                     reference.name: eval_set.choices[where[p]][picked[0][where[p]]],
+                     candidate.name: eval_set.choices[where[p]][picked[1][where[p]]]} for p in result.differing_ids[:limit]]
         names = [engine.backend(m).id2label or {} for m in (reference, candidate)]
         predicted = [engine.outputs(m, eval_set).predictions for m in (reference, candidate)]
         rows = []

@@ -30,6 +30,9 @@ class EvalSet:
     #: answers (an empty tuple: unanswerable, as in SQuAD 2.0).
     questions: tuple[str, ...] | None = None
     answers: tuple[tuple[str, ...], ...] | None = None
+    #: Multiple choice for causal LMs: each row's choices, continuations of its text (``labels`` are then
+    #: the index of the gold choice).
+    choices: tuple[tuple[str, ...], ...] | None = None
     #: Digest of what the models see (the texts, in order): model outputs are keyed by it.
     fingerprint: str = field(default="", compare=False)
 
@@ -37,7 +40,7 @@ class EvalSet:
         if not self.texts:
             raise DatasetError(f"Dataset {self.name!r} has no rows")
         lengths = {len(self.ids), len(self.texts)} | {
-            len(x) for x in (self.labels, self.ood, self.questions, self.answers) if x is not None
+            len(x) for x in (self.labels, self.ood, self.questions, self.answers, self.choices) if x is not None
         }
         if len(lengths) != 1:
             raise DatasetError(f"Dataset {self.name!r} has ids, texts, labels and flags of different lengths")
@@ -49,13 +52,16 @@ class EvalSet:
             digest = hashlib.sha256()
             # Questions are part of what a QA model sees (a plain set's digest is unchanged).
             digest.update(json.dumps(self.texts if self.questions is None else [self.questions, self.texts]).encode())
+            if self.choices is not None:  # a multiple-choice model also reads every choice
+                digest.update(json.dumps(self.choices).encode())
             object.__setattr__(self, "fingerprint", digest.hexdigest())
 
     @cached_property
     def content_key(self) -> str:
         """Digest of everything the set holds (name, ids, texts, labels, flags, answers), where ``fingerprint``
         covers what the models see: derived values that depend on ids or labels are memoised by this one."""
-        fields = [self.name, self.ids, self.texts, self.labels, self.label_names, self.ood, self.questions, self.answers]
+        fields = [self.name, self.ids, self.texts, self.labels, self.label_names, self.ood, self.questions, self.answers,
+                  *([self.choices] if self.choices is not None else [])]
         return hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()
 
     def __len__(self) -> int:
@@ -64,6 +70,10 @@ class EvalSet:
     @property
     def is_qa(self) -> bool:
         return self.questions is not None
+
+    @property
+    def is_multiple_choice(self) -> bool:
+        return self.choices is not None
 
     @property
     def inputs(self) -> list[str] | list[tuple[str, str]]:

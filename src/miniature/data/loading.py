@@ -12,7 +12,7 @@ from .evalset import EvalSet
 from .qa import ANSWER_COLUMNS, CONTEXT_COLUMNS, QUESTION_COLUMNS, answer_texts, nested_qa_rows
 from .spec import DatasetSpec
 
-TEXT_COLUMNS = ("text", "sentence", "review", "content", "document", "description")
+TEXT_COLUMNS = ("text", "sentence", "review", "content", "document", "description", "context")
 LABEL_COLUMNS = ("label", "labels", "sentiment", "class", "target", "score")
 ID_COLUMNS = ("id", "idx", "guid")
 OOD_COLUMNS = ("ood", "is_ood")
@@ -45,6 +45,7 @@ def load_eval_set(spec: DatasetSpec) -> EvalSet:
     label_col = _pick(spec, "label", columns, LABEL_COLUMNS, required=False)
     id_col = _pick(spec, "id", columns, ID_COLUMNS, required=False)
     ood_col = _pick(spec, "ood", columns, OOD_COLUMNS, required=False)
+    choices_col = _pick(spec, "choices", columns, ("choices",), required=False)
 
     texts, labels, ids, ood = [], [] if label_col else None, [], [] if ood_col else None
     for i, row in enumerate(range(start, stop)):  # records hold the sliced rows; ids keep the original row numbers
@@ -60,9 +61,18 @@ def load_eval_set(spec: DatasetSpec) -> EvalSet:
     if not texts:
         raise DatasetError(f"Dataset {spec.text!r} has no rows in {spec.rows} (it has {n} rows)")
     names = tuple(label_names) if label_names and label_col == "label" else None
+    choices = None
+    if choices_col is not None:
+        from .choices import gold_index, parse_choices
+
+        choices = [parse_choices(records[choices_col][i], spec.text, row, choices_col)
+                   for i, row in enumerate(range(start, stop))]
+        if labels is not None:
+            labels = [gold_index(label, options, spec.text, row, label_col)
+                      for label, options, row in zip(labels, choices, range(start, stop))]
     return EvalSet(
         spec.text, tuple(ids), tuple(texts), tuple(labels) if labels is not None else None, names,
-        tuple(ood) if ood is not None else None,
+        tuple(ood) if ood is not None else None, choices=tuple(choices) if choices is not None else None,
     )
 
 

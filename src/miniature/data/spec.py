@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 from ..errors import UsageError
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
-OPTIONS = frozenset({"text", "label", "id", "ood", "header", "quoting", "format", "question", "answers"})
+OPTIONS = frozenset({"text", "label", "id", "ood", "header", "quoting", "format", "question", "answers", "choices"})
 _SLICE = re.compile(r"^(?P<body>.*?)\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\]$")
 
 

@@ -100,6 +100,11 @@ class Engine:
             self._opened_cache = OutputCache(self.settings.cache_dir)
         return self._opened_cache
 
+    @property
+    def output_cache(self) -> OutputCache | None:
+        """The disk cache, for arrays a check derives from models itself (a causal-LM pair's per-position statistics)."""
+        return self._cache
+
     def handle(self, spec: str | ModelSpec) -> ModelRef:
         return ModelRef(self.parse_model(spec))
 
@@ -291,7 +296,8 @@ def check_finite(model: Any, eval_set: EvalSet, outputs: ModelOutputs) -> None:
     (A NaN logit has no argmax; NaN embeddings make FAISS return arbitrary neighbours; either would
     give a plausible-looking agreement.)
     """
-    for name in ("logits", "cls", "mean", "span_scores", "null_scores", "start_logits", "end_logits"):
+    for name in ("logits", "cls", "mean", "span_scores", "null_scores", "start_logits", "end_logits", "last",
+                 "token_logprobs", "choice_scores"):
         array = getattr(outputs, name)
         if array is None:
             continue
@@ -301,7 +307,8 @@ def check_finite(model: Any, eval_set: EvalSet, outputs: ModelOutputs) -> None:
         bad = (np.isnan(values) if name.endswith("_scores") else np.isinf(values) if name.endswith("_logits")
                else ~np.isfinite(values)).any(axis=1)
         if bad.any():
-            what = {"cls": "hidden states (CLS)", "mean": "hidden states (mean-pooled)"}.get(name, name)
+            what = {"cls": "hidden states (CLS)", "mean": "hidden states (mean-pooled)", "last": "hidden states (last token)",
+                    "token_logprobs": "token log-probabilities", "choice_scores": "choice log-likelihoods"}.get(name, name)
             raise ModelLoadError(
                 f"Model {model.name!r} computed non-finite {what} (NaN or infinity) for {int(bad.sum())} of the "
                 f"{len(array)} points of {eval_set.name!r} (first: {eval_set.ids[int(np.flatnonzero(bad)[0])]!r}); "

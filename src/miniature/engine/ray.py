@@ -14,6 +14,7 @@ with the driver, which alone writes the cache.
   not depend on which examples a worker saw before.
 
 Models must be readable at the same path (or hub id) on every node: a shared file system, or a hub id.
+Causal LMs (``task = "causal-lm"``) run on the driver: their pair statistics stream two models side by side.
 """
 
 from __future__ import annotations
@@ -149,6 +150,9 @@ class RayEngine(Engine):
     def _compute(self, model: Any, backend: Any, eval_set: Any):
         from ray.util import ActorPool
 
+        if self.settings.task == "causal-lm":
+            # A causal LM's windows are read token by token, not as the padded batches actors run: here.
+            return super()._compute(model, backend, eval_set)
         workers = self._workers(model)
 
         def on_actors(batches: list, need_hidden: bool) -> Iterator[tuple[Any, Any]]:

@@ -16,8 +16,10 @@ from .spec import ModelSpec
 
 def task_of(config: dict) -> str | None:
     """The task a config.json's ``architectures`` declare: a sequence classifier, an extractive-QA
-    model, or None (a bare encoder)."""
+    model, a causal language model, or None (a bare encoder)."""
     architectures = config.get("architectures") or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):  # GPT-2 says GPT2LMHeadModel
+        return "causal-lm"
     if any(a.endswith("ForQuestionAnswering") for a in architectures):
         return "question-answering"
     if any(a.endswith("ForSequenceClassification") for a in architectures):

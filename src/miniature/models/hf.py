@@ -37,7 +37,8 @@ def download(spec_text: str, repo_id: str, revision: str | None) -> Path:
 
 class HFBackend(Backend):
     """A local HF directory, loaded for the task its config declares (or ``?task=``): a sequence
-    classifier, an extractive-QA model, or ``AutoModel`` (base and sentence encoders)."""
+    classifier, an extractive-QA model, a causal LM (in a ``task = "causal-lm"`` run: logits
+    (batch, tokens, vocabulary)), or ``AutoModel`` (base and sentence encoders)."""
 
     def files(self) -> list[Path]:
         return directory_files(self.local_dir)
@@ -59,14 +60,23 @@ class HFBackend(Backend):
 
     def load(self, task: str) -> None:
         import torch
-        from transformers import AutoModel, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import (
+            AutoModel,
+            AutoModelForCausalLM,
+            AutoModelForQuestionAnswering,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
 
         # A classifier yields logits and hidden states; a QA model start/end logits and hidden
         # states; a base or sentence encoder (no head) yields hidden states only, which is all
         # the representation and OOD checks need.
         self.task = self.model_task()
+        if self.task == "causal-lm" and task != "causal-lm":
+            self.task = None  # outside a causal-LM run a language model is read as an encoder: hidden states only
         loader = {"text-classification": AutoModelForSequenceClassification,
-                  "question-answering": AutoModelForQuestionAnswering}.get(self.task, AutoModel)
+                  "question-answering": AutoModelForQuestionAnswering,
+                  "causal-lm": AutoModelForCausalLM}.get(self.task, AutoModel)
         try:
             trust = self.trust_remote_code  # never run a model's own code unless the user opted in
             self.tokenizer = AutoTokenizer.from_pretrained(self.local_dir, trust_remote_code=trust)

@@ -40,6 +40,8 @@ class OnnxBackend(Backend):
     def model_task(self) -> str | None:
         declared = super().model_task()
         if declared is None and self.session is not None:
+            if getattr(self, "causal", False):
+                return "causal-lm"
             return "question-answering" if self.qa else ("text-classification" if self.logits_name else None)
         return declared
 
@@ -93,8 +95,14 @@ class OnnxBackend(Backend):
                     f"ONNX model {self.spec.name!r} is a question-answering model but has no distinct start and end "
                     f"logits outputs (outputs: {described}); name them with ?start=<name or index>&end=<name or index>"
                 )
-        self.logits_name = None if self.qa else self._logits_output(outputs)
-        self.hidden_name = _choose(outputs, self.spec.options.get("hidden"), "last_hidden_state", 3, self.spec.text, "hidden")
+        # A causal LM's logits are (batch, tokens, vocabulary): rank 3, like the hidden states beside them.
+        self.causal = task == "causal-lm" and not self.qa
+        if self.causal:
+            self.logits_name = _choose(outputs, options.get("output"), "logits", 3, self.spec.text, "output")
+        else:
+            self.logits_name = None if self.qa else self._logits_output(outputs)
+        others = [o for o in outputs if o.name != self.logits_name] if self.causal else outputs
+        self.hidden_name = _choose(others, self.spec.options.get("hidden"), "last_hidden_state", 3, self.spec.text, "hidden")
         if self.logits_name is None and self.hidden_name is None and not self.qa:
             raise ModelLoadError(
                 f"ONNX model {self.spec.name!r} has neither classification logits (a float (batch, labels) output of "

@@ -4,7 +4,7 @@ Grammar::
 
     hf:<hub id or directory>[?quantize=int8&revision=<rev>]
     onnx:<file.onnx>[?tokenizer=<dir>&output=<name or index>&hidden=<name or index>&start=..&end=..]
-    either may add ?task=text-classification|question-answering when the model's files do not say
+    either may add ?task=text-classification|question-answering|causal-lm when the model's files do not say
     <alias>                 a built-in or [tool.miniature.models] name
     <directory> | <file.onnx> | <org>/<name>   the backend is inferred; a bare word must be an alias
 """
@@ -43,7 +43,7 @@ BACKEND_OPTIONS: dict[str, frozenset[str]] = {
     "onnx": frozenset({"tokenizer", "output", "hidden", "task", "start", "end", "device"}),
 }
 #: What ?task= may say: a model's task, when its files do not declare it.
-MODEL_TASKS = ("text-classification", "question-answering")
+MODEL_TASKS = ("text-classification", "question-answering", "causal-lm")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _QUANTIZE_VALUES = ("int8",)

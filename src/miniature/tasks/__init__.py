@@ -1,6 +1,7 @@
 """Tasks: what a model's forward output means, what an error is, and how gold answers line up.
 
-A data set's shape picks its task (questions and contexts: extractive QA; texts: classification).
+A data set's shape picks its task (questions and contexts: extractive QA; texts: classification), except
+that ``task = "causal-lm"`` reads every data set with causal language models (tasks/causal_lm.py).
 Backends only load weights and run forward passes; everything task-specific lives here.
 """
 
@@ -14,19 +15,25 @@ if TYPE_CHECKING:
     from ..outputs import ModelOutputs
 
 #: The task names ``task =`` accepts, in the order the docs list them.
-TASKS = ("text-classification", "question-answering")
+TASKS = ("text-classification", "question-answering", "causal-lm")
 
 
 def preprocessing(eval_set: EvalSet, settings: Any) -> dict[str, Any]:
     """The settings that change a model's outputs on ``eval_set`` (they enter the cache key)."""
+    if settings.task == "causal-lm":  # the windows' overlap over long texts
+        return {"doc_stride": settings.doc_stride}
     if eval_set.is_qa:
         return {"doc_stride": settings.stride, "max_answer_length": settings.max_answer_length}
     return {}
 
 
 def run(backend: Backend, eval_set: EvalSet, settings: Any, progress: Any = None) -> ModelOutputs:
-    """One forward pass of ``backend`` over ``eval_set``, read for the data set's task; ``progress(done, total)``
-    is called after each batch."""
+    """One forward pass of ``backend`` over ``eval_set``, read for the data set's task (or the run's: causal LMs);
+    ``progress(done, total)`` is called after each batch."""
+    if settings.task == "causal-lm":
+        from .causal_lm import run as run_causal
+
+        return run_causal(backend, eval_set, settings, progress)
     if eval_set.is_qa:
         from .question_answering import run_windows
 

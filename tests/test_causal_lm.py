@@ -1,0 +1,333 @@
+"""Causal LMs (#16): token-level KL, top-1 agreement and perplexity against brute force, sliding windows,
+multiple-choice scoring against a direct sum, and the gates end to end on tiny GPT-2 and Llama models."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.special import log_softmax, rel_entr
+
+from miniature.tasks.causal_lm import windows
+
+PROMPT = "Review: {} Sentiment:"
+CHOICES = [" negative", " positive"]
+
+
+@dataclass(frozen=True)
+class TinyLms:
+    gpt2: Path  # GPT2LMHeadModel, 2 layers, 32 positions, byte-level BPE of 512 tokens
+    gpt2_dropped: Path  # its first layer only (drop_layers)
+    gpt2_int8: Path  # onnxruntime dynamic int8 of its ONNX export (logits (batch, tokens, vocabulary))
+    llama: Path  # LlamaForCausalLM, 2 layers, 64 positions, its own tokenizer (starts texts with <s>)
+    llama_int8: Path  # torch dynamic int8 on load
+    texts: Path  # 40 SST-2 dev sentences, column text
+    choices: Path  # the same 40 as multiple choice: context, choices (JSON), label
+    long: Path  # 6 IMDB reviews, longer than a 32-token window
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Matrices 32 wide gain nothing from a second thread, and on a busy 2-core machine two threads that wait
+    on each other made building these models 20 times slower (126 s against 6 s)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_lms(one_torch_thread, tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> TinyLms:
+    from miniature.compress import drop_layers, export_onnx, quantize_onnx, quantize_torch
+    from miniature.tiny_lm import build_tiny_lm
+
+    root = tmp_path_factory.mktemp("tiny-lms")
+    with open(shared_data / "sst2" / "dev.tsv", encoding="utf-8") as handle:
+        rows = [(r["sentence"].strip(), r["label"]) for r in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    training = [t for t, _ in rows[100:]] + [PROMPT.format(t) + CHOICES[int(y)] for t, y in rows[100:]]
+    gpt2 = build_tiny_lm(root / "gpt2", training, style="gpt2", context=32, steps=150)
+    llama = build_tiny_lm(root / "llama", training, style="llama", context=64, steps=150)
+    gpt2_int8 = quantize_onnx(export_onnx(gpt2, root / "gpt2-onnx"), root / "gpt2-int8")
+    texts, choices, long = root / "texts.csv", root / "choices.csv", root / "long.csv"
+    with open(texts, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["text"], *([t] for t, _ in rows[:40])])
+    with open(choices, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["context", "choices", "label"],
+                                      *([PROMPT.format(t), json.dumps(CHOICES), y] for t, y in rows[:40])])
+    with open(shared_data / "imdb_cad" / "orig_test.tsv", encoding="utf-8") as handle:
+        reviews = [r["Text"] for r in csv.DictReader(handle, delimiter="\t") if len(r["Text"]) > 1000][:6]
+    with open(long, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["text"], *([r] for r in reviews)])
+    return TinyLms(gpt2, drop_layers(gpt2, root / "gpt2-dropped", keep_every=2), gpt2_int8, llama,
+                   quantize_torch(llama, root / "llama-int8"), texts, choices, long)
+
+
+def runner(**settings):
+    from miniature import Runner, Settings
+
+    return Runner(Settings(cache_dir=None, task="causal-lm", **settings))
+
+
+@functools.cache
+def transformers_model(model_dir: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir).eval()
+
+
+def brute_logits(model_dir: Path, ids: list[int]) -> np.ndarray:
+    """Full (positions x vocabulary) logits of one unpadded sequence, straight from transformers."""
+    import torch
+
+    with torch.inference_mode():
+        return transformers_model(model_dir)(input_ids=torch.tensor([ids])).logits[0].double().numpy()
+
+
+def tokens(model_dir: Path, texts: list[str], max_length: int) -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)(texts, truncation=True, max_length=max_length)["input_ids"]
+
+
+@given(st.integers(1, 300), st.integers(2, 64), st.data())
+def test_sliding_windows_predict_each_position_once_within_the_window(length, window, data):
+    overlap = data.draw(st.integers(1, window - 1))
+    spans = windows(length, window, overlap)
+    predicted = [p for _, end, first in spans for p in range(first, end)]
+    assert predicted == list(range(1, length))  # each position once, in order
+    for k, (start, end, first) in enumerate(spans):
+        assert 0 <= start < first <= end or (length == 1 and first == end)
+        assert end - start <= window and (k == 0 or first - start == overlap)  # context: the overlap at least
+
+
+def test_the_window_docstring_example_holds():
+    import doctest
+
+    from miniature.tasks import causal_lm
+
+    assert doctest.testmod(causal_lm).failed == 0
+
+
+def test_kl_top1_and_perplexity_match_brute_force_over_the_full_vocabulary(tiny_lms):
+    from miniature import kl_divergence, top1_agreement
+
+    run = runner(max_length=32)
+    data = run.dataset(str(tiny_lms.texts))
+    reference, candidate = run.model(str(tiny_lms.gpt2)), run.model(str(tiny_lms.gpt2_dropped))
+    kl, top1 = kl_divergence(reference, candidate, data), top1_agreement(reference, candidate, data)
+    every_kl, same, ref_lp, cand_lp = [], [], [], []
+    for ids in tokens(tiny_lms.gpt2, list(data.texts), 32):
+        p_logits, q_logits = brute_logits(tiny_lms.gpt2, ids)[:-1], brute_logits(tiny_lms.gpt2_dropped, ids)[:-1]
+        log_p, log_q = log_softmax(p_logits, axis=1), log_softmax(q_logits, axis=1)
+        every_kl.extend(rel_entr(np.exp(log_p), np.exp(log_q)).sum(axis=1))
+        same.extend(p_logits.argmax(1) == q_logits.argmax(1))
+        ref_lp.extend(log_p[np.arange(len(ids) - 1), ids[1:]])
+        cand_lp.extend(log_q[np.arange(len(ids) - 1), ids[1:]])
+    assert kl.tokens == len(every_kl) and kl.task == "causal-lm" and kl.n == len(data)
+    assert float(kl) == pytest.approx(np.mean(every_kl), rel=1e-4)
+    assert kl.median == pytest.approx(np.median(every_kl), rel=1e-3) and kl.maximum == pytest.approx(max(every_kl), rel=1e-3)
+    assert kl.p99 == pytest.approx(np.percentile(every_kl, 99), rel=1e-3)
+    assert float(top1) == pytest.approx(np.mean(same), abs=2 / len(same))  # a near-tie may flip on padding noise
+    assert kl.perplexity_reference == pytest.approx(np.exp(-np.mean(ref_lp)), rel=1e-5)
+    assert kl.perplexity_candidate == pytest.approx(np.exp(-np.mean(cand_lp)), rel=1e-5)
+    assert kl.perplexity_ratio == pytest.approx(kl.perplexity_candidate / kl.perplexity_reference)
+    assert kl.rms_delta_p == pytest.approx(np.sqrt(np.mean((np.exp(cand_lp) - np.exp(ref_lp)) ** 2)), rel=1e-3)
+    assert kl.interval[0] <= float(kl) <= kl.interval[1]
+    # Identical models: nothing moves.
+    same_model = kl_divergence(reference, reference, data)
+    assert float(same_model) == 0.0 and same_model.top1_agreement == 1.0 and same_model.perplexity_ratio == 1.0
+
+
+def test_long_texts_are_read_in_sliding_windows_each_token_once(tiny_lms):
+    """transformers' perplexity guide, written out: windows of the model's 32 positions moving 16 tokens."""
+    import torch
+
+    run = runner(max_length=96)
+    data = run.dataset(str(tiny_lms.long))
+    outputs = run.model(str(tiny_lms.gpt2)).outputs(data)
+    model = transformers_model(tiny_lms.gpt2)
+    for row, ids in enumerate(tokens(tiny_lms.gpt2, list(data.texts), 96)):
+        assert len(ids) == 96 and outputs.token_counts[row] == 95  # truncated at max_length, each token once
+        expected, previous_end = [], 0
+        for begin in range(0, len(ids), 16):
+            end = min(begin + 32, len(ids))
+            with torch.inference_mode():
+                log_p = torch.log_softmax(model(input_ids=torch.tensor([ids[begin:end]])).logits[0].double(), -1)
+            for position in range(max(previous_end, 1), end):
+                expected.append(float(log_p[position - 1 - begin, ids[position]]))
+            previous_end = end
+            if end == len(ids):
+                break
+        assert outputs.token_logprobs[row, :95] == pytest.approx(expected, abs=1e-5)
+
+
+def test_multiple_choice_scores_are_the_summed_token_log_probabilities(tiny_lms):
+    from miniature import error_jaccard
+
+    run = runner(max_length=64)
+    data = run.dataset(str(tiny_lms.choices))
+    assert data.is_multiple_choice and data.choices[0] == tuple(CHOICES) and data.labels[0] in (0, 1)
+    llama = run.model(str(tiny_lms.llama))
+    scores = llama.outputs(data).choice_scores
+    for row in range(5):
+        for c, choice in enumerate(CHOICES):
+            context, whole = tokens(tiny_lms.llama, [data.texts[row], data.texts[row] + choice], 64)
+            log_p = log_softmax(brute_logits(tiny_lms.llama, whole), axis=1)
+            direct = sum(log_p[t - 1, whole[t]] for t in range(len(context), len(whole)))
+            assert scores[row, c] == pytest.approx(direct, rel=1e-5)
+    result = error_jaccard(llama, run.model(str(tiny_lms.llama_int8)), data)
+    wrong = np.flatnonzero(scores.argmax(1) != np.array(data.labels))
+    assert result.errors_reference == len(wrong) and result.n == 40
+
+
+def test_embeddings_are_the_last_hidden_state_mean_pooled_or_its_last_token(tiny_lms):
+    import torch
+
+    from miniature import knn_agreement
+
+    run = runner(max_length=32)
+    assert run.settings.pooling == "mean"  # a decoder's first token embeds nothing: mean is the default
+    data = run.dataset(str(tiny_lms.texts))
+    outputs = run.model(str(tiny_lms.llama)).outputs(data)
+    ids = tokens(tiny_lms.llama, [data.texts[0]], 32)[0]
+    with torch.inference_mode():
+        hidden = transformers_model(tiny_lms.llama)(
+            input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0].numpy()
+    assert outputs.embeddings("mean")[0] == pytest.approx(hidden.mean(0), abs=1e-5)
+    assert outputs.embeddings("last")[0] == pytest.approx(hidden[-1], abs=1e-5)
+    result = knn_agreement(run.model(str(tiny_lms.llama)), run.model(str(tiny_lms.llama_int8)), data, k=5)
+    assert 0.0 <= float(result) <= 1.0 and result.pooling == "mean"
+
+
+def test_models_without_a_shared_vocabulary_or_an_attack_do_not_apply(tiny_lms):
+    from miniature import NotApplicable, kl_divergence
+    from miniature.characteristics.adversarial import AdversarialVulnerability
+
+    run = runner(max_length=32)
+    data = run.dataset(str(tiny_lms.texts))
+    gpt2, llama = run.model(str(tiny_lms.gpt2)), run.model(str(tiny_lms.llama))
+    with pytest.raises(NotApplicable, match="do not share a tokenizer"):
+        kl_divergence(gpt2, llama, data)
+    with pytest.raises(NotApplicable, match="a causal LM predicts next tokens"):
+        AdversarialVulnerability().run("attack_robustness", gpt2, gpt2, {"attack_set": data})
+
+
+def test_bad_multiple_choice_rows_name_the_row_and_what_was_expected(tmp_path):
+    from miniature import DatasetError
+
+    run = runner()
+    path = tmp_path / "bad.csv"
+    path.write_text('context,choices,label\n"a film",only one,0\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"row 0 has \['only one'\] in its choices column 'choices'; expected at least two"):
+        run.dataset(str(path))
+    path.write_text('context,choices,label\n"a film",bad|good,2\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"row 0 has label 2 in column 'label', which names none of its 2 choices"):
+        run.dataset(str(path))
+
+
+def test_the_causal_lm_gates_run_end_to_end_through_pytest(pytester, tiny_lms):
+    from miniature import kl_divergence
+
+    run = runner(max_length=32)
+    data = run.dataset(str(tiny_lms.choices))
+    reference = run.model(str(tiny_lms.gpt2))
+    dropped, int8 = (float(kl_divergence(reference, run.model(m), data))
+                     for m in (str(tiny_lms.gpt2_dropped), f"onnx:{tiny_lms.gpt2_int8}"))
+    assert int8 < dropped  # int8 keeps the distributions far closer than dropping a layer
+    pytester.makepyprojecttoml(f"""
+[tool.miniature]
+task = "causal-lm"
+reference = "gpt2"
+candidates = ["dropped", "int8"]
+eval = "{tiny_lms.choices}"
+max_length = 32
+cache_dir = ""
+
+[tool.miniature.models]
+gpt2 = "{tiny_lms.gpt2}"
+dropped = "{tiny_lms.gpt2_dropped}"
+int8 = "onnx:{tiny_lms.gpt2_int8}"
+
+[tool.miniature.thresholds]
+kl_divergence = {(int8 + dropped) / 2:.6g}
+top1_agreement = 0.0
+error_jaccard = 0.0
+knn_agreement = {{ min = 0.0, k = 5 }}
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "pyproject.toml", "-v", "--miniature-report", "r.json")
+    result.assert_outcomes(passed=7, failed=1)
+    result.stdout.fnmatch_lines(["*kl_divergence?dropped? FAILED*", "*kl_divergence?int8? PASSED*"])
+    result.stdout.fnmatch_lines(["*kl_divergence on causal LMs: over the * predicted tokens of *, token-weighted; "
+                                 "perplexity gpt2 *, dropped * (ratio *)*"])
+    report = json.loads((pytester.path / "r.json").read_text())
+    kl = next(r for r in report["results"] if r["metric"] == "kl_divergence" and r["candidate"] == "dropped")
+    assert kl["value"] == pytest.approx(dropped) and kl["task"] == "causal-lm" and kl["tokens"] > kl["n"]
+    assert {"perplexity_reference", "perplexity_candidate", "perplexity_ratio"} <= set(kl)
+
+
+def test_a_model_computing_nan_is_a_model_error_not_a_figure(tiny_lms, tmp_path):
+    import torch
+
+    from miniature import ModelLoadError, kl_divergence
+
+    broken = transformers_model(tiny_lms.gpt2).__class__.from_pretrained(tiny_lms.gpt2)
+    with torch.no_grad():
+        broken.lm_head.weight[5] = float("nan")  # token 5's logit is NaN at every position
+    broken.save_pretrained(tmp_path / "broken")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (tmp_path / "broken" / name).write_bytes((tiny_lms.gpt2 / name).read_bytes())
+    run = runner(max_length=32)
+    data = run.dataset(str(tiny_lms.texts))
+    with pytest.raises(ModelLoadError, match=r"Model 'broken' computed non-finite logits .* on text '\d+' of"):
+        kl_divergence(run.model(str(tiny_lms.gpt2)), run.model(str(tmp_path / "broken")), data)
+    with pytest.raises(ModelLoadError, match="computed non-finite logits"):
+        run.model(str(tmp_path / "broken")).outputs(data)
+
+
+def test_the_pair_statistics_come_from_the_disk_cache_on_a_second_run(tiny_lms, tmp_path):
+    from miniature import Runner, Settings, kl_divergence
+    from miniature.models.base import forward_counter
+
+    figures = []
+    for _ in range(2):
+        run = Runner(Settings(cache_dir=tmp_path / "cache", task="causal-lm", max_length=32))
+        data = run.dataset(str(tiny_lms.texts))
+        before = forward_counter.batches
+        kl = kl_divergence(run.model(str(tiny_lms.gpt2)), run.model(f"onnx:{tiny_lms.gpt2_int8}"), data)
+        figures.append((float(kl), kl.top1_agreement, kl.perplexity_ratio, forward_counter.batches - before))
+    assert figures[0][3] > 0 and figures[1][3] == 0  # the second run ran no model
+    assert figures[0][:3] == figures[1][:3]
+
+
+def test_outside_a_causal_lm_run_a_language_model_is_read_as_an_encoder(tiny_lms):
+    from miniature import Runner, Settings
+
+    run = Runner(Settings(cache_dir=None, max_length=32))  # task = "text-classification"
+    outputs = run.model(str(tiny_lms.gpt2)).outputs(run.dataset(str(tiny_lms.texts)))
+    assert outputs.logits is None and outputs.token_counts is None and outputs.cls.shape == (40, 32)
+
+
+def test_compare_runs_what_applies_and_says_why_the_rest_does_not(tiny_lms, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "miniature.cli", "compare", "--task", "causal-lm", "--reference", str(tiny_lms.gpt2),
+         "--candidate", str(tiny_lms.gpt2_dropped), "--eval", str(tiny_lms.texts), "--max-length", "32", "--no-cache",
+         "--report", "r.json"], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    status = {r["metric"]: r["status"] for r in report["results"]}
+    assert status == {"kl_divergence": "ok", "top1_agreement": "ok", "knn_agreement": "ok", "error_jaccard": "not_applicable"}
+    assert "has no choices, which the prediction-error check needs on a causal LM" in result.stdout
