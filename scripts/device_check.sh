@@ -16,4 +16,7 @@ export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, onnxruntime; print('torch', torch.__version__, 'transformers', transformers.__version__, 'onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())" | tee -a "$OUT/gpu.txt"
 python3 -m pytest -p pytest_miniature.plugin -p pytester -o addopts="" tests/test_devices.py -v 2>&1 | tee "$OUT/tests.log" | tail -25
+tests=${PIPESTATUS[0]}
 python3 benchmarks/bench_devices.py --reviews 256 2>&1 | tee "$OUT/bench_devices.log"
+bench=${PIPESTATUS[0]}
+exit $(( tests || bench ))

@@ -42,8 +42,9 @@ def pytest_configure(config: pytest.Config) -> None:
         settings, pyproject = resolve_settings(config.option, Path(config.invocation_params.dir), inifile=inifile)
     except UsageError as exc:
         raise pytest.UsageError(f"pytest-miniature: {exc}") from None
-    session = Session(settings, progress=lambda line: _progress(config, line), live=None if config.option.verbose >= 0 else False)
-    config.stash[state_key] = MiniatureState(session, pyproject)  # under -q (live False): one progress line per step
+    tty = lambda: config.option.verbose >= 0 and getattr(config.pluginmanager.get_plugin("terminalreporter"), "isatty", False)  # noqa: E731
+    session = Session(settings, progress=lambda line: _progress(config, line), live=tty)  # -q or a log: a line per step
+    config.stash[state_key] = MiniatureState(session, pyproject)
 
 
 def _progress(config: pytest.Config, line: str) -> None:  # on the terminal, even while a test's output is captured
@@ -176,8 +177,7 @@ def pytest_runtest_call(item: pytest.Item):
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """On an xdist worker: hand this worker's report to the controller, which reports for all."""
-    state = session.config.stash.get(state_key, None)
-    if hasattr(session.config, "workeroutput") and state is not None and state.session.ledger.entries:
+    if hasattr(session.config, "workeroutput") and (state := session.config.stash.get(state_key, None)) and state.session.ledger.entries:
         session.config.workeroutput["miniature"] = state.session.worker_report()
 
 

@@ -66,7 +66,8 @@ OPTIONS = (
     Option("gate", {"choices": list(GATE_MODES),
                     "help": "gate on the point estimate (default) or on the lower end of its bootstrap 95%% interval"}),
     Option("doc-stride", {"type": positive_int, "metavar": "N",
-                          "help": "QA: overlap of a long context's windows, in tokens (default min(128, max length / 2))"}),
+                          "help": "QA: overlap of a long context's windows, in tokens (default min(128, max length / 2)); "
+                                  "causal LMs: overlap of a long text's windows (default half a window)"}),
     Option("max-answer-length", {"type": positive_int, "metavar": "N", "help": "QA: longest answer span in tokens (default 30)"}),
     Option("null-threshold", {"type": float, "metavar": "X",
                               "help": "QA: answer nothing when the no-answer score beats the best span by more than X (default 0)"}),

@@ -17,7 +17,7 @@ from .characteristics.bootstrap import RESAMPLES
 from .config import Settings
 from .data import DatasetSpec, EvalSet
 from .engine import Engine, make_engine
-from .errors import GateFailure, NotApplicable, UsageError
+from .errors import GateFailure, NotApplicable, NotCached, UsageError
 from .models import ModelSpec
 from .outputs import ModelOutputs
 
@@ -116,7 +116,7 @@ class Session:
     """Settings, engine, ledger: everything one run of the gate knows."""
 
     def __init__(self, settings: Settings | None = None, *, progress: Callable[[str], None] | None = None,
-                 engine: Engine | None = None, live: bool | None = None) -> None:
+                 engine: Engine | None = None, live: bool | Callable[[], bool] | None = None) -> None:
         """``live``: progress lines while a step runs (None: when stdout is a terminal), else one per finished step."""
         self.settings = settings if settings is not None else Settings()
         self.engine = engine if engine is not None else make_engine(self.settings, progress=progress, live=live)
@@ -293,7 +293,7 @@ class Session:
                     try:
                         values[(a, b)] = float(characteristic.measure(reference=models[a], candidate=models[b],
                                                                       data=first.data, params=params, resamples=0))
-                    except NotApplicable as exc:
+                    except (NotApplicable, NotCached) as exc:  # NotCached: xdist's controller, an output no worker cached
                         values[(a, b)] = None
                         reasons.append(f"{a} vs {b}: {exc}")
             out[name] = {"title": characteristic.title, "dataset": first.dataset, "models": names,
@@ -309,7 +309,8 @@ class Session:
 
         if not self.settings.cache_dir:
             return {}
-        self.engine.cache_only = True
+        # A plain local engine that only reads the cache: never a model run, and never a Ray cluster started to draw.
+        own, self.engine = self.engine, Engine(self.settings, cache_only=True)
         try:
             for check, threshold, spec in self.configured_checks():
                 if registry.get(check).pairwise:
@@ -321,7 +322,7 @@ class Session:
         except MiniatureError:
             return {}
         finally:
-            self.engine.cache_only = False
+            self.engine = own
 
     # -- reports --------------------------------------------------------------------------------
 

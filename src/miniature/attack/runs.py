@@ -84,9 +84,12 @@ def attack_outcomes(engine: Engine, target: Any, attack_set: EvalSet, settings: 
     examples = [(attack_set.ids[i], attack_set.texts[i], int(gold[i])) for i in range(count)]
     lm = engine.handle(settings.model)
     similarity = engine.handle(settings.similarity_model) if settings.similarity_model else None
+    helpers = [lm, similarity] if similarity else [lm]
+    follow_target(engine, target, helpers)
     parts = {
         "kind": "attack", "recipe": RECIPE_VERSION, "target": engine.fingerprint(target), "textattack": TEXTATTACK_VERSION,
-        "masked_lm": engine.fingerprint(lm), "placement": engine.placement_key(engine.backend(target)),
+        "masked_lm": engine.fingerprint(lm),
+        "placement": [engine.placement_key(engine.backend(m)) for m in (target, *helpers)],
         "similarity": engine.fingerprint(similarity) if similarity else None,
         "settings": attack_settings_key(settings), "max_length": engine.settings.max_length,
         "batch_size": engine.settings.batch_size,
@@ -117,6 +120,16 @@ def attack_outcomes(engine: Engine, target: Any, attack_set: EvalSet, settings: 
                 progress.update(done, f"{successes} successful so far")
             engine.stats.seconds_attacking += time.perf_counter() - start
     return [AttackOutcome(**{**store.outcomes[k], "id": example_id}) for (example_id, _, _), k in zip(examples, keys)]
+
+
+def follow_target(engine: Engine, target: Any, helpers: list) -> None:
+    """Run the attack's masked LM and similarity encoder on the target's device (a CPU-only helper stays on the
+    CPU): the local engine and a Ray worker, which holds all three on its device, then place them alike."""
+    device = engine.backend(target).device
+    for helper in helpers:
+        backend = engine.backend(helper)
+        if not backend.loaded:
+            backend.place("cpu" if backend.cpu_only() else device, backend.dtype)
 
 
 def attack_here(engine: Engine, target: Any, lm: Any, similarity: Any | None, settings: AttackSettings, todo: list):

@@ -59,8 +59,8 @@ class Engine:
     #: Where progress lines of slow work go; None: the "miniature" logger at INFO.
     progress: Callable[[str], None] | None = None
     #: A line every few seconds while a step runs (someone is watching), else one per finished step;
-    #: None: when stdout is a terminal.
-    live: bool | None = None
+    #: None: when stdout is a terminal; a callable: asked each time (pytest's terminal, which capture hides).
+    live: bool | Callable[[], bool] | None = None
     #: Read outputs from the cache only, never run a model (NotCached when one is missing): pytest-xdist's
     #: controller, which builds the all-pairs matrix from what its workers computed.
     cache_only: bool = False
@@ -184,7 +184,7 @@ class Engine:
     def progress_of(self, what: str, total: int, *, unit: str = "points", per: str = "s") -> Progress:
         import sys
 
-        live = self.live if self.live is not None else sys.stdout.isatty()
+        live = self.live() if callable(self.live) else self.live if self.live is not None else sys.stdout.isatty()
         return Progress(self.report_progress, what, total, unit=unit, live=live, per=per)
 
     def report_progress(self, message: str) -> None:

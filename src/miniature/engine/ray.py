@@ -64,9 +64,10 @@ class ModelWorker:
 
     def attack(self, lm: Any, similarity: Any, attack_settings: Any, item: tuple) -> tuple[dict[str, Any], str]:
         from ..attack.offline import import_textattack
-        from ..attack.runs import attack_here
+        from ..attack.runs import attack_here, follow_target
 
         import_textattack()  # offline: the project's stopword list, no nltk.download
+        follow_target(self.engine, self.model, [lm, *([similarity] if similarity else [])])
         return next(attack_here(self.engine, self.model, lm, similarity, attack_settings, [item]))
 
 
@@ -94,6 +95,8 @@ class RayEngine(Engine):
 
     def placement(self, model: Any, backend: Any) -> tuple[str, str]:
         """As the local engine's, but for the cluster's devices: ``auto`` is CUDA when the cluster has GPUs."""
+        if self.settings.task == "causal-lm":  # run on the driver (see _compute)
+            return super().placement(model, backend)
         options = model.spec.options
         asked = options.get("device", self.settings.device)
         dtype = options.get("dtype", self.settings.dtype)
@@ -110,8 +113,8 @@ class RayEngine(Engine):
     def placement_key(self, backend: Any) -> dict[str, Any]:
         """As the local engine's; a GPU's name is asked of the cluster (the driver may have none)."""
         placement = backend.placement()
-        if not placement.device.startswith("cuda"):
-            return placement.key()
+        if not placement.device.startswith("cuda") or self.settings.task == "causal-lm":
+            return super().placement_key(backend)
         if self._gpu_name is None:
             def gpu_name() -> str:
                 import torch
@@ -121,12 +124,14 @@ class RayEngine(Engine):
             self._gpu_name = self._get(self.ray.remote(num_gpus=1, num_cpus=0)(gpu_name).remote())
         return placement.key(accelerator=self._gpu_name)
 
-    def _workers(self, model: Any) -> list[Any]:
-        """Actors for ``model``: ``workers``, else one per CPU (one per GPU on CUDA) of the cluster."""
+    def _workers(self, model: Any, tasks: int) -> list[Any]:
+        """Actors for ``model``: ``workers``, else one per CPU (one per GPU on CUDA) of the cluster, and never more
+        than ``tasks`` (each actor loads the model: one with nothing to do only costs start-up)."""
         ray = self.ray
         backend = self.backend(model)
         on_gpu = backend.device.startswith("cuda")
         count = self.settings.workers or max(1, self.cluster("GPU") if on_gpu else self.cluster("CPU"))
+        count = max(1, min(count, tasks))
         actor = ray.remote(num_gpus=1, num_cpus=0)(ModelWorker) if on_gpu else ray.remote(num_cpus=1)(ModelWorker)
         return [actor.remote(self.settings, model.spec, backend.device, backend.dtype) for _ in range(count)]
 
@@ -134,6 +139,13 @@ class RayEngine(Engine):
         # Actors hold their CPUs and GPUs: freed as soon as a model is done, so the next model's can start.
         for worker in workers:
             self.ray.kill(worker)
+
+    @staticmethod
+    def _died(model: Any, exc: Exception) -> Exception:
+        from ..errors import ModelLoadError
+
+        return ModelLoadError(f"A Ray actor running model {model.name!r} died (out of memory, or its process crashed): "
+                              f"{str(exc)[:300]}")
 
     def _get(self, refs: Any) -> Any:
         """``ray.get``, with an error raised in an actor (a broken model: exit 3) re-raised as itself."""
@@ -153,7 +165,8 @@ class RayEngine(Engine):
         if self.settings.task == "causal-lm":
             # A causal LM's windows are read token by token, not as the padded batches actors run: here.
             return super()._compute(model, backend, eval_set)
-        workers = self._workers(model)
+        batches = -(-len(eval_set) // self.settings.batch_size)
+        workers = self._workers(model, -(-batches // SHARD_BATCHES))
 
         def on_actors(batches: list, need_hidden: bool) -> Iterator[tuple[Any, Any]]:
             shards = [[b for _, b in batches[i : i + SHARD_BATCHES]] for i in range(0, len(batches), SHARD_BATCHES)]
@@ -166,6 +179,8 @@ class RayEngine(Engine):
                     return
                 except self.ray.exceptions.RayTaskError as exc:
                     raise exc.as_instanceof_cause() from None
+                except self.ray.exceptions.RayActorError as exc:
+                    raise self._died(model, exc) from None
                 yield from shard
 
         try:
@@ -187,7 +202,7 @@ class RayEngine(Engine):
     def attack(self, target: Any, lm: Any, similarity: Any, settings: Any, todo: list):
         from ray.util import ActorPool
 
-        workers = self._workers(target)
+        workers = self._workers(target, len(todo))
         pool = ActorPool(workers)
         lm, similarity = ModelRef(lm.spec), ModelRef(similarity.spec) if similarity is not None else None
         try:
@@ -199,5 +214,7 @@ class RayEngine(Engine):
                     return
                 except self.ray.exceptions.RayTaskError as exc:
                     raise exc.as_instanceof_cause() from None
+                except self.ray.exceptions.RayActorError as exc:
+                    raise self._died(target, exc) from None
         finally:
             self._release(workers)

@@ -79,7 +79,8 @@ class Backend(ABC):
 
     def load_options(self) -> dict[str, str]:
         """Options that change what the loaded model computes (they enter the cache key)."""
-        options = {k: v for k, v in self.spec.options.items() if k not in ("tokenizer", "trust_remote_code")}
+        # device and dtype enter the cache key as the placement (what ran), not the model's content fingerprint
+        options = {k: v for k, v in self.spec.options.items() if k not in ("tokenizer", "trust_remote_code", "device", "dtype")}
         return {**options, **({"trust_remote_code": "true"} if self.trust_remote_code else {})}
 
     def load_tokenizer(self) -> None:

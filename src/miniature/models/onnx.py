@@ -80,6 +80,12 @@ class OnnxBackend(Backend):
             raise ModelLoadError(
                 f"ONNX Runtime could not load {self.model_file} (model spec {self.spec.text!r}): {exc}"
             ) from exc
+        asked = onnx_providers(self.device)[0]
+        if isinstance(asked, tuple) and self.session.get_providers()[0] != asked[0]:
+            raise ModelLoadError(
+                f"ONNX model {self.spec.name!r} was to run on {self.device} with {asked[0]}, but onnxruntime fell back to "
+                f"{self.session.get_providers()[0]} (its CUDA libraries did not load); fix the CUDA install or run it "
+                f"with ?device=cpu")
         self.inputs = {i.name: _INPUT_DTYPES.get(i.type, np.int64) for i in self.session.get_inputs()}
         outputs = self.session.get_outputs()
         names = {o.name for o in outputs}
