@@ -306,6 +306,20 @@ def test_the_pair_statistics_come_from_the_disk_cache_on_a_second_run(tiny_lms, 
         figures.append((float(kl), kl.top1_agreement, kl.perplexity_ratio, forward_counter.batches - before))
     assert figures[0][3] > 0 and figures[1][3] == 0  # the second run ran no model
     assert figures[0][:3] == figures[1][:3]
+    # ... and loaded none: the vocabulary check and the cache key need no weights
+    assert not any(run.engine.backend(run.model(m)).loaded for m in (str(tiny_lms.gpt2), f"onnx:{tiny_lms.gpt2_int8}"))
+
+
+def test_the_fp32_onnx_export_computes_what_transformers_does_on_padded_batches(tiny_lms):
+    """The export swaps transformers' vmap-built attention mask for a traceable one: on right-padded batches of
+    texts of every length, its next-token distributions must be transformers' own."""
+    from miniature import Runner, Settings, kl_divergence
+
+    exported = tiny_lms.gpt2_int8.parent.parent / "gpt2-onnx" / "model.onnx"
+    run = Runner(Settings(cache_dir=None, task="causal-lm", max_length=32, batch_size=8))
+    kl = kl_divergence(run.model(str(tiny_lms.gpt2)), run.model(f"onnx:{exported}"), run.dataset(str(tiny_lms.texts)))
+    assert float(kl) < 1e-6 and kl.maximum < 1e-5
+    assert kl.top1_agreement > 0.999 and abs(kl.perplexity_ratio - 1) < 1e-4
 
 
 def test_outside_a_causal_lm_run_a_language_model_is_read_as_an_encoder(tiny_lms):

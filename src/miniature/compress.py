@@ -258,7 +258,7 @@ def drop_layers(model_dir: str | Path, out_dir: str | Path, *, keep_every: int =
     model, tokenizer, _ = _load(model_dir)
     layers = _encoder_layers(model)
     kept = list(range(0, len(layers), keep_every))
-    _set_encoder_layers(model, type(layers)(layers[i] for i in kept))
+    _set_encoder_layers(model, type(layers)(layers[i] for i in kept), kept)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -306,7 +306,7 @@ def distill(
     layers = _encoder_layers(student)
     kept = list(range(0, len(layers), keep_every))
     layers_module = torch.nn.ModuleList(layers[i] for i in kept)
-    _set_encoder_layers(student, layers_module)
+    _set_encoder_layers(student, layers_module, kept)
     optimiser = torch.optim.AdamW(student.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
     student.train()
@@ -352,7 +352,7 @@ def _encoder_layers(model: Any):
     return getattr(holder, attribute)
 
 
-def _set_encoder_layers(model: Any, layers: Any) -> None:
+def _set_encoder_layers(model: Any, layers: Any, kept: list[int] | None = None) -> None:
     holder, attribute = _layer_holder(model)
     setattr(holder, attribute, layers)
     for index, layer in enumerate(layers):  # decoders index their key/value cache by the layer's number
@@ -361,4 +361,8 @@ def _set_encoder_layers(model: Any, layers: Any) -> None:
                 module.layer_idx = index
     names = ("num_hidden_layers", "n_layer", "n_layers")
     attribute = next((n for n in names if hasattr(model.config, n)), "num_hidden_layers")
+    previous = getattr(model.config, attribute, None)
     setattr(model.config, attribute, len(layers))
+    types = getattr(model.config, "layer_types", None)  # Qwen2-style configs check len(layer_types) == layers
+    if isinstance(types, list) and previous == len(types) and kept is not None:
+        model.config.layer_types = [types[i] for i in kept]

@@ -87,7 +87,7 @@ class HFBackend(Backend):
                 f"Could not load model {self.spec.name!r} from {self.local_dir} "
                 f"({loader.__name__}): {type(exc).__name__}: {exc}"
             ) from exc
-        heads = ("classifier", "score", "qa_outputs")
+        heads = ("classifier", "score", "qa_outputs", *(("lm_head",) if self.task == "causal-lm" else ()))
         untrained = [k for k in info.get("missing_keys", []) if any(h in k for h in heads)]
         if untrained:
             raise ModelLoadError(

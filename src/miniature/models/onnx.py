@@ -119,13 +119,21 @@ class OnnxBackend(Backend):
         self.loaded = True
 
     def forward(self, batch: dict[str, np.ndarray], need_hidden: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if getattr(self, "causal", False) and "position_ids" in self.inputs and "position_ids" not in batch:
+            # Decoder exports (Optimum's Llama, Mistral, Qwen) take positions; batches are right-padded, so 0, 1, 2 ...
+            mask = batch.get("attention_mask", np.ones_like(batch["input_ids"]))
+            batch = {**batch, "position_ids": np.clip(np.cumsum(mask, axis=1) - 1, 0, None)}
+        past = [name for name in self.inputs if name.startswith("past_key_values")]
+        if past:
+            raise ModelLoadError(f"ONNX model {self.spec.name!r} takes a key/value cache ({past[0]}, ...): export it "
+                                 f"without one (optimum-cli export onnx --task text-generation, not text-generation-with-past)")
         missing = [name for name in self.inputs if name not in batch]
         if missing:
             raise ModelLoadError(
                 f"ONNX model {self.spec.name!r} needs input(s) {', '.join(missing)} that its tokenizer "
                 f"does not produce (it produces {', '.join(batch)})"
             )
-        feed = {name: batch[name].astype(dtype) for name, dtype in self.inputs.items()}
+        feed = {name: batch[name].astype(dtype) for name, dtype in self.inputs.items() if name in batch}
         if self.qa:
             names = [self.start_name, self.end_name, *([self.hidden_name] if need_hidden and self.hidden_name else [])]
             results = dict(zip(names, self.session.run(names, feed)))

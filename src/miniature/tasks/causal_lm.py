@@ -199,6 +199,13 @@ def choice_scores(backend: Backend, eval_set: EvalSet, settings: Any, window: in
     ids, pieces = [], []
     for k, ((i, c), tokens) in enumerate(zip(pairs, whole)):
         continuation = len(tokens) - len(contexts[i])
+        if list(tokens[: len(contexts[i]) - 1]) != list(contexts[i][:-1]) or (
+                len(contexts[i]) and contexts[i][-1] == getattr(backend.tokenizer, "eos_token_id", None)):
+            raise DatasetError(
+                f"Dataset {eval_set.name!r}, row {eval_set.ids[i]!r}: under model {name!r}'s tokenizer the text alone "
+                f"is not a prefix of the text with choice {c} ({eval_set.choices[i][c]!r}) (a tokenizer that appends an "
+                f"end-of-text token, or merges across the boundary), so the choice's own tokens cannot be told apart; "
+                f"give the model's tokenizer without add_eos_token, or start each choice with a space")
         if continuation < 1 or continuation >= window:
             said = "no tokens of its own" if continuation < 1 else f"{continuation} tokens, more than a {window}-token window allows"
             raise DatasetError(f"Dataset {eval_set.name!r}: choice {c} ({eval_set.choices[i][c]!r}) of row "

@@ -56,7 +56,8 @@ def position_statistics(engine: Any, reference: Any, candidate: Any, eval_set: E
 
 
 def _cached(engine: Any, reference: Any, candidate: Any, eval_set: EvalSet) -> PositionStatistics:
-    backends = [engine.loaded_backend(m) for m in (reference, candidate)]
+    # Opened, not loaded: the vocabulary files and the cache key need no weights, so a cache hit loads no model.
+    backends = [engine.backend(m) for m in (reference, candidate)]
     _require_shared_vocabulary(backends, reference, candidate)
     settings = engine.settings
     key = cache_key(pair="causal-lm positions", reference=engine.fingerprint(reference),
@@ -68,6 +69,7 @@ def _cached(engine: Any, reference: Any, candidate: Any, eval_set: EvalSet) -> P
     if found is not None and all(v is not None for v in found.values()) and len(found["token_counts"]) == len(eval_set):
         log.info("miniature: %s against %s on %s from cache", candidate.name, reference.name, eval_set.name)
         return PositionStatistics(**found)
+    backends = [engine.loaded_backend(m) for m in (reference, candidate)]
     statistics = compare_side_by_side(backends, [reference.name, candidate.name], eval_set, settings)
     if cache:
         cache.put_arrays(key, {f: getattr(statistics, f) for f in _FIELDS},
