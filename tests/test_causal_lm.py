@@ -170,6 +170,59 @@ def test_long_texts_are_read_in_sliding_windows_each_token_once(tiny_lms):
         assert outputs.token_logprobs[row, :95] == pytest.approx(expected, abs=1e-5)
 
 
+def test_pair_statistics_over_sliding_windows_match_the_guides_loop_for_both_models(tiny_lms):
+    """KL, top-1 and perplexities of a pair on texts read in several windows: each position once, each model's
+    distribution with the context its window gives it (the guide's loop, run on both models)."""
+    import torch
+
+    from miniature import kl_divergence
+
+    run = runner(max_length=96)
+    data = run.dataset(str(tiny_lms.long))
+    kl = kl_divergence(run.model(str(tiny_lms.gpt2)), run.model(str(tiny_lms.gpt2_dropped)), data)
+    every_kl, same, ref_lp = [], [], []
+    for ids in tokens(tiny_lms.gpt2, list(data.texts), 96):
+        previous_end = 0
+        for begin in range(0, len(ids), 16):
+            end = min(begin + 32, len(ids))
+            with torch.inference_mode():
+                window = torch.tensor([ids[begin:end]])
+                log_p = torch.log_softmax(transformers_model(tiny_lms.gpt2)(input_ids=window).logits[0].double(), -1)
+                log_q = torch.log_softmax(transformers_model(tiny_lms.gpt2_dropped)(input_ids=window).logits[0].double(), -1)
+            for position in range(max(previous_end, 1), end):
+                row = position - 1 - begin
+                every_kl.append(float((log_p[row].exp() * (log_p[row] - log_q[row])).sum()))
+                same.append(bool(log_p[row].argmax() == log_q[row].argmax()))
+                ref_lp.append(float(log_p[row, ids[position]]))
+            previous_end = end
+            if end == len(ids):
+                break
+    assert kl.tokens == len(every_kl) == 95 * len(data)
+    assert float(kl) == pytest.approx(np.mean(every_kl), rel=1e-4)
+    assert kl.maximum == pytest.approx(max(every_kl), rel=1e-3)
+    assert kl.top1_agreement == pytest.approx(np.mean(same), abs=2 / len(same))
+    assert kl.perplexity_reference == pytest.approx(np.exp(-np.mean(ref_lp)), rel=1e-5)
+
+
+def test_a_doc_stride_that_leaves_windows_nothing_to_predict_is_a_usage_error(tiny_lms):
+    from miniature.errors import UsageError
+
+    run = runner(max_length=96, doc_stride=40)  # the tiny models' context is 32 tokens
+    with pytest.raises(UsageError, match=r"doc_stride \(40\) must be below the causal-LM window \(32 tokens"):
+        run.model(str(tiny_lms.gpt2)).outputs(run.dataset(str(tiny_lms.long)))
+
+
+def test_arc_style_rows_with_a_question_column_are_multiple_choice_not_qa(tmp_path):
+    run = runner()
+    path = tmp_path / "arc.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["question", "choices", "label"],
+                                      ["Which is a mammal?", json.dumps([" a whale", " a shark"]), 0]])
+    data = run.dataset(str(path))
+    assert not data.is_qa and list(data.texts) == ["Which is a mammal?"]
+    assert list(data.choices[0]) == [" a whale", " a shark"] and list(data.labels) == [0]
+
+
 def test_multiple_choice_scores_are_the_summed_token_log_probabilities(tiny_lms):
     from miniature import error_jaccard
 

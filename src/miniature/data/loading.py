@@ -39,9 +39,12 @@ def load_eval_set(spec: DatasetSpec) -> EvalSet:
         records, columns, label_names, n, (start, stop) = _read_hub(spec)
 
     question_col = _pick(spec, "question", columns, QUESTION_COLUMNS, required=False)
-    if question_col is not None:
+    # A choices column makes a multiple-choice set (causal LMs), also when its prompt is a question (ARC-style rows).
+    multiple_choice = "choices" in columns
+    if question_col is not None and not multiple_choice:
         return _qa_eval_set(spec, records, columns, question_col, n, start, stop)
-    text_col = _pick(spec, "text", columns, TEXT_COLUMNS, required=True)
+    text_col = _pick(spec, "text", columns, TEXT_COLUMNS + ((question_col,) if multiple_choice and question_col else ()),
+                     required=True)
     label_col = _pick(spec, "label", columns, LABEL_COLUMNS, required=False)
     id_col = _pick(spec, "id", columns, ID_COLUMNS, required=False)
     ood_col = _pick(spec, "ood", columns, OOD_COLUMNS, required=False)

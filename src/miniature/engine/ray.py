@@ -45,6 +45,7 @@ class ModelWorker:
     def __init__(self, settings: Any, spec: Any, device: str, dtype: str) -> None:
         from ..models import open_backend
 
+        os.environ.pop("PYTEST_XDIST_WORKER_COUNT", None)  # Ray sized this actor's threads; an xdist share is not its own
         # The driver's settings, in this process, writing nothing; the attack's masked LM goes where the target is.
         self.engine = Engine(replace(settings, engine="local", cache_dir=None, device=device), live=False)
         self.model = ModelRef(spec)
@@ -104,7 +105,8 @@ class RayEngine(Engine):
         if asked == "auto":
             return ("cuda:0" if gpus and not backend.cpu_only() else "cpu"), dtype
         if asked.startswith("cuda") and not gpus:
-            raise UsageError(f"device {asked} was asked for, but the Ray cluster has no GPU (its resources: "
+            where = f"model {model.name!r} (?device=)" if "device" in options else "device (--miniature-device)"
+            raise UsageError(f"{where} asks for {asked}, but the Ray cluster has no GPU (its resources: "
                              f"{self.ray.cluster_resources()}); use device = \"auto\" or \"cpu\"")
         if asked.startswith("cuda"):
             return "cuda:0", dtype  # Ray gives each actor its own GPU, which it sees as device 0

@@ -64,7 +64,14 @@ def window_size(backends: Sequence[Backend], max_length: int) -> int:
 
 
 def overlap_of(window: int, doc_stride: int | None) -> int:
-    """Tokens each window shares with the one before (its context-only head): ``doc_stride``, else half a window."""
+    """Tokens each window shares with the one before (its context-only head): ``doc_stride``, else half a window.
+    A ``doc_stride`` that leaves a window nothing new to predict is a usage error naming both."""
+    from ..errors import UsageError
+
+    if doc_stride is not None and doc_stride >= window:
+        raise UsageError(f"doc_stride ({doc_stride}) must be below the causal-LM window ({window} tokens: the smaller "
+                         f"of max_length and the models' context), or each window would predict nothing new; lower "
+                         f"doc_stride (--miniature-doc-stride) or leave it unset (half a window)")
     overlap = doc_stride if doc_stride is not None else window // 2
     return max(1, min(overlap, window - 1))
 
