@@ -148,7 +148,7 @@ def test_a_pytest_run_prints_forward_pass_progress(pytester, tiny_models):
             assert reference.outputs(eval_set).logits is not None
     """)
     args = ["--reference", str(tiny_models.teacher), "--miniature-eval", str(tiny_models.eval_csv), "--miniature-no-cache"]
-    result = pytester.runpytest(*args, "-q", "-s")
+    result = pytester.runpytest_subprocess(*args, "-q")  # captured as usual: progress must still reach the terminal
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["miniature: running teacher on *eval.csv: 200/200 points, * points/s, done in *"])
 

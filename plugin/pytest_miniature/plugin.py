@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,12 +49,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _progress(config: pytest.Config, line: str) -> None:  # on the terminal, even while a test's output is captured
+    capture = config.pluginmanager.get_plugin("capturemanager")  # as live logging does: past the test's capture
     if (reporter := config.pluginmanager.get_plugin("terminalreporter")) is not None:
-        reporter.write_line(f"miniature: {line}")
-
-
-def _session(config: pytest.Config) -> Session:
-    return config.stash[state_key].session
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            reporter.write_line(f"miniature: {line}")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -63,7 +62,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 @pytest.fixture(scope="session")
 def miniature_runner(request: pytest.FixtureRequest) -> Session:
     """The run's session: every model runs at most once per dataset, whatever the number of tests."""
-    return _session(request.config)
+    return request.config.stash[state_key].session
 
 
 def _configured(spec: Any, what: str, flag: str, key: str) -> Any:
@@ -88,7 +87,7 @@ def candidate(request: pytest.FixtureRequest, miniature_runner: Session):
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "candidate" in metafunc.fixturenames:
-        specs = _session(metafunc.config).settings.candidates or [None]
+        specs = metafunc.config.stash[state_key].session.settings.candidates or [None]
         metafunc.parametrize("candidate", specs, ids=[getattr(s, "name", "no-candidate") for s in specs], indirect=True,
                              scope="session")
 
@@ -116,7 +115,7 @@ class MiniatureFile(pytest.File):
 
     def collect(self):
         self.config.stash[state_key].collected = True
-        for check, threshold, spec in _session(self.config).configured_checks():
+        for check, threshold, spec in self.config.stash[state_key].session.configured_checks():
             yield MiniatureCheckItem.from_parent(self, name=f"{check}[{spec.name}]", check=check, threshold=threshold,
                                                  candidate_spec=spec)
 
@@ -130,7 +129,7 @@ class MiniatureCheckItem(pytest.Item):
         self.add_marker("miniature")
 
     def runtest(self) -> None:
-        _session(self.config).run_check(self.check, self.candidate_spec, self.threshold)
+        self.config.stash[state_key].session.run_check(self.check, self.candidate_spec, self.threshold)
 
     def repr_failure(self, excinfo, style=None):  # say it in its own words, no traceback
         from miniature.errors import MiniatureError
@@ -170,9 +169,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item):
     """Attach every result a test recorded to it as properties (``--junitxml`` writes them)."""
-    before = len(_session(item.config).ledger.log)
+    before = len(item.config.stash[state_key].session.ledger.log)
     yield
-    item.user_properties += _session(item.config).junit_properties(since=before)
+    item.user_properties += item.config.stash[state_key].session.junit_properties(since=before)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
