@@ -195,7 +195,8 @@ class Session:
         return {key: self.dataset(getattr(settings, key)) if getattr(settings, key, None) is not None else None
                 for key in keys}
 
-    def prepare(self, name: str, candidate: str | ModelSpec, threshold: Threshold | None = None) -> Pending:
+    def prepare(self, name: str, candidate: str | ModelSpec, threshold: Threshold | None = None, *,
+                resamples: int = RESAMPLES) -> Pending:
         """Compute check ``name`` for ``candidate`` against the configured reference on the configured data,
         without recording it yet: a model or data problem surfaces here, before any verdict."""
         characteristic = registry.get(name)
@@ -205,7 +206,7 @@ class Session:
         pending = Pending(characteristic, self.model(self.settings.reference), self.model(candidate), data,
                           characteristic.params_for(threshold))
         pending.result = characteristic.measure(reference=pending.reference, candidate=pending.candidate, data=data,
-                                                params=pending.params, resamples=RESAMPLES)
+                                                params=pending.params, resamples=resamples)
         return pending
 
     def run_check(self, name: str, candidate: str | ModelSpec, threshold: Threshold | None = None, *,
@@ -315,7 +316,8 @@ class Session:
             for check, threshold, spec in self.configured_checks():
                 if registry.get(check).pairwise:
                     try:
-                        self.settle(self.prepare(check, spec, threshold), None)
+                        # The workers reported these results with their intervals: only the matrix's inputs are wanted.
+                        self.settle(self.prepare(check, spec, threshold, resamples=0), None)
                     except MiniatureError:
                         continue
             return self.matrices()

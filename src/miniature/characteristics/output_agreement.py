@@ -97,15 +97,9 @@ def flip_rates(reference_correct: np.ndarray, candidate_correct: np.ndarray) -> 
 
 
 @dataclasses.dataclass(eq=False, kw_only=True, repr=False)
-class Top1Agreement(Result):
-    """Share of points where both models' top prediction agrees, with the flips when labels exist.
+class _AgreementContext(Result):
+    """What both output-agreement results carry beside their value: the task, and the flips when labels exist."""
 
-    ``disagreeing_ids``: the points whose top prediction differs, largest KL first.
-    """
-
-    metric = "top1_agreement"
-
-    disagreeing_ids: list[str]
     task: str = "text-classification"
     accuracy_reference: float | None = None
     accuracy_candidate: float | None = None
@@ -119,7 +113,19 @@ class Top1Agreement(Result):
 
 
 @dataclasses.dataclass(eq=False, kw_only=True, repr=False)
-class KlDivergence(Result):
+class Top1Agreement(_AgreementContext):
+    """Share of points where both models' top prediction agrees, with the flips when labels exist.
+
+    ``disagreeing_ids``: the points whose top prediction differs, largest KL first.
+    """
+
+    metric = "top1_agreement"
+
+    disagreeing_ids: list[str]
+
+
+@dataclasses.dataclass(eq=False, kw_only=True, repr=False)
+class KlDivergence(_AgreementContext):
     """Mean KL(p_ref || p_cand) over points, in nats, with llama.cpp's statistics beside it.
 
     ``largest_ids``: the points of largest KL first; ``rms_delta_p``: the RMS change of the
@@ -136,15 +142,6 @@ class KlDivergence(Result):
     rms_delta_p: float
     top1_agreement: float
     largest_ids: list[str]
-    task: str = "text-classification"
-    accuracy_reference: float | None = None
-    accuracy_candidate: float | None = None
-    negative_flip_rate: float | None = None
-    positive_flip_rate: float | None = None
-    tokens: int | None = None
-    perplexity_reference: float | None = None
-    perplexity_candidate: float | None = None
-    perplexity_ratio: float | None = None
 
 
 def compare_outputs(

@@ -129,13 +129,17 @@ class Engine:
     def placement(self, model: Any, backend: Backend) -> tuple[str, str]:
         """(device, dtype) ``model`` runs with: its spec's ``?device=``/``?dtype=``, else the run's settings.
         ``auto`` leaves a CPU-only model (torch dynamic int8) on the CPU; naming a device it cannot use is an error."""
-        from ..models.device import resolve_device
-
         options = model.spec.options
         asked = options.get("device", self.settings.device)
         where = f"model {model.name!r} (?device=)" if "device" in options else "device (--miniature-device)"
-        device = "cpu" if asked == "auto" and backend.cpu_only() else resolve_device(asked, where)
+        device = "cpu" if asked == "auto" and backend.cpu_only() else self.resolve_device(asked, where)
         return device, options.get("dtype", self.settings.dtype)
+
+    def resolve_device(self, asked: str, where: str) -> str:
+        """The torch device ``asked`` names where this engine runs models (here: this machine)."""
+        from ..models.device import resolve_device
+
+        return resolve_device(asked, where)
 
     def measures(self, model: Any) -> dict[str, Any]:
         """What compressing bought and what it cost, for the report: size on disk, parameters, and the measured
@@ -283,8 +287,9 @@ def share_cores_with_other_workers() -> None:
     slower together than one alone (the demo's gate under -n 2 took twice as long as serial)."""
     import os
 
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    if workers > 1:
+    from ..models.device import xdist_workers
+
+    if (workers := xdist_workers()) > 1:
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))

@@ -94,23 +94,17 @@ class RayEngine(Engine):
     def cluster(self, resource: str) -> int:
         return int(self.ray.cluster_resources().get(resource, 0))
 
-    def placement(self, model: Any, backend: Any) -> tuple[str, str]:
+    def resolve_device(self, asked: str, where: str) -> str:
         """As the local engine's, but for the cluster's devices: ``auto`` is CUDA when the cluster has GPUs."""
         if self.settings.task == "causal-lm":  # run on the driver (see _compute)
-            return super().placement(model, backend)
-        options = model.spec.options
-        asked = options.get("device", self.settings.device)
-        dtype = options.get("dtype", self.settings.dtype)
+            return super().resolve_device(asked, where)
         gpus = self.cluster("GPU")
         if asked == "auto":
-            return ("cuda:0" if gpus and not backend.cpu_only() else "cpu"), dtype
+            return "cuda:0" if gpus else "cpu"
         if asked.startswith("cuda") and not gpus:
-            where = f"model {model.name!r} (?device=)" if "device" in options else "device (--miniature-device)"
             raise UsageError(f"{where} asks for {asked}, but the Ray cluster has no GPU (its resources: "
                              f"{self.ray.cluster_resources()}); use device = \"auto\" or \"cpu\"")
-        if asked.startswith("cuda"):
-            return "cuda:0", dtype  # Ray gives each actor its own GPU, which it sees as device 0
-        return asked, dtype
+        return "cuda:0" if asked.startswith("cuda") else asked  # Ray shows each actor its own GPU as device 0
 
     def placement_key(self, backend: Any) -> dict[str, Any]:
         """As the local engine's; a GPU's name is asked of the cluster (the driver may have none)."""
@@ -123,7 +117,7 @@ class RayEngine(Engine):
 
                 return torch.cuda.get_device_name(0)
 
-            self._gpu_name = self._get(self.ray.remote(num_gpus=1, num_cpus=0)(gpu_name).remote())
+            self._gpu_name = self.ray.get(self.ray.remote(num_gpus=1, num_cpus=0)(gpu_name).remote())
         return placement.key(accelerator=self._gpu_name)
 
     def _workers(self, model: Any, tasks: int) -> list[Any]:
@@ -142,24 +136,22 @@ class RayEngine(Engine):
         for worker in workers:
             self.ray.kill(worker)
 
-    @staticmethod
-    def _died(model: Any, exc: Exception) -> Exception:
+    def _results(self, results: Iterator[Any], model: Any) -> Iterator[Any]:
+        """``results`` of ``model``'s actors, with an error raised in an actor (a broken model: exit 3) re-raised as
+        itself, and an actor that died (out of memory, a crashed process) a model error naming the model."""
         from ..errors import ModelLoadError
 
-        return ModelLoadError(f"A Ray actor running model {model.name!r} died (out of memory, or its process crashed): "
-                              f"{str(exc)[:300]}")
-
-    def _get(self, refs: Any) -> Any:
-        """``ray.get``, with an error raised in an actor (a broken model: exit 3) re-raised as itself."""
-        ray = self.ray
-        try:
-            return ray.get(refs)
-        except ray.exceptions.RayTaskError as exc:
-            raise exc.as_instanceof_cause() from None
-        except ray.exceptions.RayActorError as exc:
-            from ..errors import ModelLoadError
-
-            raise ModelLoadError(f"A Ray worker died while running a model: {exc}") from None
+        exceptions = self.ray.exceptions
+        while True:
+            try:
+                yield next(results)
+            except StopIteration:
+                return
+            except exceptions.RayTaskError as exc:
+                raise exc.as_instanceof_cause() from None
+            except exceptions.RayActorError as exc:
+                raise ModelLoadError(f"A Ray actor running model {model.name!r} died (out of memory, or its process "
+                                     f"crashed): {str(exc)[:300]}") from None
 
     def _compute(self, model: Any, backend: Any, eval_set: Any):
         from ray.util import ActorPool
@@ -173,16 +165,8 @@ class RayEngine(Engine):
         def on_actors(batches: list, need_hidden: bool) -> Iterator[tuple[Any, Any]]:
             shards = [[b for _, b in batches[i : i + SHARD_BATCHES]] for i in range(0, len(batches), SHARD_BATCHES)]
             pool = ActorPool(workers)
-            results = pool.map(lambda worker, shard: worker.forward.remote(shard, need_hidden), shards)
-            while True:
-                try:
-                    shard = next(results)
-                except StopIteration:
-                    return
-                except self.ray.exceptions.RayTaskError as exc:
-                    raise exc.as_instanceof_cause() from None
-                except self.ray.exceptions.RayActorError as exc:
-                    raise self._died(model, exc) from None
+            for shard in self._results(pool.map(lambda worker, shard: worker.forward.remote(shard, need_hidden), shards),
+                                       model):
                 yield from shard
 
         try:
@@ -208,15 +192,7 @@ class RayEngine(Engine):
         pool = ActorPool(workers)
         lm, similarity = ModelRef(lm.spec), ModelRef(similarity.spec) if similarity is not None else None
         try:
-            results = pool.map_unordered(lambda worker, item: worker.attack.remote(lm, similarity, settings, item), todo)
-            while True:
-                try:
-                    yield next(results)
-                except StopIteration:
-                    return
-                except self.ray.exceptions.RayTaskError as exc:
-                    raise exc.as_instanceof_cause() from None
-                except self.ray.exceptions.RayActorError as exc:
-                    raise self._died(target, exc) from None
+            yield from self._results(
+                pool.map_unordered(lambda worker, item: worker.attack.remote(lm, similarity, settings, item), todo), target)
         finally:
             self._release(workers)

@@ -89,12 +89,17 @@ def dtype_argument(dtype: str) -> dict:
     return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": getattr(torch, dtype)}
 
 
+def xdist_workers() -> int:
+    """How many pytest-xdist workers share this machine's cores (1 outside xdist)."""
+    import os
+
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+
+
 def intra_op_threads() -> int:
     """onnxruntime's threads: as many as torch uses (0, onnxruntime's default, when torch has its default),
     so a pytest-xdist worker keeps to its share of the cores."""
-    import os
-
-    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1) > 1:
+    if xdist_workers() > 1:
         import torch
 
         return torch.get_num_threads()
