@@ -37,7 +37,7 @@ def main() -> None:
     from textattack.models.wrappers import HuggingFaceModelWrapper
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from miniature import Runner, Settings
+    from miniature import Session, Settings
     from miniature.attack.recipe import build_attack
     from miniature.attack.runs import _outcome, load_masked_lm
     from miniature.attack.wrapper import BackendModelWrapper
@@ -45,10 +45,10 @@ def main() -> None:
 
     torch.set_num_threads(2)
     settings = Settings(cache_dir=None, max_length=512, attack={"model": specs["masked-lm"]})
-    runner = Runner(settings)
+    runner = Session(settings)
     data = runner.dataset(specs["attack-set"])
     reference = runner.model(specs["minilm-imdb"])
-    gold = classification.gold(runner.engine, reference, data, "benchmark")
+    gold = classification.TextClassification().gold(runner.engine, reference, data, "benchmark")
     masked_lm, lm_tokenizer = load_masked_lm(runner.engine, runner.model(specs["masked-lm"]))
     ours = BackendModelWrapper(runner.engine.loaded_backend(reference), batch_size=32, max_length=512)
     stock = HuggingFaceModelWrapper(AutoModelForSequenceClassification.from_pretrained(specs["minilm-imdb"]).eval(),

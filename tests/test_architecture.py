@@ -10,13 +10,14 @@ import textwrap
 from pathlib import Path
 
 import faiss  # noqa: F401  (imported once in the outer process: pytester's inline runs unload what they import)
+import numpy as np
 import pytest
 
 CLI = [sys.executable, "-m", "miniature.cli"]
 
 #: A third party's characteristic: the share of eval points on which both models predict the same class.
 TOY = '''
-from miniature.characteristics.base import Characteristic, Result, format_value, verdict_cell
+from miniature import Characteristic, Failure, Result, format_value, verdict_cell
 
 
 class SameArgmax(Result):
@@ -29,20 +30,20 @@ class ArgmaxAgreement(Characteristic):
     summary = "share of eval points where both models predict the same class"
     needs = {"eval": "eval set"}
 
-    def measure(self, *, reference, candidate, data, params, resamples):
+    def measure(self, *, evidence, reference, candidate, data, params, resamples):
         eval_set = data["eval"]
-        engine = reference.session.engine
-        same = engine.outputs(reference, eval_set).predictions == engine.outputs(candidate, eval_set).predictions
-        return SameArgmax(value=float(same.mean()), reference=reference.name, candidate=candidate.name,
-                      dataset=eval_set.name, n=len(eval_set))
+        ref, cand = (evidence.decisions(m, eval_set, check="the argmax check", gold=False) for m in (reference, candidate))
+        same = [a == b for a, b in zip(ref.predicted, cand.predicted)]
+        return SameArgmax(value=sum(same) / len(same), reference=reference.name, candidate=candidate.name,
+                          dataset=eval_set.name, n=len(eval_set))
 
     def rows(self, *, results):
         return (["reference", "candidate", "n", "same argmax", "gate"],
                 [[r["reference"], r["candidate"], r["n"], format_value(r), verdict_cell(r)] for r in results])
 
     def failure(self, *, result, verdict):
-        return (f"{result.candidate} predicts other classes than {result.reference}", ["value"],
-                [f"{result:.4f}"], [], "ids")
+        return Failure(f"{result.candidate} predicts other classes than {result.reference}", ["value"],
+                       [f"{result:.4f}"], [], "ids")
 '''
 
 
@@ -57,20 +58,28 @@ def install_toy(where: Path) -> dict[str, str]:
 
 
 def brute_argmax_agreement(a: Path, b: str, eval_csv: Path) -> float:
-    from miniature import Runner, Settings
+    """The share of points where both models' argmax is the same class (by name), straight from their logits."""
+    from miniature import Session, Settings
 
-    runner = Runner(Settings(cache_dir=None))
+    runner = Session(Settings(cache_dir=None))
     data = runner.dataset(str(eval_csv))
-    return float((runner.model(str(a)).outputs(data).predictions == runner.model(b).outputs(data).predictions).mean())
+    classes = [[runner.engine.backend(m).id2label[i] for i in m.outputs(data).predictions]
+               for m in (runner.model(str(a)), runner.model(b))]
+    return float(np.mean([x == y for x, y in zip(*classes)]))
+
+
+def build_logits_only_int8(root: Path, teacher: Path) -> None:
+    from miniature.compress import export_onnx, quantize_onnx
+
+    quantize_onnx(export_onnx(teacher, root / "fp32", hidden_states=False), root / "int8")
 
 
 @pytest.fixture(scope="module")
-def logits_only_int8(tiny_models, tmp_path_factory) -> Path:
+def logits_only_int8(tiny_models) -> Path:
     """The teacher exported to ONNX with logits only (no hidden states), then int8: a third-party-style artefact."""
-    from miniature.compress import export_onnx, quantize_onnx
+    from model_cache import cached
 
-    root = tmp_path_factory.mktemp("logits-only")
-    return quantize_onnx(export_onnx(tiny_models.teacher, root / "fp32", hidden_states=False), root / "int8")
+    return cached("logits-only-int8", build_logits_only_int8, teacher=tiny_models.teacher) / "int8" / "model.onnx"
 
 
 def test_a_characteristic_from_an_entry_point_runs_in_compare_its_report_and_matrix(tiny_models, tmp_path: Path):
@@ -206,7 +215,7 @@ def test_the_plugin_stays_a_thin_adapter():
 
 
 def test_results_that_differ_in_any_declared_setting_keep_their_own_identity():
-    from miniature.characteristics.base import identity_of
+    from miniature.characteristics.registry import identity_of
 
     ood = {"metric": "ood_agreement", "reference": "r", "candidate": "c", "dataset": "news", "pooling": "cls", "k": 10,
            "tpr": 0.95, "threshold_rule": "sun2022", "bank": "train.csv", "validation": None}
@@ -245,3 +254,179 @@ def test_a_characteristic_may_not_take_a_name_already_taken():
 
     with pytest.raises(UsageError, match="A characteristic named 'error_jaccard' is registered already"):
         registry.register(Impostor)
+
+
+# -- the import graph ---------------------------------------------------------------------------------------------
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> the modules under ``root`` it imports, every import counted: at the top, inside functions and
+    under ``TYPE_CHECKING`` (an import deferred into a function is still a dependency, only a hidden one)."""
+    import ast
+
+    imports = {}
+    for path in root.rglob("*.py"):
+        module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(parts + ([node.module] if node.module else []))
+                found |= {target, *(f"{target}.{alias.name}" for alias in node.names)}  # a name may be a module
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+        imports[module] = found
+    return {module: {m for m in found if m in imports and m != module} for module, found in imports.items()}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (a list of modules, the first repeated at the end) in each group of modules that import each
+    other, directly or not (the strongly connected components of more than one module, by Tarjan's algorithm)."""
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for other in sorted(graph[module]):
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in on_stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                other = stack.pop()
+                on_stack.discard(other)
+                group.append(other)
+                if other == module:
+                    break
+            if len(group) > 1:
+                groups.append(set(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(_shortest_loop(graph, group, min(group)) for group in groups)
+
+
+def _shortest_loop(graph: dict[str, set[str]], group: set[str], start: str) -> list[str]:
+    """The shortest way from ``start`` back to itself within ``group`` (breadth first), as a list of modules."""
+    from collections import deque
+
+    parents: dict[str, str | None] = {start: None}
+    queue = deque([start])
+    while queue:
+        module = queue.popleft()
+        for other in sorted(graph[module] & group):
+            if other == start:
+                path = [module]
+                while parents[path[-1]] is not None:
+                    path.append(parents[path[-1]])
+                return [*reversed(path), start]
+            if other not in parents:
+                parents[other] = module
+                queue.append(other)
+    raise AssertionError(f"{start} is in a cycle but no way back to it was found")
+
+
+def test_the_import_graph_has_no_cycle():
+    cycles = import_cycles(import_graph(SRC))
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_cycle_check_finds_cycles_through_deferred_and_type_checking_imports(tmp_path: Path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from . import b\n")  # deferred into a function
+    (package / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import g\n")
+    (package / "c.py").write_text("import pkg.a\n")
+    (package / "d.py").write_text("from .a import f\n")  # imports the cycle, but is not in it
+    assert import_cycles(import_graph(tmp_path)) == [["pkg.a", "pkg.b", "pkg.c", "pkg.a"]]
+    (package / "c.py").write_text("")
+    assert import_cycles(import_graph(tmp_path)) == []
+
+
+def test_tasks_are_named_only_in_tasks_and_characteristics_see_no_engine_or_model():
+    """Backends, recipes, engines, settings and characteristics ask the task; none compares its name. A
+    characteristic receives what it measures through the evidence: it imports no engine or backend."""
+    import ast
+
+    from miniature import tasks
+
+    names = set(tasks.names())
+    for path in SRC.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        where = path.relative_to(SRC).as_posix()
+        documented = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+        if "/tasks/" not in f"/{where}":
+            named = [node.lineno for node in ast.walk(tree)
+                     if isinstance(node, ast.Constant) and node.value in names and id(node) not in documented]
+            assert not named, f"{where} names a task at line(s) {named}"
+        if "/characteristics/" in f"/{where}":
+            graph = import_graph(SRC)[".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")]
+            assert not [m for m in graph if m.startswith(("miniature.engine", "miniature.models"))], where
+            reads = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "engine"]
+            assert not reads, f"{where} reads .engine at line(s) {reads}"
+
+
+#: A third party's task: sentence encoders read for their embeddings alone (mean-pooled, no head).
+TOY_TASK = '''
+from miniature import NotApplicable, Task
+
+
+class Embedding(Task):
+    name = "embedding"
+    title = "sentence embeddings"
+    summary = "sentence encoders, read for their mean-pooled hidden states alone"
+    pooling = "mean"
+
+    def run(self, backend, eval_set, settings, progress=None):
+        return backend.run(eval_set.texts, batch_size=settings.batch_size, max_length=settings.max_length,
+                           progress=progress)
+
+    def decisions(self, source, model, eval_set, *, check, gold=True):
+        raise NotApplicable(f"a sentence encoder makes no predictions, so {check} does not apply to it")
+
+    def distributions(self, source, reference, candidate, eval_set, *, check):
+        raise NotApplicable(f"a sentence encoder has no output distribution, so {check} does not apply to it")
+'''
+
+
+def test_a_task_from_an_entry_point_reads_models_its_own_way(tiny_models, tmp_path: Path):
+    """A task from outside the library is one module and an entry point: `--task embedding` reads the classifiers
+    headless (mean-pooled hidden states, which the head does not change), and the checks that need predictions say
+    why they do not apply."""
+    (tmp_path / "miniature_toy_task.py").write_text(textwrap.dedent(TOY_TASK))
+    info = tmp_path / "miniature_toy_task-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: miniature-toy-task\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[miniature.tasks]\nembedding = miniature_toy_task:Embedding\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    common = ["--reference", str(tiny_models.teacher), "--candidate", str(tiny_models.student), "--eval",
+              str(tiny_models.eval_csv), "--no-cache"]
+    result = subprocess.run([*CLI, "compare", "--task", "embedding", *common, "--report", "toy.json"], capture_output=True,
+                            text=True, cwd=tmp_path, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "toy.json").read_text())
+    status = {r["metric"]: r for r in report["results"]}
+    assert {m for m, r in status.items() if r["status"] == "not_applicable"} == {"error_jaccard", "top1_agreement",
+                                                                                 "kl_divergence"}
+    assert "a sentence encoder makes no predictions, so the prediction-error check does not apply" in \
+        status["error_jaccard"]["reason"]
+    knn = status["knn_agreement"]
+    assert knn["status"] == "ok" and knn["pooling"] == "mean"  # the task's pooling
+    # The same embeddings as the built-in task's, with its head loaded: the head does not change hidden states.
+    plain = subprocess.run([*CLI, "compare", *common, "--pooling", "mean", "--checks", "knn_agreement", "--report",
+                            "plain.json"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads((tmp_path / "plain.json").read_text())["results"][0]["value"] == knn["value"]
+    unknown = subprocess.run([*CLI, "compare", "--task", "embeddings", *common], capture_output=True, text=True,
+                             cwd=tmp_path, env=env, timeout=600)
+    assert unknown.returncode == 2
+    assert "Expected task to be one of text-classification, question-answering, causal-lm, embedding" in unknown.stderr

@@ -113,9 +113,9 @@ def test_without_textattack_the_check_names_the_extra(tmp_path, tiny_models):
     done = run_python(f"""
         import sys
         sys.modules["textattack"] = None  # as if the extra were not installed
-        from miniature import Runner, Settings, attack_robustness
+        from miniature import Session, Settings, attack_robustness
         from miniature.errors import MissingExtraError
-        runner = Runner(Settings(cache_dir=None))
+        runner = Session(Settings(cache_dir=None))
         model = runner.model({str(tiny_models.teacher)!r})
         try:
             attack_robustness(model, model, runner.dataset({str(tiny_models.eval_csv)!r}))
@@ -136,10 +136,10 @@ def attack_cache(tmp_path_factory):
 
 
 def make_runner(tiny_models, tiny_masked_lm, cache_dir, **attack):
-    from miniature import Runner, Settings
+    from miniature import Session, Settings
 
     settings = Settings(cache_dir=cache_dir, attack={"model": str(tiny_masked_lm), "examples": EXAMPLES, **attack})
-    return Runner(settings)
+    return Session(settings)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_adversarial_examples_respect_the_constraints_and_fool_the_model(attacke
     teacher = runner.model(str(tiny_models.teacher))
     data = runner.dataset(str(tiny_models.eval_csv))
     found = attack_outcomes(runner.engine, teacher, data, runner.settings.attack)
-    gold = classification.gold(runner.engine, teacher, data, "test")
+    gold = classification.TextClassification().gold(runner.engine, teacher, data, "test")
     wins = [(o, i) for i, o in enumerate(found) if o.status == "successful"]
     assert wins
     backend = runner.engine.loaded_backend(teacher)
@@ -201,10 +201,10 @@ def test_an_unchanged_rerun_attacks_nothing(attacked, tiny_models, tiny_masked_l
 def test_naming_the_same_models_differently_attacks_nothing(attacked, tiny_models, tiny_masked_lm, attack_cache, tmp_path):
     import shutil
 
-    from miniature import Runner, Settings, attack_robustness
+    from miniature import Session, Settings, attack_robustness
 
     lm_copy = shutil.copytree(tiny_masked_lm, tmp_path / "renamed-mlm")  # same files, another path
-    runner = Runner(Settings(cache_dir=attack_cache, models={"t": str(tiny_models.teacher), "s": str(tiny_models.student)},
+    runner = Session(Settings(cache_dir=attack_cache, models={"t": str(tiny_models.teacher), "s": str(tiny_models.student)},
                              attack={"model": str(lm_copy), "examples": EXAMPLES}))
     attack_robustness(runner.model("t"), runner.model("s"), runner.dataset(str(tiny_models.eval_csv)))
     assert runner.stats.attacked == 0 and runner.stats.attacks_from_cache == 2 * EXAMPLES
@@ -255,11 +255,11 @@ def test_the_wrapper_gives_the_stock_wrappers_logits(tiny_models):
     from textattack.models.wrappers import HuggingFaceModelWrapper
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from miniature import Runner, Settings
+    from miniature import Session, Settings
     from miniature.attack.wrapper import BackendModelWrapper
 
-    texts = list(Runner(Settings(cache_dir=None)).dataset(str(tiny_models.eval_csv)).texts[:20])
-    runner = Runner(Settings(cache_dir=None))
+    texts = list(Session(Settings(cache_dir=None)).dataset(str(tiny_models.eval_csv)).texts[:20])
+    runner = Session(Settings(cache_dir=None))
     ours = BackendModelWrapper(runner.engine.loaded_backend(runner.model(str(tiny_models.teacher))), batch_size=8, max_length=128)
     # The stock wrapper pads to the tokenizer's model_max_length (512 here) whatever the model's
     # position table holds (128 for the tiny model), so it is told the model's real limit.

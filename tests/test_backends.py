@@ -8,14 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from loading import load
 
-from miniature import ModelLoadError, Runner, Settings
+from miniature import ModelLoadError, Session, Settings
 from miniature.models import forward_counter, open_backend, parse_model_spec
 
 
 def run(spec: str, texts, *, batch_size: int = 16, max_length: int = 64):
     backend = open_backend(parse_model_spec(spec))
-    backend.load("text-classification")
+    load(backend)
     return backend, backend.run(texts, batch_size=batch_size, max_length=max_length)
 
 
@@ -43,7 +44,7 @@ def test_outputs_do_not_depend_on_batch_size_or_order(tiny_models, texts):
 
 def test_batches_are_padded_to_their_longest_member_not_to_max_length(tiny_models, texts, monkeypatch):
     backend = open_backend(parse_model_spec(str(tiny_models.teacher)))
-    backend.load("text-classification")
+    load(backend)
     widths = []
     forward = backend.forward
     monkeypatch.setattr(backend, "forward", lambda batch, *rest: (widths.append(batch["input_ids"].shape[1]), forward(batch, *rest))[1])
@@ -71,7 +72,7 @@ def test_a_classifier_config_without_trained_head_weights_is_refused(tiny_models
     (broken / "config.json").write_text(json.dumps({**config, "architectures": ["BertForSequenceClassification"]}))
     backend = open_backend(parse_model_spec(str(broken)))
     with pytest.raises(ModelLoadError, match=r"has no trained classification head: classifier.bias, classifier.weight were newly initialised"):
-        backend.load("text-classification")
+        load(backend)
 
 
 def test_a_base_encoder_gives_embeddings_but_no_predictions(tiny_models, texts):
@@ -79,7 +80,7 @@ def test_a_base_encoder_gives_embeddings_but_no_predictions(tiny_models, texts):
 
     backend, out = run(str(tiny_models.base_encoder), texts[:5])
     assert out.logits is None and out.cls.shape == (5, 32) and out.mean.shape == (5, 32)
-    runner = Runner(Settings(cache_dir=None))
+    runner = Session(Settings(cache_dir=None))
     data = runner.dataset(str(tiny_models.eval_csv))
     with pytest.raises(ModelLoadError, match=r"has no classification head \(architectures: BertModel\), so it makes no predictions, which the prediction-error check needs"):
         error_jaccard(runner.model(str(tiny_models.teacher)), runner.model(str(tiny_models.base_encoder)), data)
@@ -87,7 +88,7 @@ def test_a_base_encoder_gives_embeddings_but_no_predictions(tiny_models, texts):
 
 def test_mean_pooling_averages_only_unpadded_tokens(tiny_models, texts):
     backend = open_backend(parse_model_spec(str(tiny_models.teacher)))
-    backend.load("text-classification")
+    load(backend)
     batched = backend.run(texts[:8], batch_size=8, max_length=64)
     single = backend.run(texts[:8], batch_size=1, max_length=64)
     np.testing.assert_allclose(batched.mean, single.mean, atol=1e-5)
@@ -96,7 +97,7 @@ def test_mean_pooling_averages_only_unpadded_tokens(tiny_models, texts):
 
 def test_onnx_outputs_chosen_by_name_or_index_and_bad_choices_listed(tiny_models, texts):
     backend, out = run(f"onnx:{tiny_models.onnx}?output=0&hidden=last_hidden_state", texts[:4])
-    assert backend.logits_name == "logits" and out.cls.shape == (4, 32)
+    assert backend.head == {"logits": "logits"} and out.cls.shape == (4, 32)
     with pytest.raises(ModelLoadError, match=r"asks for output='probs', but the graph's outputs are 0: logits, 1: last_hidden_state"):
         run(f"onnx:{tiny_models.onnx}?output=probs", texts[:4])
 
@@ -115,7 +116,7 @@ def test_hub_ids_fail_clearly_when_the_hub_is_unreachable():
 
 
 def test_runner_counts_one_forward_run_per_model_and_dataset(tiny_models, tmp_path):
-    runner = Runner(Settings(cache_dir=None, base_dir=tmp_path))
+    runner = Session(Settings(cache_dir=None, base_dir=tmp_path))
     data = runner.dataset(str(tiny_models.eval_csv))
     runs = forward_counter.runs
     ref = runner.model(str(tiny_models.teacher))

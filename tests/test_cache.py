@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from miniature import CacheWarning, Runner, Settings
+from miniature import CacheWarning, Session, Settings
 from miniature.cache import OutputCache, cache_key
 from miniature.models import forward_counter
 from miniature.outputs import ModelOutputs
 
 
-def fresh_runner(cache: Path, **settings) -> Runner:
-    return Runner(Settings(cache_dir=cache, **settings))
+def fresh_runner(cache: Path, **settings) -> Session:
+    return Session(Settings(cache_dir=cache, **settings))
 
 
 def test_put_and_get_round_trip_and_leave_no_temporary_files(tmp_path: Path):
@@ -86,7 +86,7 @@ def test_a_corrupted_entry_is_moved_aside_reported_and_recomputed(tiny_models, t
 
 def test_no_cache_dir_writes_nothing(tiny_models, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    runner = Runner(Settings(cache_dir=None))
+    runner = Session(Settings(cache_dir=None))
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
         runner.model(str(tiny_models.teacher)).outputs(runner.dataset(str(tiny_models.eval_csv)))

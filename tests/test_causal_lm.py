@@ -6,31 +6,16 @@ from __future__ import annotations
 import csv
 import functools
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CHOICES
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import log_softmax, rel_entr
 
-from miniature.tasks.causal_lm import windows
-
-PROMPT = "Review: {} Sentiment:"
-CHOICES = [" negative", " positive"]
-
-
-@dataclass(frozen=True)
-class TinyLms:
-    gpt2: Path  # GPT2LMHeadModel, 2 layers, 32 positions, byte-level BPE of 512 tokens
-    gpt2_dropped: Path  # its first layer only (drop_layers)
-    gpt2_int8: Path  # onnxruntime dynamic int8 of its ONNX export (logits (batch, tokens, vocabulary))
-    llama: Path  # LlamaForCausalLM, 2 layers, 64 positions, its own tokenizer (starts texts with <s>)
-    llama_int8: Path  # torch dynamic int8 on load
-    texts: Path  # 40 SST-2 dev sentences, column text
-    choices: Path  # the same 40 as multiple choice: context, choices (JSON), label
-    long: Path  # 6 IMDB reviews, longer than a 32-token window
+from miniature.tasks.token_windows import windows
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,36 +30,10 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def tiny_lms(one_torch_thread, tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> TinyLms:
-    from miniature.compress import drop_layers, export_onnx, quantize_onnx, quantize_torch
-    from miniature.tiny_lm import build_tiny_lm
-
-    root = tmp_path_factory.mktemp("tiny-lms")
-    with open(shared_data / "sst2" / "dev.tsv", encoding="utf-8") as handle:
-        rows = [(r["sentence"].strip(), r["label"]) for r in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)]
-    training = [t for t, _ in rows[100:]] + [PROMPT.format(t) + CHOICES[int(y)] for t, y in rows[100:]]
-    gpt2 = build_tiny_lm(root / "gpt2", training, style="gpt2", context=32, steps=150)
-    llama = build_tiny_lm(root / "llama", training, style="llama", context=64, steps=150)
-    gpt2_int8 = quantize_onnx(export_onnx(gpt2, root / "gpt2-onnx"), root / "gpt2-int8")
-    texts, choices, long = root / "texts.csv", root / "choices.csv", root / "long.csv"
-    with open(texts, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([["text"], *([t] for t, _ in rows[:40])])
-    with open(choices, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([["context", "choices", "label"],
-                                      *([PROMPT.format(t), json.dumps(CHOICES), y] for t, y in rows[:40])])
-    with open(shared_data / "imdb_cad" / "orig_test.tsv", encoding="utf-8") as handle:
-        reviews = [r["Text"] for r in csv.DictReader(handle, delimiter="\t") if len(r["Text"]) > 1000][:6]
-    with open(long, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([["text"], *([r] for r in reviews)])
-    return TinyLms(gpt2, drop_layers(gpt2, root / "gpt2-dropped", keep_every=2), gpt2_int8, llama,
-                   quantize_torch(llama, root / "llama-int8"), texts, choices, long)
-
-
 def runner(**settings):
-    from miniature import Runner, Settings
+    from miniature import Session, Settings
 
-    return Runner(Settings(cache_dir=None, task="causal-lm", **settings))
+    return Session(Settings(cache_dir=None, task="causal-lm", **settings))
 
 
 @functools.cache
@@ -112,9 +71,9 @@ def test_sliding_windows_predict_each_position_once_within_the_window(length, wi
 def test_the_window_docstring_example_holds():
     import doctest
 
-    from miniature.tasks import causal_lm
+    from miniature.tasks import token_windows
 
-    assert doctest.testmod(causal_lm).failed == 0
+    assert doctest.testmod(token_windows).failed == 0
 
 
 def test_kl_top1_and_perplexity_match_brute_force_over_the_full_vocabulary(tiny_lms):
@@ -347,12 +306,12 @@ def test_a_model_computing_nan_is_a_model_error_not_a_figure(tiny_lms, tmp_path)
 
 
 def test_the_pair_statistics_come_from_the_disk_cache_on_a_second_run(tiny_lms, tmp_path):
-    from miniature import Runner, Settings, kl_divergence
+    from miniature import Session, Settings, kl_divergence
     from miniature.models.base import forward_counter
 
     figures = []
     for _ in range(2):
-        run = Runner(Settings(cache_dir=tmp_path / "cache", task="causal-lm", max_length=32))
+        run = Session(Settings(cache_dir=tmp_path / "cache", task="causal-lm", max_length=32))
         data = run.dataset(str(tiny_lms.texts))
         before = forward_counter.batches
         kl = kl_divergence(run.model(str(tiny_lms.gpt2)), run.model(f"onnx:{tiny_lms.gpt2_int8}"), data)
@@ -366,19 +325,19 @@ def test_the_pair_statistics_come_from_the_disk_cache_on_a_second_run(tiny_lms, 
 def test_the_fp32_onnx_export_computes_what_transformers_does_on_padded_batches(tiny_lms):
     """The export swaps transformers' vmap-built attention mask for a traceable one: on right-padded batches of
     texts of every length, its next-token distributions must be transformers' own."""
-    from miniature import Runner, Settings, kl_divergence
+    from miniature import Session, Settings, kl_divergence
 
     exported = tiny_lms.gpt2_int8.parent.parent / "gpt2-onnx" / "model.onnx"
-    run = Runner(Settings(cache_dir=None, task="causal-lm", max_length=32, batch_size=8))
+    run = Session(Settings(cache_dir=None, task="causal-lm", max_length=32, batch_size=8))
     kl = kl_divergence(run.model(str(tiny_lms.gpt2)), run.model(f"onnx:{exported}"), run.dataset(str(tiny_lms.texts)))
     assert float(kl) < 1e-6 and kl.maximum < 1e-5
     assert kl.top1_agreement > 0.999 and abs(kl.perplexity_ratio - 1) < 1e-4
 
 
 def test_outside_a_causal_lm_run_a_language_model_is_read_as_an_encoder(tiny_lms):
-    from miniature import Runner, Settings
+    from miniature import Session, Settings
 
-    run = Runner(Settings(cache_dir=None, max_length=32))  # task = "text-classification"
+    run = Session(Settings(cache_dir=None, max_length=32))  # task = "text-classification"
     outputs = run.model(str(tiny_lms.gpt2)).outputs(run.dataset(str(tiny_lms.texts)))
     assert outputs.logits is None and outputs.token_counts is None and outputs.cls.shape == (40, 32)
 

@@ -1,4 +1,4 @@
-"""knn_agreement and ood_agreement through the Runner, on tiny in-process models and real text."""
+"""knn_agreement and ood_agreement through the Session, on tiny in-process models and real text."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from miniature import (
     GateFailure,
     ModelLoadError,
-    Runner,
+    Session,
     Settings,
     UsageError,
     assert_knn_agreement,
@@ -24,8 +24,8 @@ from miniature.characteristics.distribution import held_out_split
 
 
 @pytest.fixture
-def runner() -> Runner:
-    return Runner(Settings(cache_dir=None))
+def runner() -> Session:
+    return Session(Settings(cache_dir=None))
 
 
 def brute_neighbours(x: np.ndarray, k: int) -> list[set[int]]:

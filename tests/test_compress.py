@@ -6,8 +6,9 @@ import json
 
 import onnx
 import pytest
+from loading import load
 
-from miniature import Runner, Settings
+from miniature import Session, Settings
 from miniature.compress import MANIFEST
 
 
@@ -19,7 +20,7 @@ def test_distilled_student_keeps_every_other_layer_and_loads(tiny_models):
     assert manifest["recipe"] == "distillation" and manifest["kept_layers"] == [0]
     size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
     assert size(tiny_models.student) < size(tiny_models.teacher)
-    runner = Runner(Settings(cache_dir=None))
+    runner = Session(Settings(cache_dir=None))
     out = runner.model(str(tiny_models.student)).outputs(runner.dataset(str(tiny_models.eval_csv)))
     assert out.logits.shape == (200, 2)
 
@@ -45,7 +46,7 @@ def test_layer_dropping_and_encoder_export_of_a_base_encoder(tiny_models, tmp_pa
     graph = onnx.load(str(onnx_int8)).graph
     assert [o.name for o in graph.output] == ["last_hidden_state"]
     assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
-    runner = Runner(Settings(cache_dir=None))
+    runner = Session(Settings(cache_dir=None))
     data = runner.dataset(str(tiny_models.eval_csv))
     for spec in (str(dropped), f"onnx:{onnx_int8}"):
         out = runner.model(spec).outputs(data)
@@ -61,11 +62,11 @@ def test_torch_int8_candidate_loads_quantized_through_its_manifest(tiny_models, 
     candidate = quantize_torch(tiny_models.teacher, tmp_path / "int8")
     assert json.loads((candidate / MANIFEST).read_text())["load"] == {"quantize": "int8"}
     backend = open_backend(parse_model_spec(str(candidate)))
-    backend.load("text-classification")
+    load(backend)
     layer = backend.model.bert.encoder.layer[0].attention.self.query
     assert isinstance(layer, torch.ao.nn.quantized.dynamic.Linear) and layer.weight().dtype == torch.qint8
     # Same files as the teacher but quantized on load: another cache key, other outputs.
-    runner = Runner(Settings(cache_dir=tmp_path / "cache"))
+    runner = Session(Settings(cache_dir=tmp_path / "cache"))
     data = runner.dataset(str(tiny_models.eval_csv))
     int8, fp32 = runner.model(str(candidate)).outputs(data), runner.model(str(tiny_models.teacher)).outputs(data)
     assert runner.stats.computed == 2 and not (int8.logits == fp32.logits).all()
@@ -81,7 +82,7 @@ def test_static_onnx_quantization_calibrates_activations(tiny_models, shared_dat
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "DynamicQuantizeLinear" not in ops
     manifest = json.loads((static.parent / MANIFEST).read_text())
     assert manifest["recipe"] == "onnx-static-int8" and manifest["calibration_texts"] == 32
-    runner = Runner(Settings(cache_dir=None))
+    runner = Session(Settings(cache_dir=None))
     out = runner.model(f"onnx:{static}").outputs(runner.dataset(str(tiny_models.eval_csv)))
     assert out.logits.shape == (200, 2)
 
@@ -98,7 +99,7 @@ def test_magnitude_pruning_reaches_the_asked_sparsity(tiny_models, tmp_path):
     assert zeros == pytest.approx(0.6, abs=0.005)
     assert json.loads((pruned / MANIFEST).read_text())["measured_sparsity"] == pytest.approx(zeros, abs=1e-6)
     assert (load_file(str(tiny_models.teacher / "model.safetensors"))["classifier.weight"] == weights["classifier.weight"]).all()
-    runner = Runner(Settings(cache_dir=None))
+    runner = Session(Settings(cache_dir=None))
     out = runner.model(str(pruned)).outputs(runner.dataset(str(tiny_models.eval_csv)))
     assert out.logits.shape == (200, 2)
     with pytest.raises(ValueError, match=r"Expected a sparsity in \[0, 1\) but got sparsity=1.0"):

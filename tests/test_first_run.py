@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from loading import load
 
 CLI = [sys.executable, "-m", "miniature.cli"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -62,7 +63,7 @@ def test_an_onnx_model_without_its_tokenizer_says_the_fix_first(tiny_models, tmp
     shutil.copy(tiny_models.onnx, tmp_path / "model.onnx")
     backend = open_backend(parse_model_spec(f"onnx:{tmp_path / 'model.onnx'}"))
     with pytest.raises(ModelLoadError) as raised:
-        backend.load("text-classification")
+        load(backend)
     message = str(raised.value)
     assert message.startswith(f"ONNX model '{tmp_path.name}/model.onnx' needs its tokenizer: put the tokenizer files")
     assert "?tokenizer=<dir>" in message[:200] and len(message) < 700

@@ -36,9 +36,9 @@ int8 = "onnx:{tiny_models.onnx_int8}"
 @pytest.fixture(scope="module")
 def expected(tiny_models):
     """The figures the summary must show, computed through the library rather than the plugin."""
-    from miniature import Runner, Settings, error_jaccard
+    from miniature import Session, Settings, error_jaccard
 
-    runner = Runner(Settings(cache_dir=None))
+    runner = Session(Settings(cache_dir=None))
     data = runner.dataset(str(tiny_models.eval_csv))
     teacher = runner.model(str(tiny_models.teacher))
     return {
@@ -365,11 +365,11 @@ def test_json_markdown_step_summary_and_junit_outputs(project, tiny_models, expe
 
 
 def test_the_summary_prints_every_pair_as_table_2_does(project, tiny_models, expected):
-    from miniature import Runner, Settings, error_jaccard
+    from miniature import Session, Settings, error_jaccard
 
     project.makepyfile(GATE_TEST.format(threshold=0.0))
     result = project.runpytest(*gate_args(tiny_models, "student", "int8"))
-    runner = Runner(Settings(cache_dir=None))
+    runner = Session(Settings(cache_dir=None))
     data = runner.dataset(str(tiny_models.eval_csv))
     between = error_jaccard(runner.model(str(tiny_models.student)), runner.model(f"onnx:{tiny_models.onnx_int8}"), data)
     result.stdout.fnmatch_lines([

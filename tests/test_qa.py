@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from miniature.characteristics.squad import exact_match, f1_score, normalize_answer
 from miniature.errors import DatasetError, ModelLoadError, UsageError
 from miniature.models.spans import best_span, decide
+from miniature.tasks.squad import exact_match, f1_score, normalize_answer
 
 SLICE = "[:160]"
 
@@ -153,11 +153,11 @@ def test_malformed_qa_data_is_reported_with_what_was_expected(tmp_path):
 
 @pytest.fixture(scope="module")
 def qa_runner(tiny_qa_models):
-    from miniature import Runner, Settings
+    from miniature import Session, Settings
 
     def make(**overrides):
         settings = {"cache_dir": None, "task": "question-answering", "max_length": 128, "doc_stride": 32, **overrides}
-        return Runner(Settings(**settings))
+        return Session(Settings(**settings))
 
     return make
 
@@ -203,7 +203,7 @@ def test_qa_error_jaccard_is_the_jaccard_of_exact_match_failures(tiny_qa_models,
     result = error_jaccard(reference, dropped, data)
     wrong = {}
     for model in (reference, dropped):
-        answers = question_answering.answers(runner.engine, model, data, "test")
+        answers = question_answering.answers(model.outputs(data), runner.settings.null_threshold)
         wrong[model] = {i for i, a, g in zip(data.ids, answers, data.answers) if not exact_match(a, g)}
         assert any(a for a in answers) or model is reference  # the candidate answers some questions
     assert float(result) == pytest.approx(jaccard(wrong[reference], wrong[dropped]))
@@ -215,14 +215,15 @@ def test_qa_error_jaccard_is_the_jaccard_of_exact_match_failures(tiny_qa_models,
 
 def test_the_null_threshold_decides_without_rerunning_the_model(tiny_qa_models, qa_runner):
     from miniature.models import forward_counter
+    from miniature.tasks.question_answering import answers
 
     runner = qa_runner()
     data = runner.dataset(f"{tiny_qa_models.eval_json}{SLICE}")
     model = runner.model(str(tiny_qa_models.reference))
     outputs = model.outputs(data)
     before = forward_counter.batches
-    always = outputs.qa_predictions(null_threshold=1e9)
-    never = outputs.qa_predictions(null_threshold=-1e9)
+    always = answers(outputs, null_threshold=1e9)
+    never = answers(outputs, null_threshold=-1e9)
     assert all(always) and not any(never)
     assert forward_counter.batches == before
 

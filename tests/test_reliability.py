@@ -17,6 +17,7 @@ import faiss  # noqa: F401  (imported once in the outer process: pytester's inli
 import numpy as np
 import onnx
 import pytest
+from loading import load
 from onnx import TensorProto, helper, numpy_helper
 
 CLI = [sys.executable, "-m", "miniature.cli"]
@@ -311,8 +312,8 @@ def test_onnx_outputs_are_chosen_by_dtype_and_shape_not_rank_alone(tiny_models, 
                                                         ("1321", "pooled", ["batch", 384])])
     tokenizer_beside(tiny_models, path.parent, classifier=False)
     backend = open_backend(parse_model_spec(f"onnx:{path}"))
-    backend.load("text-classification")
-    assert (backend.logits_name, backend.hidden_name) == (None, "1320")  # int64 outputs and the pooled vector are no logits
+    load(backend)
+    assert (backend.head, backend.hidden_name) == (None, "1320")  # int64 outputs and the pooled vector are no logits
     outputs = backend.run(["a good film", "a bad one"], batch_size=2, max_length=32)
     assert outputs.logits is None and outputs.cls.shape == (2, 384)
     # The gate says what applies: KNN runs on it, the prediction-error check is not applicable.
@@ -331,9 +332,9 @@ def test_ambiguous_onnx_outputs_name_every_output_and_the_fix(tiny_models, tmp_p
     backend = open_backend(parse_model_spec(f"onnx:{path}"))
     with pytest.raises(ModelLoadError, match=r"several outputs could be the last_hidden_state \(a, b\).*0: a float "
                                              r"\['batch', 'seq', 384\].*\?hidden=<name or index>"):
-        backend.load("text-classification")
+        load(backend)
     chosen = open_backend(parse_model_spec(f"onnx:{path}?hidden=b"))
-    chosen.load("text-classification")
+    load(chosen)
     assert chosen.hidden_name == "b"
 
 
@@ -350,8 +351,8 @@ def test_a_classifier_export_with_extra_float_outputs_uses_the_one_of_its_label_
     model.graph.output.append(helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 2]))
     onnx.save(model, str(path))
     backend = open_backend(parse_model_spec(f"onnx:{path}"))
-    backend.load("text-classification")
-    assert backend.logits_name == "scores" and backend.hidden_name == "tokens"
+    load(backend)
+    assert backend.head == {"logits": "scores"} and backend.hidden_name == "tokens"
 
 
 # 8 -------------------------------------------------------------------------------------------------
@@ -447,11 +448,11 @@ def test_the_report_records_the_cpu_whose_int8_kernels_ran(tiny_models, tmp_path
 
 
 def test_a_challenge_point_that_is_a_validation_point_scores_as_it_did_there():
-    from miniature.characteristics import detect_ood, flag, tpr_threshold
+    from miniature import detect_ood, flag, tpr_threshold
 
     rng = np.random.default_rng(0)
     bank, validation = rng.normal(size=(200, 8)).astype(np.float32), rng.normal(size=(40, 8)).astype(np.float32)
-    from miniature.characteristics import kth_neighbour_distances
+    from miniature import kth_neighbour_distances
 
     scores = kth_neighbour_distances(bank, validation, (5,))[5]
     at = int(np.argmin(np.abs(scores - tpr_threshold(scores))))  # the validation point the threshold sits on

@@ -8,7 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from miniature.characteristics import (
+from miniature import (
     auroc,
     compare_neighbourhoods,
     compare_ood,

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from build import build  # noqa: E402
 
-from miniature import Runner, Settings, attack_robustness  # noqa: E402
+from miniature import Session, Settings, attack_robustness  # noqa: E402
 from miniature.report.terminal import summary  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def main() -> None:
         cache_dir=args.out / "cache", max_length=args.max_length, models=specs,  # the names are aliases
         attack={"model": specs["masked-lm"], "examples": args.examples, "max_candidates": args.max_candidates},
     )
-    runner = Runner(settings, progress=lambda line: print(line, flush=True))
+    runner = Session(settings, progress=lambda line: print(line, flush=True))
     attack_set = runner.dataset(specs["attack-set"])
     reference = runner.model("minilm-imdb")
     start = time.perf_counter()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from miniature import Runner, Settings, knn_agreement, ood_agreement  # noqa: E402
+from miniature import Session, Settings, knn_agreement, ood_agreement  # noqa: E402
 from miniature.compress import drop_layers, export_onnx, quantize_onnx  # noqa: E402
 from miniature.demo import minilm_dir  # noqa: E402
 from miniature.report.terminal import summary  # noqa: E402
@@ -61,7 +61,7 @@ def main() -> None:
         "onnx-int8": f"onnx:{out / 'minilm-onnx-int8' / 'model.onnx'}",
         "3-layer": str(out / "minilm-3l"),
     }
-    runner = Runner(Settings(cache_dir=out / "cache", max_length=128, batch_size=32, models=aliases))
+    runner = Session(Settings(cache_dir=out / "cache", max_length=128, batch_size=32, models=aliases))
     ref = runner.model("MiniLM-L6")
     sst2 = runner.dataset(f"{data / 'sst2' / 'dev.tsv'}?quoting=none")
     bank = runner.dataset(str(data / "imdb_cad" / "orig_train.tsv"))

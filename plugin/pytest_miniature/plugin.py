@@ -60,7 +60,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 @pytest.fixture(scope="session")
-def miniature_runner(request: pytest.FixtureRequest) -> Session:
+def miniature_session(request: pytest.FixtureRequest) -> Session:
     """The run's session: every model runs at most once per dataset, whatever the number of tests."""
     return request.config.stash[state_key].session
 
@@ -72,16 +72,16 @@ def _configured(spec: Any, what: str, flag: str, key: str) -> Any:
 
 
 @pytest.fixture(scope="session")
-def reference(miniature_runner: Session):
+def reference(miniature_session: Session):
     """The reference model (``--reference`` or ``reference`` in [tool.miniature])."""
-    spec = miniature_runner.settings.reference
-    return miniature_runner.model(_configured(spec, "reference model", "--reference", "reference"))
+    spec = miniature_session.settings.reference
+    return miniature_session.model(_configured(spec, "reference model", "--reference", "reference"))
 
 
 @pytest.fixture(scope="session")
-def candidate(request: pytest.FixtureRequest, miniature_runner: Session):
+def candidate(request: pytest.FixtureRequest, miniature_session: Session):
     """Each candidate model in turn (``--candidate``, repeatable, or ``candidates`` in [tool.miniature])."""
-    return miniature_runner.model(_configured(getattr(request, "param", None), "candidate model", "--candidate",
+    return miniature_session.model(_configured(getattr(request, "param", None), "candidate model", "--candidate",
                                               "candidates"))
 
 
@@ -95,9 +95,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _data_fixture(name: str, key: str, what: str, optional: bool = False):
     flag = f"--miniature-{key.replace('_', '-')}"  # as session.option_flag says it (that import is heavy here)
 
-    def fixture(miniature_runner: Session):
-        spec = getattr(miniature_runner.settings, key)
-        return None if optional and spec is None else miniature_runner.dataset(_configured(spec, what, flag, key))
+    def fixture(miniature_session: Session):
+        spec = getattr(miniature_session.settings, key)
+        return None if optional and spec is None else miniature_session.dataset(_configured(spec, what, flag, key))
 
     fixture.__doc__ = f"The {what} (``{flag}`` or ``{key}`` in [tool.miniature]), loaded once."
     return pytest.fixture(scope="session", name=name)(fixture)

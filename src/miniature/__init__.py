@@ -13,19 +13,29 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: Every public name, once: name -> the module that defines it (the check functions and their ``assert_*``
+#: helpers are found through the characteristics' registry, below).
 _EXPORTS = {
-    "GateFailure": "errors",
-    "Characteristic": "characteristics", "Result": "characteristics", "Threshold": "characteristics",
-    "Verdict": "characteristics", "NotApplicable": "errors",
-    "KnnAgreement": "characteristics", "OodAgreement": "characteristics",
-    "ErrorJaccard": "characteristics", "compare_errors": "characteristics", "error_set": "characteristics",
-    "jaccard": "characteristics", "negative_flip_rate": "characteristics",
-    "Settings": "config", "AttackSettings": "config", "load_settings": "config",
-    "EvalSet": "data",
-    "CacheWarning": "errors", "DatasetError": "errors", "LabelMismatchError": "errors", "MiniatureError": "errors",
-    "MissingExtraError": "errors", "ModelLoadError": "errors", "UsageError": "errors",
-    "ModelOutputs": "outputs",
-    "Model": "session", "Runner": "session", "Session": "session",
+    # errors
+    **dict.fromkeys(["CacheWarning", "DataWarning", "DatasetError", "GateFailure", "LabelMismatchError", "MiniatureError",
+                     "MissingExtraError", "ModelLoadError", "NotApplicable", "UsageError"], "errors"),
+    # running a gate
+    "Session": "session", "Settings": "config", "load_settings": "config", "AttackSettings": "attack.settings",
+    "EvalSet": "data", "ModelOutputs": "outputs",
+    # what a characteristic receives and declares (docs/architecture.md)
+    **dict.fromkeys(["Model", "Evidence", "Decisions", "PointDistributions", "PositionStatistics"], "evidence"),
+    **dict.fromkeys(["Characteristic", "Failure", "Param", "Result", "Threshold", "Verdict"], "characteristics.base"),
+    **dict.fromkeys(["format_value", "number", "sweep_cell", "verdict_cell"], "characteristics.render"),
+    "Task": "tasks.base",
+    # the results, and the pure functions behind them
+    **dict.fromkeys(["ErrorJaccard", "compare_errors", "error_set", "negative_flip_rate"], "characteristics.prediction_errors"),
+    **dict.fromkeys(["KnnAgreement", "compare_neighbourhoods", "neighbour_jaccard"], "characteristics.representation"),
+    **dict.fromkeys(["OodAgreement", "OodDetection", "auroc", "compare_ood", "detect_ood", "flag", "fpr_at_tpr",
+                     "tpr_threshold"], "characteristics.distribution"),
+    **dict.fromkeys(["kth_neighbour_distances", "l2_normalise", "nearest_others"], "characteristics.neighbours"),
+    **dict.fromkeys(["AttackGap", "AttackOutcome", "compare_attacks", "summarize_attack"], "characteristics.adversarial"),
+    **dict.fromkeys(["KlDivergence", "Top1Agreement", "compare_outputs"], "characteristics.output_agreement"),
+    **dict.fromkeys(["jaccard", "kl_from_logits", "kl_statistics", "log_softmax"], "maths"),
 }
 
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .models.base import task_of
+from . import tasks
 from .models.fingerprint import TOKENIZER_FILES
 
 MANIFEST = "miniature-manifest.json"
@@ -44,29 +44,22 @@ def _copy_tokenizer(src: Path, out_dir: Path) -> None:
 
 
 def _load(model_dir: Path):
-    """The model as the backends load it: a classifier, QA model or causal LM when its config says so, else
-    the bare encoder. Returns (model, tokenizer, task or None)."""
-    from transformers import (
-        AutoModel,
-        AutoModelForCausalLM,
-        AutoModelForQuestionAnswering,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
+    """The model as the backends load it: with the head of the task its config declares (a classifier, a QA
+    model, a causal LM), else the bare encoder. Returns (model, tokenizer, task or None)."""
+    import transformers
 
-    task = task_of(json.loads((model_dir / "config.json").read_text()))
-    loader = {"question-answering": AutoModelForQuestionAnswering, "causal-lm": AutoModelForCausalLM,
-              "text-classification": AutoModelForSequenceClassification}.get(task, AutoModel)
+    task = tasks.declared(json.loads((model_dir / "config.json").read_text()))
+    loader = getattr(transformers, task.auto_class) if task is not None else transformers.AutoModel
     # The recipes compress standard architectures: a model's own code never runs here.
     return (loader.from_pretrained(model_dir, trust_remote_code=False).eval(),
-            AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False), task)
+            transformers.AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False), task)
 
 
 def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17, hidden_states: bool = True) -> Path:
-    """Export a HF model to ``out_dir/model.onnx``: outputs ``logits`` (classifiers; causal LMs: (batch, tokens,
-    vocabulary)) or ``start_logits`` and
-    ``end_logits`` (extractive QA), and ``last_hidden_state`` unless ``hidden_states=False`` (a
-    logits-only export, as many deployed graphs are; the KNN and OOD checks do not apply to it)."""
+    """Export a HF model to ``out_dir/model.onnx``: its task's head (a classifier's ``logits``, a QA model's
+    ``start_logits`` and ``end_logits``, a causal LM's (batch, tokens, vocabulary) ``logits``) and
+    ``last_hidden_state`` unless ``hidden_states=False`` (a logits-only export, as many deployed graphs are;
+    the KNN and OOD checks do not apply to it)."""
     import torch
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -76,8 +69,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17, 
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     sample = tokenizer(["a short sample", "a somewhat longer sample sentence"], padding=True, return_tensors="pt")
     names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
-    # A causal LM's key/value cache is for generation; the graph maps tokens to logits and hidden states only.
-    options = {"use_cache": False} if task == "causal-lm" else {}
+    options = task.export_options if task is not None else {}
 
     class Exported(torch.nn.Module):
         def __init__(self) -> None:
@@ -86,18 +78,16 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17, 
 
         def forward(self, *inputs: torch.Tensor):
             out = self.model(**dict(zip(names, inputs)), output_hidden_states=True, **options)
-            heads = (out.start_logits, out.end_logits) if task == "question-answering" else (out.logits,) if task else ()
-            return (*heads, *((out.hidden_states[-1],) if hidden_states or not task else ()))
+            heads = task.export_heads(out) if task is not None else ()
+            return (*heads, *((out.hidden_states[-1],) if hidden_states or task is None else ()))
 
     path = out_dir / "model.onnx"
-    masks = _traceable_causal_masks(model) if task == "causal-lm" else contextlib.nullcontext()
-    heads = {"question-answering": ["start_logits", "end_logits"], "text-classification": ["logits"],
-             "causal-lm": ["logits"]}.get(task, [])
+    heads = list(task.export_names) if task is not None else []
     outputs = [*heads, *(["last_hidden_state"] if hidden_states or not heads else [])]
-    axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes.update(logits={0: "batch", 1: "sequence"} if task == "causal-lm" else {0: "batch"}, start_logits={0: "batch", 1: "sequence"}, end_logits={0: "batch", 1: "sequence"},
-                last_hidden_state={0: "batch", 1: "sequence"})
-    with warnings.catch_warnings(), torch.inference_mode(), masks:
+    axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
+    axes.update(task.export_axes if task is not None else {})
+    context = task.export_context(model) if task is not None else contextlib.nullcontext()
+    with warnings.catch_warnings(), torch.inference_mode(), context:
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notices
         torch.onnx.export(
             Exported(), tuple(sample[n] for n in names), str(path), input_names=names,
@@ -107,36 +97,6 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, opset: int = 17, 
     _copy_tokenizer(model_dir, out_dir)
     _write_manifest(out_dir, "onnx-export", model_dir, opset=opset, torch=torch.__version__, hidden_states=hidden_states)
     return path
-
-
-@contextlib.contextmanager
-def _traceable_causal_masks(model: Any):
-    """transformers builds a decoder's attention mask with ``torch.vmap``, which the TorchScript tracer cannot
-    follow; while exporting, a plain causal mask with the padding folded in takes its place. Only a plain causal
-    decoder (GPT-2, Llama) gets the same mask from it: sliding-window or chunked attention is refused."""
-    import torch
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
-
-    if getattr(model.config, "sliding_window", None) or getattr(model.config, "attention_chunk_size", None):
-        raise ValueError(f"export_onnx exports plain causal attention only; {type(model).__name__} attends through "
-                         f"a sliding window or in chunks")
-
-    def allowed(batch_size: int, cache_position: Any, kv_length: int, kv_offset: int = 0, attention_mask: Any = None,
-                **_: Any) -> Any:
-        keys = torch.arange(kv_length) + kv_offset
-        mask = (keys[None, :] <= cache_position[:, None])[None, None].expand(batch_size, 1, -1, -1)
-        if attention_mask is not None:
-            mask = mask & attention_mask[:, None, None, -kv_length:].bool()
-        return mask
-
-    def additive(*args: Any, dtype: Any = torch.float32, **kwargs: Any) -> Any:
-        return torch.where(allowed(*args, **kwargs), torch.tensor(0.0, dtype=dtype), torch.finfo(dtype).min)
-
-    ALL_MASK_ATTENTION_FUNCTIONS["sdpa"], ALL_MASK_ATTENTION_FUNCTIONS["eager"] = allowed, additive
-    try:
-        yield
-    finally:
-        del ALL_MASK_ATTENTION_FUNCTIONS["sdpa"], ALL_MASK_ATTENTION_FUNCTIONS["eager"]
 
 
 def quantize_onnx(
@@ -289,9 +249,12 @@ def distill(
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from .finetune import train
+
     teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
     config = json.loads((teacher_dir / "config.json").read_text())
-    if task_of(config) != "text-classification":
+    task = tasks.declared(config)
+    if task is None or not task.class_distribution:
         from .errors import UsageError
 
         raise UsageError(
@@ -307,27 +270,23 @@ def distill(
     kept = list(range(0, len(layers), keep_every))
     layers_module = torch.nn.ModuleList(layers[i] for i in kept)
     _set_encoder_layers(student, layers_module, kept)
-    optimiser = torch.optim.AdamW(student.parameters(), lr=learning_rate)
-    generator = torch.Generator().manual_seed(seed)
-    student.train()
-    for step in range(steps):
+
+    def step_loss(generator: Any) -> Any:
         index = torch.randint(len(texts), (batch_size,), generator=generator).tolist()
         batch = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         with torch.no_grad():
             target = torch.softmax(teacher(**batch).logits / temperature, dim=-1)
         log_probs = torch.log_softmax(student(**batch).logits / temperature, dim=-1)
-        loss = torch.nn.functional.kl_div(log_probs, target, reduction="batchmean") * temperature**2
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if progress is not None:
-            progress.update(step + 1, f"distillation loss {loss.item():.4f}")
-    student.eval()
+        return torch.nn.functional.kl_div(log_probs, target, reduction="batchmean") * temperature**2
+
+    final_loss = train(student, step_loss, steps=steps, learning_rate=learning_rate, seed=seed,
+                       progress=None if progress is None else
+                       lambda step, loss: progress.update(step, f"distillation loss {loss:.4f}"))
     out_dir.mkdir(parents=True, exist_ok=True)
     student.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     _write_manifest(out_dir, "distillation", teacher_dir, kept_layers=kept, steps=steps, temperature=temperature,
-                    learning_rate=learning_rate, final_loss=float(loss.detach()))
+                    learning_rate=learning_rate, final_loss=final_loss)
     return out_dir
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import tasks
+from .attack.settings import AttackSettings
 from .characteristics import registry
 from .characteristics.base import Threshold
 from .data.spec import DatasetSpec
@@ -17,8 +19,7 @@ from .errors import UsageError
 from .models.device import check_device, check_dtype
 from .models.spec import ModelSpec
 from .outputs import POOLINGS
-from .tasks import TASKS
-from .validation import check_finite, check_fraction, check_positive_int
+from .validation import check_finite, check_positive_int
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,63 +29,6 @@ else:  # pragma: no cover
 GATE_MODES = ("point", "lower")
 #: Who runs the models: this process, or Ray actors (see engine/ray.py).
 ENGINES = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class AttackSettings:
-    """``[tool.miniature.attack]``: the BERT-Attack of the adversarial-vulnerability check.
-
-    Defaults follow TextAttack 0.3.11's ``BERTAttackLi2020`` recipe, minus its Universal
-    Sentence Encoder constraint (TensorFlow Hub); ``similarity_model`` puts a local
-    encoder's cosine constraint in its place. See docs/attack.md for every difference.
-    """
-
-    #: The masked LM that proposes substitutes (a model spec; the paper: BERT-base).
-    model: str = "bert-base"
-    #: Substitutes per word (BERT-Attack's K: 48 in its paper, 8 in TextAttack 0.3.11's recipe).
-    max_candidates: int = 8
-    #: At most this share of the words may be changed (the recipe: 0.4) ...
-    max_percent: float = 0.4
-    #: ... and at most this many (None: no count limit).
-    max_words: int | None = None
-    #: Model queries allowed per example (None: unlimited); a spent budget ends the attack as failed.
-    query_budget: int | None = None
-    #: Attack only the first N examples of the attack set (None: all).
-    examples: int | None = None
-    #: A local encoder (model spec) whose mean-pooled cosine similarity must stay >= the threshold.
-    similarity_model: str | None = None
-    similarity_threshold: float = 0.2
-
-    @classmethod
-    def parse(cls, value: Any) -> AttackSettings:
-        owner = "[tool.miniature.attack]"
-        if isinstance(value, AttackSettings):
-            return value
-        if not isinstance(value, dict):
-            raise UsageError(f"Expected {owner} to be a table but got {value!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise UsageError(f"Unknown key(s) {', '.join(sorted(unknown))} in {owner}; expected {', '.join(sorted(known))}")
-        settings = cls(**value)
-        if not isinstance(settings.model, str) or not settings.model:
-            raise UsageError(f"Expected model in {owner} to be a masked-LM model spec but got {settings.model!r}")
-        if settings.similarity_model is not None and not isinstance(settings.similarity_model, str):
-            raise UsageError(f"Expected similarity_model in {owner} to be a model spec but got {settings.similarity_model!r}")
-        check_positive_int(settings.max_candidates, "max_candidates", owner)
-        if check_fraction(settings.max_percent, "max_percent", owner) == 0:  # TextAttack reads 0 as "no limit"
-            raise UsageError(f"The 'max_percent' parameter of {owner} must be above 0 (a share of words). Got 0 instead.")
-        check_fraction(settings.similarity_threshold, "similarity_threshold", owner)
-        for name in ("max_words", "query_budget", "examples"):
-            if getattr(settings, name) is not None:
-                check_positive_int(getattr(settings, name), name, owner)
-        return settings
-
-    def replace(self, **changes: Any) -> AttackSettings:
-        """A copy with the non-None ``changes`` applied, checked again."""
-        from dataclasses import asdict
-
-        return AttackSettings.parse({**asdict(self), **{k: v for k, v in changes.items() if v is not None}})
 
 
 @dataclass
@@ -102,7 +46,7 @@ class Settings:
     #: Labelled texts attacked by the adversarial-vulnerability check, and how they are attacked.
     attack_set: str | DatasetSpec | None = None
     attack: AttackSettings = field(default_factory=AttackSettings)
-    task: str = "text-classification"
+    task: str = tasks.DEFAULT
     pooling: str = "cls"
     #: What a gate compares with its threshold: the point estimate, or the lower end of its
     #: bootstrap 95% interval (so a small eval set cannot pass by luck).
@@ -149,8 +93,9 @@ class Settings:
 
     def validate(self) -> None:
         owner = "[tool.miniature]"
-        if self.task not in TASKS:
-            raise UsageError(f"Expected task to be one of {', '.join(TASKS)} in {owner} but got {self.task!r}")
+        if self.task not in tasks.names():
+            raise UsageError(f"Expected task to be one of {', '.join(tasks.names())} in {owner} but got {self.task!r}")
+        task = tasks.get(self.task)
         check_positive_int(self.batch_size, "batch_size", owner)
         check_positive_int(self.max_length, "max_length", owner)
         if self.doc_stride is not None:
@@ -211,9 +156,9 @@ class Settings:
             raise UsageError(f"Expected gate to be one of {', '.join(GATE_MODES)} in {owner} but got {self.gate!r}")
         if self.pooling not in POOLINGS:
             raise UsageError(f"Expected pooling to be one of {', '.join(POOLINGS)} in {owner} but got {self.pooling!r}")
-        if self.task == "causal-lm" and self.pooling == "cls":
-            # A decoder's first token has attended to nothing but itself, so it embeds no text: mean instead.
-            self.pooling = "mean"
+        if self.pooling == "cls" and task.pooling != "cls":
+            # The paper's CLS vector, where the task has one; a decoder's first token embeds no text: the task's instead.
+            self.pooling = task.pooling
         if not isinstance(self.sweep, list):
             raise UsageError(f"Expected sweep to be a list of K values in {owner} but got {self.sweep!r}")
         self.sweep = [check_positive_int(k, "sweep", owner) for k in self.sweep]

@@ -1,9 +1,34 @@
-"""A plain fine-tuning loop for sequence classifiers, shared by the demo and the tests' tiny models."""
+"""The one training loop: the demo's fine-tuning, ``miniature compress distill`` and the tests' tiny models all
+train through :func:`train`, each giving only how a step's loss is computed."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+
+def train(model: Any, step_loss: Callable[[Any], Any], *, steps: int, learning_rate: float, seed: int = 0,
+          progress: Callable[[int, float], None] | None = None) -> float:
+    """``steps`` AdamW steps on ``model``: each step's loss is ``step_loss(generator)``, which draws its batch with
+    ``generator`` (a torch generator seeded with ``seed``, so batches repeat run after run); ``progress(step,
+    loss)`` after each step. Leaves the model in eval mode; returns the last step's loss (NaN for no steps).
+
+    The global torch seed is the caller's to set (dropout draws from it), where its model was built."""
+    import torch
+
+    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for step in range(steps):
+        loss = step_loss(generator)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if progress is not None:
+            progress(step + 1, loss.item())
+    model.eval()
+    return float(loss.detach())
 
 
 def train_classifier(
@@ -23,20 +48,15 @@ def train_classifier(
     ``progress``: a :class:`~miniature.progress.Progress` told each step and its loss."""
     import torch
 
-    torch.manual_seed(seed)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for step in range(steps):
+    def step_loss(generator: Any) -> Any:
         index = torch.randint(len(texts), (batch_size,), generator=generator).tolist()
         batch = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        loss = model(**batch, labels=torch.tensor([labels[i] for i in index])).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if progress is not None:
-            progress.update(step + 1, f"loss {loss.item():.3f}")
-    return model.eval()
+        return model(**batch, labels=torch.tensor([labels[i] for i in index])).loss
+
+    torch.manual_seed(seed)
+    train(model, step_loss, steps=steps, learning_rate=learning_rate, seed=seed,
+          progress=None if progress is None else lambda step, loss: progress.update(step, f"loss {loss:.3f}"))
+    return model
 
 
 def train_qa_model(
@@ -83,17 +103,16 @@ def train_qa_model(
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
     inputs = {k: encoded[k][windows] for k in keys}
     starts_t, ends_t = torch.tensor(starts), torch.tensor(ends)
-    torch.manual_seed(seed)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for step in range(steps):
+
+    def step_loss(generator: Any) -> Any:
         index = torch.randint(len(starts), (batch_size,), generator=generator)
-        loss = model(**{k: v[index] for k, v in inputs.items()}, start_positions=starts_t[index],
+        return model(**{k: v[index] for k, v in inputs.items()}, start_positions=starts_t[index],
                      end_positions=ends_t[index]).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if say is not None and (step % 100 == 0 or step == steps - 1):
-            say(f"QA fine-tuning, step {step + 1}/{steps}: loss {loss.item():.2f}")
-    return model.eval()
+
+    def report(step: int, loss: float) -> None:
+        if say is not None and (step % 100 == 1 or step == steps):
+            say(f"QA fine-tuning, step {step}/{steps}: loss {loss:.2f}")
+
+    torch.manual_seed(seed)
+    train(model, step_loss, steps=steps, learning_rate=learning_rate, seed=seed, progress=report)
+    return model

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ENGINES, GATE_MODES, POOLINGS, TASKS, Settings, find_pyproject, load_settings
+from .config import ENGINES, GATE_MODES, POOLINGS, Settings, find_pyproject, load_settings
 from .errors import UsageError
 from .models.device import DTYPES
 
@@ -61,7 +61,9 @@ OPTIONS = (
     Option("checks", {"metavar": "NAME[,NAME...]",
                        "help": "the characteristics to run (default: those with thresholds, else every one whose data is "
                                "given); see 'miniature compare --help' for the names"}),
-    Option("task", {"choices": list(TASKS), "help": "task of the models under test"}),
+    Option("task", {"metavar": "TASK", "help": "task of the models under test: text-classification (default; "
+                                               "question/context sets are read as extractive QA), question-answering, "
+                                               "causal-lm, or a task a plugin adds"}),
     Option("pooling", {"choices": list(POOLINGS), "help": "embedding of the KNN and OOD checks (default cls)"}),
     Option("gate", {"choices": list(GATE_MODES),
                     "help": "gate on the point estimate (default) or on the lower end of its bootstrap 95%% interval"}),
@@ -94,22 +96,6 @@ OPTIONS = (
 )
 
 
-def unique_names(specs: list[Any]) -> list[Any]:
-    """``specs`` with display names made unique: where two different models share a name (the alias ``m``
-    and the folder ``./m``), each later one is shown by its full spec, so no two rows or report entries merge."""
-    from dataclasses import replace
-
-    seen: dict[str, str] = {}
-    out = []
-    for spec in specs:
-        if spec is not None and spec.name in seen and seen[spec.name] != spec.text:
-            spec = replace(spec, name=spec.text)
-        if spec is not None:
-            seen.setdefault(spec.name, spec.text)
-        out.append(spec)
-    return out
-
-
 def add_options(adder: Any, *, plugin: bool) -> None:
     """Declare every option through ``adder`` (pytest's ``group.addoption`` or argparse's ``add_argument``)."""
     for option in OPTIONS:
@@ -126,7 +112,7 @@ def resolve_settings(values: Any, here: Path, *, inifile: Path | None = None) ->
     against ``here``; specs from pyproject.toml, against its folder. Raises :class:`UsageError`.
     """
     from .data.spec import parse_dataset_spec
-    from .models.spec import parse_model_spec
+    from .models.spec import parse_model_spec, unique_names
 
     get = lambda name: getattr(values, "miniature_" + name)  # noqa: E731
     if inifile is not None and inifile.name == "pyproject.toml" and find_pyproject(inifile.parent) == inifile:

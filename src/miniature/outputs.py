@@ -55,16 +55,6 @@ class ModelOutputs:
             raise ValueError("these outputs have no logits, so no predictions")
         return self.logits.argmax(axis=1)
 
-    def qa_predictions(self, null_threshold: float = 0.0) -> list[str]:
-        """Each question's answer: its best span, or "" (no answer) when the no-answer score beats
-        the span's by more than ``null_threshold`` (SQuAD 2.0's rule)."""
-        from .models.spans import decide
-
-        if self.answers is None:
-            raise ValueError("these outputs have no answer spans (not a question-answering model)")
-        return [str(a) if decide(s, z, null_threshold) else ""
-                for a, s, z in zip(self.answers, self.span_scores, self.null_scores)]
-
     def probabilities(self) -> np.ndarray:
         """Softmax of the logits, computed stably in float64."""
         if self.logits is None:

@@ -18,26 +18,9 @@ from .config import Settings
 from .data import DatasetSpec, EvalSet
 from .engine import Engine, make_engine
 from .errors import GateFailure, NotApplicable, NotCached, UsageError
+from .evidence import Evidence, Model
 from .models import ModelSpec
 from .outputs import ModelOutputs
-
-
-class Model:
-    """A handle on a model spec; loading and running are left to the session's engine."""
-
-    def __init__(self, session: Session, spec: ModelSpec) -> None:
-        self.session = session
-        self.spec = spec
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def outputs(self, eval_set: EvalSet) -> ModelOutputs:
-        return self.session.engine.outputs(self, eval_set)
-
-    def __repr__(self) -> str:
-        return f"Model({self.spec.name!r})"
 
 
 @dataclass
@@ -130,7 +113,7 @@ class Session:
         by its full spec instead (two rows named alike would merge in every report)."""
         spec = self.engine.parse_model(spec)
         if spec.text not in self._models:
-            from .options import unique_names
+            from .models.spec import unique_names
 
             taken = [m.spec for m in self._models.values()]
             self._models[spec.text] = Model(self, unique_names([*taken, spec])[-1])
@@ -138,6 +121,10 @@ class Session:
 
     def dataset(self, spec: str | DatasetSpec | EvalSet) -> EvalSet:
         return self.engine.dataset(spec)
+
+    def outputs(self, model: Model, eval_set: EvalSet) -> ModelOutputs:
+        """``model``'s raw outputs on ``eval_set`` (what :meth:`Model.outputs` answers)."""
+        return self.engine.outputs(model, eval_set)
 
     @property
     def known_models(self) -> list[Model]:
@@ -160,8 +147,8 @@ class Session:
         """Compute ``characteristic`` for the pair, record it with its verdict, and fail a gate outside ``threshold``."""
         __tracebackhide__ = True
         pending = Pending(characteristic, reference, candidate, dict(data), dict(params))
-        pending.result = characteristic.measure(reference=reference, candidate=candidate, data=data, params=params,
-                                                resamples=resamples)
+        pending.result = characteristic.measure(evidence=self.engine, reference=reference, candidate=candidate, data=data,
+                                                params=params, resamples=resamples)
         return self.settle(pending, threshold, record=record).result
 
     def settle(self, pending: Pending, threshold: float | None, *, record: bool = True) -> Entry:
@@ -196,17 +183,19 @@ class Session:
                 for key in keys}
 
     def prepare(self, name: str, candidate: str | ModelSpec, threshold: Threshold | None = None, *,
-                resamples: int = RESAMPLES) -> Pending:
+                resamples: int = RESAMPLES, evidence: Evidence | None = None) -> Pending:
         """Compute check ``name`` for ``candidate`` against the configured reference on the configured data,
-        without recording it yet: a model or data problem surfaces here, before any verdict."""
+        without recording it yet: a model or data problem surfaces here, before any verdict. ``evidence``: where
+        the outputs come from (default: this session's engine)."""
         characteristic = registry.get(name)
         data = self.configured_data(characteristic)
         if self.settings.reference is None:
             raise UsageError(f"{name} needs reference (--reference); configure it on the command line or in [tool.miniature]")
         pending = Pending(characteristic, self.model(self.settings.reference), self.model(candidate), data,
                           characteristic.params_for(threshold))
-        pending.result = characteristic.measure(reference=pending.reference, candidate=pending.candidate, data=data,
-                                                params=pending.params, resamples=resamples)
+        pending.result = characteristic.measure(evidence=evidence or self.engine, reference=pending.reference,
+                                                candidate=pending.candidate, data=data, params=pending.params,
+                                                resamples=resamples)
         return pending
 
     def run_check(self, name: str, candidate: str | ModelSpec, threshold: Threshold | None = None, *,
@@ -265,9 +254,10 @@ class Session:
 
     # -- all pairs ------------------------------------------------------------------------------
 
-    def matrices(self) -> dict[str, dict[str, Any]]:
+    def matrices(self, evidence: Evidence | None = None) -> dict[str, dict[str, Any]]:
         """The paper's Table 2 for each pairwise characteristic with two or more candidates: its value
-        for every pair of models, candidates among themselves too, from outputs already computed.
+        for every pair of models, candidates among themselves too, from outputs already computed
+        (``evidence``: where they come from; default: this session's engine).
 
         The models are those of the characteristic's first result's setting (same data set and
         parameters, same reference); each missing pair is computed like that result, without an interval.
@@ -292,8 +282,9 @@ class Session:
                     if (a, b) in values:
                         continue
                     try:
-                        values[(a, b)] = float(characteristic.measure(reference=models[a], candidate=models[b],
-                                                                      data=first.data, params=params, resamples=0))
+                        values[(a, b)] = float(characteristic.measure(
+                            evidence=evidence or self.engine, reference=models[a], candidate=models[b], data=first.data,
+                            params=params, resamples=0))
                     except (NotApplicable, NotCached) as exc:  # NotCached: xdist's controller, an output no worker cached
                         values[(a, b)] = None
                         reasons.append(f"{a} vs {b}: {exc}")
@@ -311,20 +302,18 @@ class Session:
         if not self.settings.cache_dir:
             return {}
         # A plain local engine that only reads the cache: never a model run, and never a Ray cluster started to draw.
-        own, self.engine = self.engine, Engine(self.settings, cache_only=True)
+        cached = Engine(self.settings, cache_only=True)
         try:
             for check, threshold, spec in self.configured_checks():
                 if registry.get(check).pairwise:
                     try:
                         # The workers reported these results with their intervals: only the matrix's inputs are wanted.
-                        self.settle(self.prepare(check, spec, threshold, resamples=0), None)
+                        self.settle(self.prepare(check, spec, threshold, resamples=0, evidence=cached), None)
                     except MiniatureError:
                         continue
-            return self.matrices()
+            return self.matrices(cached)
         except MiniatureError:
             return {}
-        finally:
-            self.engine = own
 
     # -- reports --------------------------------------------------------------------------------
 
@@ -350,8 +339,8 @@ class Session:
             models = {m.name: m for m in self.known_models}
             try:
                 out[entry.identity] = registry.get(entry.characteristic).examples(
-                    reference=models[entry.reference], candidate=models[entry.candidate], data=entry.data,
-                    result=entry.result)
+                    evidence=self.engine, reference=models[entry.reference], candidate=models[entry.candidate],
+                    data=entry.data, result=entry.result)
             except (MiniatureError, KeyError):  # the examples illustrate; they must never cost the report
                 continue
         return out
@@ -410,6 +399,3 @@ def option_flag(key: str) -> str:
     """The pytest option that sets a data set (``eval`` -> ``--miniature-eval``)."""
     return f"--miniature-{key.replace('_', '-')}"
 
-
-#: The name this class had before the session took over results and reports.
-Runner = Session

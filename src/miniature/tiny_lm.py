@@ -56,12 +56,11 @@ def train_causal_lm(model: Any, tokenizer: Any, texts: Sequence[str], *, steps: 
     """Next-token training on random batches of ``texts`` (padding masked out of the loss); the last loss."""
     import torch
 
+    from .finetune import train
+
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    loss = torch.tensor(float("nan"))
-    for _ in range(steps):
+
+    def step_loss(generator: Any) -> Any:
         index = torch.randint(len(texts), (batch_size,), generator=generator).tolist()
         encoded = tokenizer([texts[i] for i in index], truncation=True, max_length=max_length)["input_ids"]
         width = max(map(len, encoded))
@@ -69,12 +68,9 @@ def train_causal_lm(model: Any, tokenizer: Any, texts: Sequence[str], *, steps: 
         mask = torch.zeros((len(encoded), width), dtype=torch.long)
         for row, tokens in enumerate(encoded):
             ids[row, : len(tokens)], mask[row, : len(tokens)] = torch.tensor(tokens), 1
-        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval()
-    return float(loss.detach())
+        return model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+
+    return train(model, step_loss, steps=steps, learning_rate=learning_rate, seed=seed)
 
 
 def build_tiny_lm(out_dir: str | Path, texts: Sequence[str], *, style: str, vocab_size: int = 512, width: int = 32,

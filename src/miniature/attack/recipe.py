@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import AttackSettings
 from ..models import Backend
 from .offline import NLTK_DATA, import_textattack
+from .settings import AttackSettings
 
 textattack = import_textattack()
 # TextAttack warns that it cannot tell whether a model class it does not know suits its goal

@@ -22,13 +22,11 @@ from typing import Any
 from ..atomic import set_aside, write_atomic
 from ..cache import cache_key
 from ..characteristics.adversarial import AttackOutcome
-from ..config import AttackSettings
 from ..data import EvalSet
-from ..engine import Engine
 from ..errors import CacheWarning, ModelLoadError, NotCached
 from ..models.device import dtype_argument
-from ..tasks.classification import gold as gold_labels
 from .offline import TEXTATTACK_VERSION
+from .settings import AttackSettings
 
 log = logging.getLogger("miniature")
 #: Bumped whenever build_attack changes what an attack does (cached outcomes then go stale).
@@ -76,10 +74,12 @@ class OutcomeStore:
             write_atomic(self.path, json.dumps({"key": self.key, **meta, "outcomes": self.outcomes}).encode())
 
 
-def attack_outcomes(engine: Engine, target: Any, attack_set: EvalSet, settings: AttackSettings) -> list[AttackOutcome]:
-    """Each example's outcome of attacking ``target`` (the first ``settings.examples`` of ``attack_set``)."""
+def attack_outcomes(engine: Any, target: Any, attack_set: EvalSet, settings: AttackSettings) -> list[AttackOutcome]:
+    """Each example's outcome of attacking ``target`` (the first ``settings.examples`` of ``attack_set``) through
+    ``engine`` (the local or the Ray engine). The data set's task gives each example's gold class: BERT-Attack
+    flips a classifier's label."""
     check = "the adversarial-vulnerability check"
-    gold = gold_labels(engine, target, attack_set, check)
+    gold = engine.task_for(attack_set).gold(engine, target, attack_set, check)
     count = len(attack_set) if settings.examples is None else min(settings.examples, len(attack_set))
     examples = [(attack_set.ids[i], attack_set.texts[i], int(gold[i])) for i in range(count)]
     lm = engine.handle(settings.model)
@@ -92,7 +92,7 @@ def attack_outcomes(engine: Engine, target: Any, attack_set: EvalSet, settings: 
         "placement": [engine.placement_key(engine.backend(m)) for m in (target, *helpers)],
         "similarity": engine.fingerprint(similarity) if similarity else None,
         "settings": attack_settings_key(settings), "max_length": engine.settings.max_length,
-        "batch_size": engine.settings.batch_size,
+        "batch_size": engine.batching(engine.backend(target)),
     }
     key = cache_key(**parts)
     cache_dir = engine.settings.cache_dir
@@ -122,7 +122,7 @@ def attack_outcomes(engine: Engine, target: Any, attack_set: EvalSet, settings: 
     return [AttackOutcome(**{**store.outcomes[k], "id": example_id}) for (example_id, _, _), k in zip(examples, keys)]
 
 
-def follow_target(engine: Engine, target: Any, helpers: list) -> None:
+def follow_target(engine: Any, target: Any, helpers: list) -> None:
     """Run the attack's masked LM and similarity encoder on the target's device (a CPU-only helper stays on the
     CPU): the local engine and a Ray worker, which holds all three on its device, then place them alike."""
     device = engine.backend(target).device
@@ -132,7 +132,7 @@ def follow_target(engine: Engine, target: Any, helpers: list) -> None:
             backend.place("cpu" if backend.cpu_only() else device, backend.dtype)
 
 
-def attack_here(engine: Engine, target: Any, lm: Any, similarity: Any | None, settings: AttackSettings, todo: list):
+def attack_here(engine: Any, target: Any, lm: Any, similarity: Any | None, settings: AttackSettings, todo: list):
     """Attack each ``((id, text, label), key)`` of ``todo`` in this process; yields (outcome as a dict, key)."""
     key = ("attack", target.spec.text, lm.spec.text, similarity.spec.text if similarity else None, settings)
     attack = engine.memo(key, lambda: _attack_for(engine, target, lm, similarity, settings))
@@ -163,7 +163,7 @@ def _outcome(example_id: str, result: Any) -> AttackOutcome:
     )
 
 
-def _attack_for(engine: Engine, target: Any, lm: Any, similarity: Any | None, settings: AttackSettings) -> Any:
+def _attack_for(engine: Any, target: Any, lm: Any, similarity: Any | None, settings: AttackSettings) -> Any:
     import torch
     from textattack.shared import utils as textattack_utils
 
@@ -185,7 +185,7 @@ def _attack_for(engine: Engine, target: Any, lm: Any, similarity: Any | None, se
                         lm_max_length=min(max_length, lm_positions), batch_size=batch_size, similarity=constraint)
 
 
-def load_masked_lm(engine: Engine, lm: Any) -> tuple[Any, Any]:
+def load_masked_lm(engine: Any, lm: Any) -> tuple[Any, Any]:
     """The attack's masked LM and its tokenizer, from ``lm``'s local directory (or hub snapshot)."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 

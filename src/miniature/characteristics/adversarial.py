@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import NotApplicable
+from ..evidence import Evidence, Model
+from ..maths import jaccard
 from ..validation import check_finite
-from .base import Characteristic, Result, Verdict, number, session_of, verdict_cell
+from .base import Characteristic, Failure, Result, Verdict, session_of
 from .bootstrap import RESAMPLES, bootstrap_interval
-from .prediction_errors import jaccard
+from .render import number, verdict_cell
 
 if TYPE_CHECKING:
-    from ..config import AttackSettings
+    from ..attack.settings import AttackSettings
     from ..data import EvalSet
-    from ..session import Model
 
 STATUSES = ("successful", "failed", "skipped")
 
@@ -239,33 +239,23 @@ class AdversarialVulnerability(Characteristic):
     def params_for(self, threshold: Any) -> dict[str, Any]:
         return {}
 
-    def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+    def measure(self, *, evidence: Evidence, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
                 params: Mapping[str, Any], resamples: int) -> AttackGap:
-        from ..attack.offline import TEXTATTACK_VERSION, import_textattack
-        from ..attack.runs import attack_outcomes
+        from ..attack.offline import TEXTATTACK_VERSION
         from ..data import EvalSet
-        from ..tasks.classification import gold
 
-        session = reference.session
-        if session.settings.task == "causal-lm":
-            raise NotApplicable("The adversarial-vulnerability check attacks a classifier's predicted label (BERT-Attack); "
-                                "a causal LM predicts next tokens, so it does not apply to task = \"causal-lm\"")
-        import_textattack()  # before any model runs: a missing extra should fail fast
         attack_set = data["attack_set"]
-        engine = session.engine
-        settings = params.get("settings") or session.settings.attack
-        ref_out, cand_out = (engine.memo(("attack", m.spec.text, attack_set.content_key, settings),
-                                         lambda m=m: attack_outcomes(engine, m, attack_set, settings))
-                             for m in (reference, candidate))
+        settings = params.get("settings") or evidence.settings.attack
+        ref_out, cand_out = (evidence.attack_outcomes(m, attack_set, settings) for m in (reference, candidate))
         # Transfer: the reference's adversarial texts, shown to the candidate where it was right before.
         tried = [(r.id, r.perturbed_text) for r, c in zip(ref_out, cand_out) if r.status == "successful" and c.status != "skipped"]
         fooled: dict[str, bool] = {}
         if tried:
+            gold = dict(zip(attack_set.ids, attack_set.require_labels("the adversarial-vulnerability check")))
             adversarial = EvalSet(f"{attack_set.name} attacked on {reference.name}", tuple(i for i, _ in tried),
-                                  tuple(t for _, t in tried))
-            predictions = engine.outputs(candidate, adversarial).predictions
-            labels = dict(zip(attack_set.ids, gold(engine, candidate, attack_set, "the adversarial-vulnerability check")))
-            fooled = {i: bool(p != labels[i]) for (i, _), p in zip(tried, predictions)}
+                                  tuple(t for _, t in tried), tuple(gold[i] for i, _ in tried), attack_set.label_names)
+            correct = evidence.decisions(candidate, adversarial, check="the adversarial-vulnerability check").correct
+            fooled = {i: not bool(right) for (i, _), right in zip(tried, correct)}
         return compare_attacks(
             [o.id for o in ref_out], ref_out, cand_out, transfer_fooled=fooled, reference_name=reference.name,
             candidate_name=candidate.name, dataset=attack_set.name,
@@ -315,7 +305,7 @@ class AdversarialVulnerability(Characteristic):
         row = [result.metric, f"<= {verdict.threshold:g}", gap, result.n,
                f"{ref.original_accuracy:.3f}/{ref.attacked_accuracy:.3f}",
                f"{cand.original_accuracy:.3f}/{cand.attacked_accuracy:.3f}", number(result.transfer_rate, ".3f")]
-        return head, headers, row, result.candidate_only_ids, "ids attacked successfully on the candidate only"
+        return Failure(head, headers, row, result.candidate_only_ids, "ids attacked successfully on the candidate only")
 
 
 def attack_note(attack: dict[str, Any]) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -19,13 +18,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..errors import NotApplicable, UsageError
+from ..evidence import Evidence, Model
 from ..validation import check_finite, check_fraction, check_positive_int
+from .render import format_value, number, sweep_cell, verdict_cell  # noqa: F401  (their home before render.py)
 
 if TYPE_CHECKING:
     from ..data import EvalSet
-    from ..session import Model, Session
 
-__all__ = ["Characteristic", "NotApplicable", "Param", "Result", "Threshold", "Verdict"]
+__all__ = ["Characteristic", "Failure", "NotApplicable", "Param", "Result", "Threshold", "Verdict"]
 
 
 @dataclasses.dataclass(eq=False, kw_only=True, repr=False)
@@ -55,7 +55,7 @@ class Result(float):
 
     @property
     def identity(self) -> tuple:
-        return identity_of(self.as_dict(plain=False))
+        return identity_from(self.as_dict(plain=False), type(self).setting)
 
     def as_dict(self, *, plain: bool = True) -> dict[str, Any]:
         """Every field (None-valued optional fields left out), JSON-ready when ``plain``."""
@@ -79,16 +79,10 @@ def _rebuild(cls: type[Result], fields: dict[str, Any]) -> Result:
     return result
 
 
-def identity_of(result: Mapping[str, Any]) -> tuple:
-    """The identity of a result given as a dict (a report's) or as a live result's ``as_dict``: what it measured,
-    of which pair, on which data, and the setting fields its type declares (two results that differ in any of
-    them are two results: neither may replace the other in the ledger, a report or a baseline)."""
-    from . import registry
-
-    try:
-        setting = registry.get(result["metric"]).result_type.setting
-    except Exception:  # a report's result of a characteristic this installation lacks
-        setting = ("pooling", "k")
+def identity_from(result: Mapping[str, Any], setting: Sequence[str]) -> tuple:
+    """A result's identity from its fields (a report's dict, or a live result's): what it measured, of which
+    pair, on which data, and the ``setting`` fields its type declares (two results that differ in any of them
+    are two results: neither may replace the other in the ledger, a report or a baseline)."""
     values = (json.dumps(result.get(name), sort_keys=True, default=str) for name in setting)
     return (result["metric"], result["reference"], result["candidate"], result["dataset"], *values)
 
@@ -154,6 +148,18 @@ class Threshold:
 
     value: float
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """What a failed gate says: a headline, a one-row table (``headers`` and ``row``), and the ids that show
+    the failure best, with what they are (``ids_are``: "ids wrong for exactly one model")."""
+
+    headline: str
+    headers: list[str]
+    row: list[Any]
+    ids: Sequence[str]
+    ids_are: str
 
 
 #: How the check functions name each data set argument (settings key -> argument name), for error messages.
@@ -230,7 +236,7 @@ class Characteristic(ABC):
     def run(self, owner: str, reference: Any, candidate: Any, data: Mapping[str, Any],
             params: Mapping[str, Any] | None = None, **measure: Any) -> Result:
         """What a public check function (``owner``) does: check its arguments (two models of one session, its
-        data sets as EvalSets, each named in the error as the function calls it) and measure through the session."""
+        data sets as EvalSets, each named in the error as the function calls it) and measure through their session."""
         __tracebackhide__ = True
         session = session_of(reference, candidate, owner)
         checked = {key: evalset_arg(value, _ARGUMENT.get(key, f"{key}_set"), owner, optional=key not in self.needs)
@@ -238,10 +244,11 @@ class Characteristic(ABC):
         return session.measure(self, reference, candidate, checked, params or {}, **measure)
 
     @abstractmethod
-    def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+    def measure(self, *, evidence: Evidence, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
                 params: Mapping[str, Any], resamples: int) -> Result:
         """The characteristic of (reference, candidate) on ``data`` (keys of :attr:`needs` and
-        :attr:`uses`) with ``params``. Raises :class:`NotApplicable` when it cannot apply."""
+        :attr:`uses`) with ``params``, from what ``evidence`` gives (their decisions, distributions,
+        embeddings, neighbours, attack outcomes). Raises :class:`NotApplicable` when it cannot apply."""
 
     def params_for(self, threshold: Threshold | None) -> dict[str, Any]:
         """The parameters a configured check runs with (its threshold's, else the defaults)."""
@@ -261,52 +268,19 @@ class Characteristic(ABC):
         """Lines that qualify its table."""
         return []
 
-    def examples(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None], result: Result,
-                 limit: int = 5) -> list[dict[str, str]]:
+    def examples(self, *, evidence: Evidence, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+                 result: Result, limit: int = 5) -> list[dict[str, str]]:
         """The points that show a failed gate best, as rows of {column: text} (the HTML report lists them):
         their text and what each model made of them. Default: none."""
         return []
 
     @abstractmethod
-    def failure(self, *, result: Result, verdict: Verdict) -> tuple[str, list[str], list[Any], list[str], str]:
-        """What a failed gate says: (headline, table headers, table row, telling ids, what the ids are)."""
+    def failure(self, *, result: Result, verdict: Verdict) -> Failure:
+        """What a failed gate says (see :class:`Failure`)."""
 
 
-def format_value(r: Mapping[str, Any] | Result, spec: str = ".4f", interval_spec: str = ".3f") -> str:
-    """A value with its interval: ``0.6167 [0.491, 0.738]``; NaN (None in a report) as ``-``."""
-    if isinstance(r, Result):
-        r = {"value": r.value, "interval": r.interval, "both_empty": getattr(r, "both_empty", False)}
-    value = r.get("value")
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    interval = r.get("interval")
-    text = f"{value:{spec}}" + (f" [{interval[0]:{interval_spec}}, {interval[1]:{interval_spec}}]" if interval else "")
-    return text + (" (both empty)" if r.get("both_empty") else "")
-
-
-def verdict_cell(r: Mapping[str, Any], *, words: tuple[str, str] = ("min", "lower bound")) -> str:
-    """``PASS (min 0.5)`` / ``FAIL (lower bound 0.5)`` for a gated report dict, else empty; ``words``
-    name the bound on the point estimate and on the interval."""
-    if r.get("threshold") is None:
-        return ""
-    lower = r.get("gate_mode", "point") == "lower"
-    return ("PASS" if r["passed"] else "FAIL") + f" ({words[lower]} {r['threshold']:g})"
-
-
-def sweep_cell(r: Mapping[str, Any]) -> str:
-    sweep = r.get("sweep") or {}
-    values = {int(k): (v[0] if isinstance(v, (list, tuple)) else v) for k, v in sweep.items()}
-    return " ".join(f"{k}:{v:.3f}" for k, v in sorted(values.items()))
-
-
-def number(value: float | None, spec: str = ".4f") -> str:
-    return "-" if value is None or value != value else f"{value:{spec}}"
-
-
-def session_of(reference: Any, candidate: Any, owner: str) -> Session:
+def session_of(reference: Any, candidate: Any, owner: str) -> Any:
     """The session both models belong to; a usage error naming the bad argument otherwise."""
-    from ..session import Model
-
     for name, value in (("reference", reference), ("candidate", candidate)):
         if not isinstance(value, Model):
             raise UsageError(

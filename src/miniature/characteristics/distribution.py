@@ -17,26 +17,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import UsageError
+from ..evidence import Evidence, Model
+from ..maths import jaccard
 from ..validation import check_fraction, check_positive_int
-from .base import (
-    POSITIVE_INT,
-    Characteristic,
-    Param,
-    Result,
-    Verdict,
-    format_value,
-    number,
-    sweep_cell,
-    verdict_cell,
-)
+from .base import POSITIVE_INT, Characteristic, Failure, Param, Result, Verdict
 from .bootstrap import RESAMPLES, bootstrap_interval, weighted_jaccard
 from .neighbours import kth_neighbour_distances
-from .prediction_errors import jaccard
+from .render import format_value, number, sweep_cell, verdict_cell
 from .representation import sweep_ks
 
 if TYPE_CHECKING:
     from ..data import EvalSet
-    from ..session import Model
 
 
 #: How the threshold is read off the validation scores: Sun et al.'s own rule (the default), or a quantile.
@@ -197,11 +188,13 @@ def compare_ood(
     pooling: str = "cls",
     resamples: int = RESAMPLES,
     seed: int = 0,
+    **setting: Any,
 ) -> OodAgreement:
     """Jaccard(O_ref, O_cand); two empty OOD sets agree perfectly (1.0).
 
     ``interval`` is a seeded bootstrap 95% interval over challenge points, the detectors'
-    thresholds held fixed (``resamples=0``: none).
+    thresholds held fixed (``resamples=0``: none). ``setting``: the result's other fields
+    (``bank``, ``validation``, ``sweep``, ``threshold_rule``).
     """
     o_ref, o_cand = reference_detection.flagged, candidate_detection.flagged
     position = {point: i for i, point in enumerate(ids)}
@@ -223,6 +216,7 @@ def compare_ood(
         candidate_detection=candidate_detection,
         both_empty=not o_ref and not o_cand,
         differing_ids=sorted(o_ref ^ o_cand, key=position.__getitem__),
+        **setting,
     )
 
 
@@ -303,15 +297,14 @@ class DataDistribution(Characteristic):
     figure = ("Data distribution: OOD-set Jaccard against k", "k")
     result_type = OodAgreement
 
-    def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+    def measure(self, *, evidence: Evidence, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
                 params: Mapping[str, Any], resamples: int) -> OodAgreement:
         ood_set, train_set, validation_set = data["ood"], data["train"], data.get("validation")
-        session = reference.session
-        engine = session.engine
+        settings = evidence.settings
         k, tpr = params.get("k", 10), params.get("tpr", 0.95)
-        pooling = params.get("pooling") or session.settings.pooling
+        pooling = params.get("pooling") or settings.pooling
         sweep = params.get("sweep")
-        rule = params.get("rule") or session.settings.ood_threshold_rule
+        rule = params.get("rule") or settings.ood_threshold_rule
         if rule not in THRESHOLD_RULES:
             raise UsageError(f"Expected the OOD threshold rule to be one of {', '.join(THRESHOLD_RULES)} but got {rule!r}")
         check = "the data-distribution check"
@@ -322,33 +315,31 @@ class DataDistribution(Characteristic):
                 f"The 'k' parameter of ood_agreement must be at most the bank's size, {bank_size} points of "
                 f"{train_set.name!r}. Got {k} instead."
             )
-        ks = sweep_ks(k, session.settings.sweep if sweep is None else sweep, bank_size)
+        ks = sweep_ks(k, settings.sweep if sweep is None else sweep, bank_size)
         is_ood = np.array(ood_set.ood) if ood_set.ood is not None else None
         validation_texts = validation_set.texts if validation_set is not None else [train_set.texts[i] for i in val_index]
         position = {text: i for i, text in enumerate(validation_texts)}
         same = [position.get(text, -1) for text in ood_set.texts]
 
         def detect(model: Model) -> dict:
-            train = engine.embeddings(model, train_set, pooling, check)
+            train = evidence.embeddings(model, train_set, pooling, check=check)
             if validation_set is None:
                 bank, validation = train[bank_index], train[val_index]
             else:
-                bank, validation = train, engine.embeddings(model, validation_set, pooling, check)
-            challenge = engine.embeddings(model, ood_set, pooling, check)
+                bank, validation = train, evidence.embeddings(model, validation_set, pooling, check=check)
+            challenge = evidence.embeddings(model, ood_set, pooling, check=check)
             return detect_ood(ood_set.ids, bank=bank, validation=validation, challenge=challenge, ks=ks, tpr=tpr,
                               is_ood=is_ood, rule=rule, same_as_validation=same)
 
         # One detector per model and setting, however many pairs it is in (the all-pairs matrix).
         setting = (train_set.content_key, validation_set.content_key if validation_set else None, ood_set.content_key,
                    pooling, tuple(ks), tpr, rule)
-        ref_d, cand_d = (engine.memo(("ood", m.spec.text, *setting), lambda m=m: detect(m)) for m in (reference, candidate))
-        result = compare_ood(ood_set.ids, ref_d[k], cand_d[k], reference=reference.name, candidate=candidate.name,
-                             dataset=ood_set.name, tpr=tpr, pooling=pooling, resamples=resamples)
-        result.bank = train_set.name
-        result.validation = validation_set.name if validation_set is not None else None  # None: held out of the bank
-        result.sweep = {kk: float(compare_ood(ood_set.ids, ref_d[kk], cand_d[kk], resamples=0)) for kk in ks}
-        result.threshold_rule = rule
-        return result
+        ref_d, cand_d = (evidence.memo(("ood", m.key, *setting), lambda m=m: detect(m)) for m in (reference, candidate))
+        return compare_ood(
+            ood_set.ids, ref_d[k], cand_d[k], reference=reference.name, candidate=candidate.name, dataset=ood_set.name,
+            tpr=tpr, pooling=pooling, resamples=resamples, bank=train_set.name, threshold_rule=rule,
+            validation=validation_set.name if validation_set is not None else None,  # None: held out of the bank
+            sweep={kk: float(compare_ood(ood_set.ids, ref_d[kk], cand_d[kk], resamples=0)) for kk in ks})
 
     def pair_params(self, result: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
         return {"k": result["k"], "tpr": result["tpr"], "pooling": result["pooling"], "sweep": (),
@@ -376,8 +367,8 @@ class DataDistribution(Characteristic):
         return [f"OOD bank: {bank}; threshold keeps {tpr:.0%} of: {validation or f'held-out 10% of {bank}'} "
                 f"({rules.get(rule, rule)})" for bank, validation, tpr, rule in sorted(settings)]
 
-    def examples(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None], result: OodAgreement,
-                 limit: int = 5) -> list[dict[str, str]]:
+    def examples(self, *, evidence: Evidence, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+                 result: OodAgreement, limit: int = 5) -> list[dict[str, str]]:
         """Challenge points flagged by exactly one model: the text and which model flags it."""
         ood_set = data["ood"]
         where = {point: i for i, point in enumerate(ood_set.ids)}
@@ -391,4 +382,4 @@ class DataDistribution(Characteristic):
         headers = ["metric", "threshold", "value", "n", "k", "|O_ref|", "|O_cand|", "|O_ref∩O_cand|"]
         row = [result.metric, f">= {verdict.threshold:g}", format_value(result), result.n, result.k, len(ref.flagged),
                len(cand.flagged), len(ref.flagged & cand.flagged)]
-        return head, headers, row, result.differing_ids, "ids flagged by exactly one model"
+        return Failure(head, headers, row, result.differing_ids, "ids flagged by exactly one model")

@@ -27,67 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import NotApplicable
+from ..evidence import Evidence, Model, PositionStatistics
+from ..maths import kl_from_logits, kl_statistics, rms_delta_p, softmax
 from ..validation import check_finite, check_fraction
-from .base import Characteristic, Result, Verdict, format_value, number, verdict_cell
+from .base import Characteristic, Failure, Result, Verdict
 from .bootstrap import RESAMPLES, bootstrap_intervals, weighted_mean
+from .render import format_value, number, verdict_cell
 
 if TYPE_CHECKING:
     from ..data import EvalSet
-    from ..session import Model
 
 _IDS = 100  # ids kept for the failure message and the report
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    r"""Row-wise log-softmax in float64, stable; NaN entries (padding) are left out of the distribution.
-
-    .. math:: \log p_i = z_i - \max_j z_j - \log \sum_j e^{z_j - \max_j z_j}
-    """
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.where(np.isnan(z), -np.inf, z)
-    top = np.max(z, axis=-1, keepdims=True)
-    shifted = z - top
-    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-
-
-def kl_divergences(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> np.ndarray:
-    r"""Per row, KL(p_ref || p_cand) in nats of the softmax distributions of two logit arrays.
-
-    .. math:: \mathrm{KL}(p \,\|\, q) = \sum_i p_i (\log p_i - \log q_i)
-
-    Rows may be padded with NaN (left out of both distributions); terms with p_i = 0 are 0.
-    Rounding can leave a result a hair below 0; it is clipped to 0, as KL never is.
-
-    >>> float(kl_divergences(np.array([[0.0, 0.0]]), np.array([[0.0, 0.0]]))[0])
-    0.0
-    """
-    if reference_logits.shape != candidate_logits.shape:
-        raise ValueError(f"Expected logits of one shape but got {reference_logits.shape} and {candidate_logits.shape}")
-    log_p, log_q = log_softmax(reference_logits), log_softmax(candidate_logits)
-    p = np.exp(log_p)
-    with np.errstate(invalid="ignore"):  # padding: -inf - -inf, masked out just below
-        terms = np.where(p > 0, p * (log_p - log_q), 0.0)
-    return np.maximum(terms.sum(axis=-1), 0.0)
-
-
-def kl_statistics(kl: np.ndarray) -> dict[str, float]:
-    """llama.cpp's summary of per-position KL: mean, median, p90, p95, p99 and maximum."""
-    kl = np.asarray(kl, dtype=np.float64)
-    p90, p95, p99 = np.percentile(kl, [90, 95, 99])
-    return {"mean": float(kl.mean()), "median": float(np.median(kl)), "p90": float(p90), "p95": float(p95),
-            "p99": float(p99), "maximum": float(kl.max())}
-
-
-def rms_delta_p(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> float:
-    r"""Root mean square change of the probability of the reference's top class (llama.cpp's "RMS Δp").
-
-    .. math:: \sqrt{\tfrac{1}{n} \sum_d \big(q_d(c_d) - p_d(c_d)\big)^2}, \quad c_d = \arg\max_i p_d(i)
-    """
-    log_p, log_q = log_softmax(reference_logits), log_softmax(candidate_logits)
-    top = np.argmax(log_p, axis=-1)[..., None]
-    delta = np.exp(np.take_along_axis(log_q, top, -1)) - np.exp(np.take_along_axis(log_p, top, -1))
-    return float(np.sqrt(np.mean(delta ** 2)))
 
 
 def flip_rates(reference_correct: np.ndarray, candidate_correct: np.ndarray) -> tuple[float, float]:
@@ -100,7 +50,9 @@ def flip_rates(reference_correct: np.ndarray, candidate_correct: np.ndarray) -> 
 class _AgreementContext(Result):
     """What both output-agreement results carry beside their value: the task, and the flips when labels exist."""
 
-    task: str = "text-classification"
+    task: str | None = None
+    #: How the task reads top-1 agreement or KL, where that is not the obvious reading (for the notes).
+    basis: str | None = None
     accuracy_reference: float | None = None
     accuracy_candidate: float | None = None
     negative_flip_rate: float | None = None
@@ -155,7 +107,8 @@ def compare_outputs(
     reference: str = "reference",
     candidate: str = "candidate",
     dataset: str = "",
-    task: str = "text-classification",
+    task: str | None = None,
+    basis: Mapping[str, str] | None = None,
     resamples: int = RESAMPLES,
     seed: int = 0,
 ) -> tuple[Top1Agreement, KlDivergence]:
@@ -164,14 +117,15 @@ def compare_outputs(
     ``reference_logits`` and ``candidate_logits`` are (n, classes) with the classes in one
     order, or (n, 2, positions) for QA's start and end distributions (each point's KL is then
     the mean of the two). ``same_top`` overrides the argmax comparison (QA: same answer text);
-    ``*_correct`` give the flips. Intervals: a seeded bootstrap over points (``resamples=0``: none).
+    ``*_correct`` give the flips; ``basis``: {"top1": ..., "kl": ...}, how the task reads each (notes).
+    Intervals: a seeded bootstrap over points (``resamples=0``: none).
     """
     n = len(ids)
     if n == 0:
         raise ValueError("Expected at least one point but got none")
     if reference_logits.shape[0] != n or candidate_logits.shape[0] != n:
         raise ValueError(f"Expected logits for {n} points but got {reference_logits.shape[0]} and {candidate_logits.shape[0]}")
-    kl = kl_divergences(reference_logits, candidate_logits)
+    kl = kl_from_logits(reference_logits, candidate_logits)
     if kl.ndim == 2:  # QA: the start and the end distribution
         kl = kl.mean(axis=1)
     if same_top is None:
@@ -186,13 +140,14 @@ def compare_outputs(
         common.update(accuracy_reference=float(np.mean(reference_correct)),
                       accuracy_candidate=float(np.mean(candidate_correct)),
                       negative_flip_rate=negative, positive_flip_rate=positive)
-    top1 = Top1Agreement(value=float(same_top.mean()), interval=intervals[0],
+    basis = basis or {}
+    top1 = Top1Agreement(value=float(same_top.mean()), interval=intervals[0], basis=basis.get("top1"),
                          disagreeing_ids=[ids[i] for i in by_kl if not same_top[i]], **common)
     stats = kl_statistics(kl)
     divergence = KlDivergence(
         value=stats.pop("mean"), interval=intervals[1], **stats,
         rms_delta_p=rms_delta_p(reference_logits, candidate_logits), top1_agreement=float(top1),
-        largest_ids=[ids[i] for i in by_kl[:_IDS]], **common,
+        largest_ids=[ids[i] for i in by_kl[:_IDS]], basis=basis.get("kl"), **common,
     )
     return top1, divergence
 
@@ -226,54 +181,26 @@ def assert_kl_divergence(reference: Model, candidate: Model, eval_set: EvalSet, 
     return OutputDivergence().run("assert_kl_divergence", reference, candidate, {"eval": eval_set}, threshold=threshold)
 
 
-def _compare(reference: Model, candidate: Model, eval_set: EvalSet, resamples: int) -> tuple[Top1Agreement, KlDivergence]:
-    engine = reference.session.engine
-    if engine.settings.task == "causal-lm":
-        return _compare_causal(engine, reference, candidate, eval_set, resamples)
-    if eval_set.is_qa:
-        return _compare_qa(engine, reference, candidate, eval_set, resamples)
-    ref_logits, cand_logits = _aligned_logits(engine, reference, candidate, eval_set)
-    correct = [None, None]
-    if eval_set.labels is not None:
-        from ..tasks.classification import gold
-
-        correct = [engine.outputs(m, eval_set).predictions == gold(engine, m, eval_set, "the output-agreement check")
-                   for m in (reference, candidate)]
-    return compare_outputs(eval_set.ids, ref_logits, cand_logits, reference_correct=correct[0],
-                           candidate_correct=correct[1], reference=reference.name, candidate=candidate.name,
-                           dataset=eval_set.name, resamples=resamples)
+def _compare(evidence: Evidence, reference: Model, candidate: Model, eval_set: EvalSet,
+             resamples: int) -> tuple[Top1Agreement, KlDivergence]:
+    found = evidence.distributions(reference, candidate, eval_set, check="the output-agreement check")
+    if isinstance(found, PositionStatistics):
+        return _compare_positions(found, reference, candidate, eval_set, resamples)
+    return compare_outputs(eval_set.ids, found.reference, found.candidate, same_top=found.same_top,
+                           reference_correct=found.reference_correct, candidate_correct=found.candidate_correct,
+                           reference=reference.name, candidate=candidate.name, dataset=eval_set.name, task=found.task,
+                           basis=found.basis, resamples=resamples)
 
 
-def _aligned_logits(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet) -> tuple[np.ndarray, np.ndarray]:
-    """Both models' logits with the candidate's classes in the reference's order (by their id2label names)."""
-    from ..tasks.classification import logits
-
-    ref, cand = (logits(engine, m, eval_set, "the output-agreement check") for m in (reference, candidate))
-    if ref.shape[1] != cand.shape[1]:
-        raise NotApplicable(f"Models {reference.name!r} and {candidate.name!r} predict {ref.shape[1]} and "
-                            f"{cand.shape[1]} classes, so their output distributions cannot be compared")
-    names = [engine.backend(m).id2label for m in (reference, candidate)]
-    if all(names):
-        ref_names, cand_names = (tuple(n[i] for i in range(len(n))) for n in names)
-        if set(ref_names) != set(cand_names):
-            raise NotApplicable(f"Models {reference.name!r} and {candidate.name!r} name their classes differently "
-                                f"({', '.join(ref_names)} against {', '.join(cand_names)}), so their output "
-                                f"distributions cannot be compared")
-        cand = cand[:, [cand_names.index(name) for name in ref_names]]
-    return ref, cand
-
-
-def _compare_causal(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet,
-                    resamples: int) -> tuple[Top1Agreement, KlDivergence]:
+def _compare_positions(stats: PositionStatistics, reference: Model, candidate: Model, eval_set: EvalSet,
+                       resamples: int) -> tuple[Top1Agreement, KlDivergence]:
     """Causal LMs: every predicted position of every text, the two models read side by side (no logits kept)."""
-    from ..tasks.causal_lm_pairs import position_statistics
     from .token_agreement import compare_positions
 
-    stats = position_statistics(engine, reference, candidate, eval_set)
     figures = compare_positions(eval_set.ids, stats.token_counts, stats.kl, stats.same_top, stats.reference_logprob,
                                 stats.candidate_logprob, resamples=resamples)
     common = {"reference": reference.name, "candidate": candidate.name, "dataset": eval_set.name, "n": figures.n,
-              "task": "causal-lm", "tokens": figures.tokens, "perplexity_reference": figures.perplexity_reference,
+              "task": stats.task, "tokens": figures.tokens, "perplexity_reference": figures.perplexity_reference,
               "perplexity_candidate": figures.perplexity_candidate,
               "perplexity_ratio": figures.perplexity_candidate / figures.perplexity_reference}
     kl = dict(figures.kl)
@@ -281,33 +208,6 @@ def _compare_causal(engine: Any, reference: Model, candidate: Model, eval_set: E
                           disagreeing_ids=figures.disagreeing_ids, **common),
             KlDivergence(value=kl.pop("mean"), interval=figures.kl_interval, **kl, rms_delta_p=figures.rms_delta_p,
                          top1_agreement=figures.agreement, largest_ids=figures.largest_ids, **common))
-
-
-def _compare_qa(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet,
-                resamples: int) -> tuple[Top1Agreement, KlDivergence]:
-    """Extractive QA: the same final answer text, and the first window's start and end distributions."""
-    from ..models.fingerprint import fingerprint
-    from ..tasks.question_answering import answers, correct
-
-    check = "the output-agreement check"
-    predicted = [answers(engine, m, eval_set, check) for m in (reference, candidate)]
-    vocabularies = [engine.backend(m).tokenizer_files() for m in (reference, candidate)]
-    if not all(vocabularies) or fingerprint(vocabularies[0]) != fingerprint(vocabularies[1]):
-        raise NotApplicable(f"Models {reference.name!r} and {candidate.name!r} do not share a tokenizer (their "
-                            f"vocabulary files differ or are missing), so their span distributions over tokens "
-                            f"cannot be compared")
-    outputs = [engine.outputs(m, eval_set) for m in (reference, candidate)]
-    span = [np.stack([o.start_logits, o.end_logits], axis=1) for o in outputs]
-    if span[0].shape != span[1].shape or not np.array_equal(np.isnan(span[0]), np.isnan(span[1])):
-        raise NotApplicable(f"Models {reference.name!r} and {candidate.name!r} cut the questions into different "
-                            f"windows, so their span distributions cannot be compared")
-    right = [None, None]
-    if eval_set.answers is not None:
-        right = [correct(p, eval_set.answers) for p in predicted]
-    same = np.array([a == b for a, b in zip(*predicted)], bool)
-    return compare_outputs(eval_set.ids, span[0], span[1], same_top=same, reference_correct=right[0],
-                           candidate_correct=right[1], reference=reference.name, candidate=candidate.name,
-                           dataset=eval_set.name, task="question-answering", resamples=resamples)
 
 
 def _flips(r: Mapping[str, Any]) -> list[str]:
@@ -323,46 +223,41 @@ _FLIP_HEADERS = ["acc ref", "acc cand", "flip right->wrong", "flip wrong->right"
 class _OutputAgreement(Characteristic):
     needs = {"eval": "eval set"}
 
-    def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+    def measure(self, *, evidence: Evidence, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
                 params: Mapping[str, Any], resamples: int) -> Result:
         # Both characteristics come from one comparison: computed once per pair and resampling.
-        key = ("output agreement", reference.spec.text, candidate.spec.text, data["eval"].content_key, resamples,
-               reference.session.settings.null_threshold)
-        both = reference.session.engine.memo(key, lambda: _compare(reference, candidate, data["eval"], resamples))
+        key = ("output agreement", reference.key, candidate.key, data["eval"].content_key, resamples)
+        both = evidence.memo(key, lambda: _compare(evidence, reference, candidate, data["eval"], resamples))
         return both[0] if self.higher_is_better else both[1]
 
-    def examples(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None], result: Result,
-                 limit: int = 5) -> list[dict[str, str]]:
-        """The points that moved most (largest KL first): the text, the gold label, and each model's top
-        prediction with its probability (extractive QA: the question and both answers)."""
-        eval_set, engine = data["eval"], reference.session.engine
+    def examples(self, *, evidence: Evidence, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+                 result: Result, limit: int = 5) -> list[dict[str, str]]:
+        """The points that moved most (largest KL first): the point, the gold answer, and each model's top
+        prediction (with its probability where the task's outputs are one distribution over named classes)."""
+        eval_set = data["eval"]
         ids = result.disagreeing_ids if isinstance(result, Top1Agreement) else result.largest_ids
         where = {point: i for i, point in enumerate(eval_set.ids)}
-        if result.task == "causal-lm":
-            return _causal_examples(engine, reference, candidate, eval_set, [where[p] for p in ids[:limit]])
-        if eval_set.is_qa:
-            from ..tasks.question_answering import answers
-
-            said = [answers(engine, m, eval_set, "the examples") for m in (reference, candidate)]
-            return [{"id": p, "question": eval_set.questions[where[p]], reference.name: said[0][where[p]] or "(no answer)",
-                     candidate.name: said[1][where[p]] or "(no answer)"} for p in ids[:limit]]
-        ref_logits, cand_logits = _aligned_logits(engine, reference, candidate, eval_set)
-        names = engine.backend(reference).id2label or {}
+        found = evidence.distributions(reference, candidate, eval_set, check="the examples")
+        if isinstance(found, PositionStatistics):
+            return _position_examples(found, eval_set, [where[p] for p in ids[:limit]])
+        decided = [evidence.decisions(m, eval_set, check="the examples", gold=False) for m in (reference, candidate)]
         rows = []
         for point in ids[:limit]:
             i = where[point]
-            row = {"id": point, "text": eval_set.texts[i]}
-            if eval_set.labels is not None:
-                row["gold"] = str(eval_set.labels[i])
-            for model, logits in ((reference, ref_logits), (candidate, cand_logits)):
-                p = np.exp(log_softmax(logits[i]))
-                top = int(np.argmax(p))
-                row[model.name] = f"{names.get(top, top)} ({p[top]:.2f})"
+            row = {"id": point, **evidence.point(eval_set, i)}
+            if decided[0].gold is not None:
+                row["gold"] = decided[0].gold[i]
+            for model, decisions, logits in ((reference, decided[0], found.reference), (candidate, decided[1], found.candidate)):
+                row[model.name] = decisions.shown(i)
+                if logits.ndim == 2:  # one distribution over classes: the top one, with its probability
+                    p = softmax(logits[i])
+                    top = int(np.argmax(p))
+                    row[model.name] = f"{found.classes[top] if found.classes else top} ({p[top]:.2f})"
             rows.append(row)
         return rows
 
     def notes(self, *, results: Sequence[dict[str, Any]]) -> list[str]:
-        causal = [r for r in results if r.get("task") == "causal-lm"]
+        causal = [r for r in results if r.get("tokens") is not None]
         if causal and self.higher_is_better:
             return [f"{self.name} on causal LMs: the share of every text's predicted token positions where both models' "
                     f"most likely next token is the same (token-weighted; CI: bootstrap over texts)"]
@@ -370,10 +265,7 @@ class _OutputAgreement(Characteristic):
             return [f"{self.name} on causal LMs: over the {r['tokens']} predicted tokens of {r['dataset']}, "
                     f"token-weighted; perplexity {r['reference']} {r['perplexity_reference']:.3f}, {r['candidate']} "
                     f"{r['perplexity_candidate']:.3f} (ratio {r['perplexity_ratio']:.4f})" for r in causal]
-        if any(r.get("task") == "question-answering" for r in results):
-            return [f"{self.name} on extractive QA: " + ("top-1 = the same final answer text" if self.higher_is_better
-                    else "KL of the start and end distributions on each question's first window, averaged")]
-        return []
+        return [f"{self.name} on {basis}" for basis in dict.fromkeys(r["basis"] for r in results if r.get("basis"))]
 
 
 class TopOneAgreement(_OutputAgreement):
@@ -392,14 +284,14 @@ class TopOneAgreement(_OutputAgreement):
     def failure(self, *, result: Top1Agreement, verdict: Verdict):
         head = (f"{result.candidate} changes {result.reference}'s top prediction on "
                 f"{len(result.disagreeing_ids)} of {result.n} points of {result.dataset}")
-        if result.task == "causal-lm":
+        if result.tokens is not None:  # read token by token (causal LMs)
             head = (f"{result.candidate} changes {result.reference}'s most likely next token at "
                     f"{1 - float(result):.1%} of the {result.tokens} positions of {result.dataset} (in "
                     f"{len(result.disagreeing_ids)} of its {result.n} texts)")
         headers = ["metric", "threshold", "value", "n", *_FLIP_HEADERS]
         row = [result.metric, f">= {verdict.threshold:g}", format_value(result), result.n, *_flips(result.as_dict())]
-        what = "texts" if result.task == "causal-lm" else "ids"
-        return head, headers, row, result.disagreeing_ids, f"{what} whose top prediction changed, largest KL first"
+        what = "texts" if result.tokens is not None else "ids"
+        return Failure(head, headers, row, result.disagreeing_ids, f"{what} whose top prediction changed, largest KL first")
 
 
 class OutputDivergence(_OutputAgreement):
@@ -427,15 +319,11 @@ class OutputDivergence(_OutputAgreement):
         row = [result.metric, f"<= {verdict.threshold:g}", format_value(result, ".5f", ".5f"), number(result.median, ".5f"),
                number(result.p99, ".5f"), number(result.maximum, ".5f"), number(result.rms_delta_p),
                number(result.top1_agreement), result.n]
-        return head, headers, row, result.largest_ids, "ids of largest KL first"
+        return Failure(head, headers, row, result.largest_ids, "ids of largest KL first")
 
 
-def _causal_examples(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet,
-                     rows: list[int]) -> list[dict[str, str]]:
+def _position_examples(stats: PositionStatistics, eval_set: EvalSet, rows: list[int]) -> list[dict[str, str]]:
     """The texts whose next-token distributions moved most: each text's mean KL and top-1 agreement over its tokens."""
-    from ..tasks.causal_lm_pairs import position_statistics
-
-    stats = position_statistics(engine, reference, candidate, eval_set)
     kl, same, counts = stats.per_text(stats.kl), stats.per_text(stats.same_top), stats.token_counts
     return [{"id": eval_set.ids[i], "text": eval_set.texts[i], "tokens": str(int(counts[i])),
              "mean KL": f"{kl[i] / counts[i]:.5f}", "top-1": f"{same[i] / counts[i]:.3f}"} for i in rows]

@@ -1,7 +1,8 @@
 """Characteristic 1 of the paper (section 3): do two models get the same points wrong?
 
 The maths are pure functions over id sets and arrays; :class:`PredictionErrors` declares the
-characteristic (data, threshold, rendering) and asks the session's engine for outputs.
+characteristic (data, threshold, rendering) and asks the evidence for each model's decisions (what a
+decision and an error are is the data set's task's: a class, an answer, a choice).
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..evidence import Evidence, Model
+from ..maths import jaccard
 from ..validation import check_fraction
-from .base import Characteristic, Result, Verdict, format_value, verdict_cell
+from .base import Characteristic, Failure, Result, Verdict
 from .bootstrap import RESAMPLES, bootstrap_interval, weighted_jaccard
+from .render import format_value, verdict_cell
 
 if TYPE_CHECKING:
     from ..data import EvalSet
-    from ..session import Model
 
 
 def error_set(ids: Sequence[str], predictions: np.ndarray, gold: np.ndarray) -> frozenset[str]:
@@ -29,23 +32,6 @@ def error_set(ids: Sequence[str], predictions: np.ndarray, gold: np.ndarray) -> 
             f"Expected ids, predictions and gold of one length but got {len(ids)}, {len(predictions)}, {len(gold)}"
         )
     return frozenset(np.asarray(ids, dtype=object)[predictions != gold].tolist())
-
-
-def jaccard(a: Iterable[Any], b: Iterable[Any]) -> float:
-    r"""Jaccard coefficient of two sets.
-
-    .. math:: J(A, B) = \frac{|A \cap B|}{|A \cup B|}, \qquad J(\emptyset, \emptyset) = 1
-
-    Two empty sets agree perfectly: neither model makes an error the other does not.
-
-    >>> jaccard({"a", "b"}, {"b", "c"})
-    0.3333333333333333
-    >>> jaccard(set(), set())
-    1.0
-    """
-    a, b = set(a), set(b)
-    union = len(a | b)
-    return 1.0 if union == 0 else len(a & b) / union
 
 
 def negative_flip_rate(reference_errors: Iterable[str], candidate_errors: Iterable[str], n: int) -> float:
@@ -64,7 +50,8 @@ class ErrorJaccard(Result):
 
     ``errors_reference`` is |E_ref|, ``errors_both`` |E_ref ∩ E_cand|, ``reference_subset``
     whether E_ref ⊆ E_cand; ``differing_ids`` are the ids in exactly one error set, the largest
-    change in gold-class probability first. Extractive QA adds each model's EM and F1.
+    change in gold-class probability first. Extractive QA adds each model's EM and F1 (the scores its
+    task reports beside accuracy) and the no-answer threshold that decided the answers.
     """
 
     metric = "error_jaccard"
@@ -173,30 +160,23 @@ class PredictionErrors(Characteristic):
     needs = {"eval": "eval set"}
     result_type = ErrorJaccard
 
-    def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+    def measure(self, *, evidence: Evidence, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
                 params: Mapping[str, Any], resamples: int) -> ErrorJaccard:
         eval_set = data["eval"]
-        engine = reference.session.engine
-        check = "the prediction-error check"
-        if eval_set.is_qa:
-            return _qa_error_jaccard(engine, reference, candidate, eval_set, resamples=resamples)
-        per_model = {}
-        for model in (reference, candidate):
-            if engine.settings.task == "causal-lm":  # a causal LM picks the likeliest of each row's choices
-                from ..tasks.causal_lm import choices_picked
-
-                per_model[model] = choices_picked(engine, model, eval_set, check)
-                continue
-            from ..tasks.classification import gold
-
-            outputs = engine.outputs(model, eval_set)
-            labels = gold(engine, model, eval_set, check)
-            per_model[model] = (outputs.predictions, labels, outputs.probabilities()[np.arange(len(labels)), labels])
-        (ref_pred, ref_gold, ref_p), (cand_pred, cand_gold, cand_p) = per_model[reference], per_model[candidate]
-        return compare_errors(
-            eval_set.ids, reference_predictions=ref_pred, reference_gold=ref_gold, candidate_predictions=cand_pred,
-            candidate_gold=cand_gold, reference_gold_probability=ref_p, candidate_gold_probability=cand_p,
+        ref, cand = (evidence.decisions(m, eval_set, check="the prediction-error check") for m in (reference, candidate))
+        right = np.ones(len(eval_set), dtype=np.int64)  # each decision's correctness is compared with "correct"
+        result = compare_errors(
+            eval_set.ids, reference_predictions=ref.correct.astype(np.int64), reference_gold=right,
+            candidate_predictions=cand.correct.astype(np.int64), candidate_gold=right,
+            reference_gold_probability=ref.gold_probability, candidate_gold_probability=cand.gold_probability,
             reference=reference.name, candidate=candidate.name, dataset=eval_set.name, resamples=resamples,
+        )
+        if not ref.scores:
+            return result
+        return dataclasses.replace(  # the task's own figures beside accuracy (extractive QA: EM and F1)
+            result, task=ref.task, exact_match_reference=ref.scores.get("exact_match"),
+            exact_match_candidate=cand.scores.get("exact_match"), f1_reference=ref.scores.get("f1"),
+            f1_candidate=cand.scores.get("f1"), null_threshold=ref.settings.get("null_threshold"),
         )
 
     def rows(self, *, results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
@@ -215,71 +195,25 @@ class PredictionErrors(Characteristic):
             f"F1 {r['f1_reference']:.4f}; {r['candidate']} EM {r['exact_match_candidate']:.4f}, "
             f"F1 {r['f1_candidate']:.4f} (on {r['dataset']}; an error is an answer matching no gold answer; "
             f"no-answer threshold {r['null_threshold']:g})"
-            for r in results if r.get("task") == "question-answering"
+            for r in results if r.get("f1_reference") is not None
         ]
 
-    def examples(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None], result: ErrorJaccard,
-                 limit: int = 5) -> list[dict[str, str]]:
-        """The points wrong for exactly one model, largest change in gold-class probability first: the text, the
-        gold label (or answers) and both models' predictions."""
-        eval_set, engine = data["eval"], reference.session.engine
+    def examples(self, *, evidence: Evidence, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+                 result: ErrorJaccard, limit: int = 5) -> list[dict[str, str]]:
+        """The points wrong for exactly one model, largest change in gold-class probability first: the point (its
+        text or question), the gold answer and both models' decisions."""
+        eval_set = data["eval"]
         where = {point: i for i, point in enumerate(eval_set.ids)}
-        if eval_set.is_qa:
-            from ..tasks.question_answering import answers
-
-            said = [answers(engine, m, eval_set, "the examples") for m in (reference, candidate)]
-            return [{"id": p, "question": eval_set.questions[where[p]], "gold": " | ".join(eval_set.answers[where[p]]) or
-                     "(no answer)", reference.name: said[0][where[p]] or "(no answer)",
-                     candidate.name: said[1][where[p]] or "(no answer)"} for p in result.differing_ids[:limit]]
-        if eval_set.is_multiple_choice and engine.settings.task == "causal-lm":
-            from ..tasks.causal_lm import choices_picked
-
-            picked = [choices_picked(engine, m, eval_set, "the examples")[0] for m in (reference, candidate)]
-            return [{"id": p, "text": eval_set.texts[where[p]], "gold": eval_set.choices[where[p]][eval_set.labels[where[p]]],
-                     reference.name: eval_set.choices[where[p]][picked[0][where[p]]],
-                     candidate.name: eval_set.choices[where[p]][picked[1][where[p]]]} for p in result.differing_ids[:limit]]
-        names = [engine.backend(m).id2label or {} for m in (reference, candidate)]
-        predicted = [engine.outputs(m, eval_set).predictions for m in (reference, candidate)]
-        rows = []
-        for point in result.differing_ids[:limit]:
-            i = where[point]
-            rows.append({"id": point, "text": eval_set.texts[i], "gold": str(eval_set.labels[i]),
-                         reference.name: str(names[0].get(int(predicted[0][i]), int(predicted[0][i]))),
-                         candidate.name: str(names[1].get(int(predicted[1][i]), int(predicted[1][i])))})
-        return rows
+        decided = [evidence.decisions(m, eval_set, check="the examples") for m in (reference, candidate)]
+        return [{"id": p, **evidence.point(eval_set, where[p]), "gold": decided[0].gold[where[p]],
+                 reference.name: decided[0].shown(where[p]), candidate.name: decided[1].shown(where[p])}
+                for p in result.differing_ids[:limit]]
 
     def failure(self, *, result: ErrorJaccard, verdict: Verdict):
         head = f"{result.candidate} does not make the errors {result.reference} makes on {result.dataset}"
         headers = ["metric", "threshold", "value", "n", "|E_ref|", "|E_cand|", "|E_ref∩E_cand|", "neg. flip"]
         row = [result.metric, f">= {verdict.threshold:g}", format_value(result), result.n,
                result.errors_reference, result.errors_candidate, result.errors_both, f"{result.negative_flip_rate:.4f}"]
-        return head, headers, row, result.differing_ids, \
-            "ids wrong for exactly one model, largest change in gold-class probability first"
+        return Failure(head, headers, row, result.differing_ids,
+                       "ids wrong for exactly one model, largest change in gold-class probability first")
 
-
-def _qa_error_jaccard(engine: Any, reference: Model, candidate: Model, eval_set: EvalSet, *,
-                      resamples: int) -> ErrorJaccard:
-    """Extractive QA: a point is an error when its answer exactly matches no gold answer (SQuAD 2.0 rules;
-    answering an unanswerable question is an error). Also reports each model's EM and F1."""
-    from ..tasks.question_answering import answers, correct
-    from .squad import f1_score
-
-    check = "the prediction-error check"
-    golds = eval_set.require_answers(check)
-    scores = {}
-    for model in (reference, candidate):
-        predicted = answers(engine, model, eval_set, check)
-        scores[model] = (correct(predicted, golds).astype(np.int64),
-                         float(np.mean([f1_score(a, g) for a, g in zip(predicted, golds)])))
-    (ref_correct, ref_f1), (cand_correct, cand_f1) = scores[reference], scores[candidate]
-    always = np.ones(len(eval_set), dtype=np.int64)  # "correct" is the gold of the correct-or-not prediction
-    result = compare_errors(
-        eval_set.ids, reference_predictions=ref_correct, reference_gold=always, candidate_predictions=cand_correct,
-        candidate_gold=always, reference=reference.name, candidate=candidate.name, dataset=eval_set.name,
-        resamples=resamples,
-    )
-    return dataclasses.replace(
-        result, task="question-answering", exact_match_reference=float(ref_correct.mean()),
-        exact_match_candidate=float(cand_correct.mean()), f1_reference=ref_f1, f1_candidate=cand_f1,
-        null_threshold=engine.settings.null_threshold,
-    )

@@ -91,6 +91,18 @@ def get(name: str, *, owner: str = "--checks") -> Characteristic:
     raise UsageError(f"Unknown characteristic {name!r} in {owner}; expected one of {', '.join(known)}")
 
 
+def identity_of(result: Any) -> tuple:
+    """The identity of a result given as a report's dict, by the setting fields its characteristic's result type
+    declares (a characteristic this installation lacks: its pooling and K, as the built-ins that have settings)."""
+    from .base import identity_from
+
+    try:
+        setting = get(result["metric"]).result_type.setting
+    except UsageError:
+        setting = ("pooling", "k")
+    return identity_from(result, setting)
+
+
 def reading(output: str) -> list[str]:
     """The names of the characteristics that read ``output`` ("predictions" or "embeddings") alone."""
     return [name for name, c in characteristics().items() if tuple(c.outputs) == (output,)]

@@ -14,23 +14,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import UsageError
+from ..evidence import Evidence, Model
 from ..validation import check_fraction, check_positive_int
-from .base import (
-    POSITIVE_INT,
-    Characteristic,
-    Param,
-    Result,
-    Verdict,
-    format_value,
-    sweep_cell,
-    verdict_cell,
-)
+from .base import POSITIVE_INT, Characteristic, Failure, Param, Result, Verdict
 from .bootstrap import RESAMPLES, bootstrap_intervals, weighted_mean
 from .neighbours import nearest_others
+from .render import format_value, sweep_cell, verdict_cell
 
 if TYPE_CHECKING:
     from ..data import EvalSet
-    from ..session import Model
 
 
 def neighbour_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -182,13 +174,11 @@ class DataRepresentation(Characteristic):
     figure = ("Data representation: mean KNN agreement against K", "K")
     result_type = KnnAgreement
 
-    def measure(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+    def measure(self, *, evidence: Evidence, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
                 params: Mapping[str, Any], resamples: int) -> KnnAgreement:
         eval_set = data["eval"]
-        session = reference.session
-        engine = session.engine
         k = params.get("k", 10)
-        pooling = params.get("pooling") or session.settings.pooling
+        pooling = params.get("pooling") or evidence.settings.pooling
         sweep = params.get("sweep")
         if k > len(eval_set) - 1:
             raise UsageError(
@@ -196,18 +186,16 @@ class DataRepresentation(Characteristic):
                 f"{len(eval_set)} points of {eval_set.name!r}. Got {k} instead."
             )
         check = "the data-representation check"
-        ks = sweep_ks(k, session.settings.sweep if sweep is None else sweep, len(eval_set) - 1)
+        ks = sweep_ks(k, evidence.settings.sweep if sweep is None else sweep, len(eval_set) - 1)
         results = compare_neighbourhoods(
             eval_set.ids,
-            engine.embeddings(reference, eval_set, pooling, check),
-            engine.embeddings(candidate, eval_set, pooling, check),
+            evidence.embeddings(reference, eval_set, pooling, check=check),
+            evidence.embeddings(candidate, eval_set, pooling, check=check),
             ks=ks, reference=reference.name, candidate=candidate.name, dataset=eval_set.name, pooling=pooling,
-            neighbours=tuple(engine.neighbours(m, eval_set, pooling, ks[-1], check) for m in (reference, candidate)),
+            neighbours=tuple(evidence.neighbours(m, eval_set, pooling, ks[-1], check=check) for m in (reference, candidate)),
             resamples=resamples,
         )
-        result = results[k]
-        result.sweep = {kk: (float(r), r.variance) for kk, r in results.items()}
-        return result
+        return dataclasses.replace(results[k], sweep={kk: (float(r), r.variance) for kk, r in results.items()})
 
     def pair_params(self, result: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
         return {"k": result["k"], "pooling": result["pooling"], "sweep": ()}
@@ -217,12 +205,12 @@ class DataRepresentation(Characteristic):
                  f"{r['variance']:.4f}", sweep_cell(r), verdict_cell(r)] for r in results]
         return ["reference", "candidate", "eval", "n", "pooling", "K", "mean [95% CI]", "variance", "mean by K", "gate"], rows
 
-    def examples(self, *, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None], result: KnnAgreement,
-                 limit: int = 5) -> list[dict[str, str]]:
+    def examples(self, *, evidence: Evidence, reference: Model, candidate: Model, data: Mapping[str, EvalSet | None],
+                 result: KnnAgreement, limit: int = 5) -> list[dict[str, str]]:
         """The points whose neighbourhoods agree least: the text and its three nearest neighbours under each model."""
-        eval_set, engine = data["eval"], reference.session.engine
+        eval_set = data["eval"]
         where = {point: i for i, point in enumerate(eval_set.ids)}
-        near = [engine.neighbours(m, eval_set, result.pooling, result.k, "the examples") for m in (reference, candidate)]
+        near = [evidence.neighbours(m, eval_set, result.pooling, result.k, check="the examples") for m in (reference, candidate)]
         shown = lambda row: " / ".join(eval_set.texts[j][:80] for j in row[:3])  # noqa: E731
         return [{"id": p, "text": eval_set.texts[where[p]], f"neighbours under {reference.name}": shown(near[0][where[p]]),
                  f"neighbours under {candidate.name}": shown(near[1][where[p]])} for p in result.lowest_ids[:limit]]
@@ -232,4 +220,4 @@ class DataRepresentation(Characteristic):
         headers = ["metric", "threshold", "value", "variance", "n", "K", "pooling"]
         row = [result.metric, f">= {verdict.threshold:g}", format_value(result),
                f"{result.variance:.4f}", result.n, result.k, result.pooling]
-        return head, headers, row, result.lowest_ids, "ids whose neighbourhoods agree least"
+        return Failure(head, headers, row, result.lowest_ids, "ids whose neighbourhoods agree least")

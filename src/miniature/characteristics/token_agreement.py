@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..maths import kl_statistics, perplexity
 from .bootstrap import RESAMPLES, bootstrap_intervals
 
 _IDS = 100  # texts kept for the failure message and the report
@@ -44,11 +45,6 @@ class TokenFigures:
     largest_ids: list[str]
 
 
-def perplexity(logprobs: np.ndarray) -> float:
-    r"""Perplexity of the actual tokens: :math:`\exp(-\frac{1}{T}\sum_t \log p_t(x_t))`."""
-    return float(np.exp(-np.mean(np.asarray(logprobs, dtype=np.float64))))
-
-
 def compare_positions(
     ids: Sequence[str],
     token_counts: np.ndarray,
@@ -62,8 +58,6 @@ def compare_positions(
 ) -> TokenFigures:
     """The figures of per-position statistics (flat over positions, text after text; ``token_counts[i]``
     positions belong to text ``ids[i]``)."""
-    from .output_agreement import kl_statistics
-
     counts = np.asarray(token_counts, dtype=np.int64)
     n, tokens = len(ids), int(counts.sum())
     if n == 0 or tokens == 0:

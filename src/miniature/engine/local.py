@@ -1,7 +1,9 @@
 """The local engine: each model over each dataset once per process, on this machine, backed by the disk cache.
 
-The one seam where models run: a check asks for "these outputs of this model on this data set" and
-never loads a model itself. Models are handles with a ``spec`` and a ``name`` (the session's ``Model``).
+The one seam where models run. It implements :class:`~miniature.evidence.Evidence`, what the
+characteristics ask for (a model's decisions, a pair's distributions, embeddings, neighbours, attack
+outcomes), by asking the data set's task what the outputs mean; the characteristics never load a model
+or see this engine. Models are handles with a ``spec`` and a ``name`` (:class:`~miniature.evidence.Model`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from .. import tasks
 from ..cache import OutputCache, cache_key
 from ..config import Settings
 from ..data import DatasetSpec, EvalSet, load_eval_set, parse_dataset_spec
-from ..errors import MissingOutput, ModelLoadError, NotCached
+from ..errors import MissingOutput, ModelLoadError, NotApplicable, NotCached
+from ..evidence import POSITION_FIELDS, Decisions, Evidence, PointDistributions, PositionStatistics
 from ..models import Backend, ModelSpec, open_backend, parse_model_spec
 from ..outputs import ModelOutputs
 from ..progress import Progress
+from ..tasks.base import Task
 
 log = logging.getLogger("miniature")
 
@@ -49,9 +53,13 @@ class ModelRef:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def key(self) -> str:
+        return self.spec.text
+
 
 @dataclass
-class Engine:
+class Engine(Evidence):
     """Loads data sets and backends, runs each model at most once per data set, caches its outputs."""
 
     settings: Settings = field(default_factory=Settings)
@@ -78,6 +86,15 @@ class Engine:
         self._neighbours: dict[tuple, np.ndarray] = {}
         self._derived: dict[tuple, Any] = {}
 
+    @property
+    def task(self) -> Task:
+        """The run's task (``task =``): which model heads are read."""
+        return tasks.get(self.settings.task)
+
+    def task_for(self, eval_set: EvalSet) -> Task:
+        """The task that reads ``eval_set`` in this run (a data set's shape may pick it)."""
+        return self.task.reading(eval_set)
+
     def parse_model(self, spec: str | ModelSpec) -> ModelSpec:
         if isinstance(spec, str):
             spec = parse_model_spec(spec, aliases=self.settings.models, base_dir=self.settings.base_dir)
@@ -100,31 +117,26 @@ class Engine:
             self._opened_cache = OutputCache(self.settings.cache_dir)
         return self._opened_cache
 
-    @property
-    def output_cache(self) -> OutputCache | None:
-        """The disk cache, for arrays a check derives from models itself (a causal-LM pair's per-position statistics)."""
-        return self._cache
-
     def handle(self, spec: str | ModelSpec) -> ModelRef:
         return ModelRef(self.parse_model(spec))
 
     def fingerprint(self, model: Any) -> str:
         """The content fingerprint of every file ``model`` loads, with its load options (computed once)."""
-        if model.spec.text not in self._fingerprints:
-            self._fingerprints[model.spec.text] = backend_fingerprint(self.backend(model))
-        return self._fingerprints[model.spec.text]
+        if model.key not in self._fingerprints:
+            self._fingerprints[model.key] = backend_fingerprint(self.backend(model))
+        return self._fingerprints[model.key]
 
     def known_fingerprint(self, model: Any) -> str | None:
         """``model``'s fingerprint if this run needed it (the report lists it), else None."""
-        return self._fingerprints.get(model.spec.text)
+        return self._fingerprints.get(model.key)
 
     def backend(self, model: Any) -> Backend:
-        if model.spec.text not in self._backends:
+        if model.key not in self._backends:
             backend = open_backend(model.spec)
             backend.trust_remote_code |= self.settings.trust_remote_code
             backend.place(*self.placement(model, backend))
-            self._backends[model.spec.text] = backend
-        return self._backends[model.spec.text]
+            self._backends[model.key] = backend
+        return self._backends[model.key]
 
     def placement(self, model: Any, backend: Backend) -> tuple[str, str]:
         """(device, dtype) ``model`` runs with: its spec's ``?device=``/``?dtype=``, else the run's settings.
@@ -152,9 +164,18 @@ class Engine:
             size = {"megabytes": None, "parameters": None}
         points, seconds = self.timings.get(model.name, (0, 0.0))
         throughput = round(points / seconds, 2) if seconds > 0 else None
-        backend = self._backends.get(model.spec.text)
+        backend = self._backends.get(model.key)
         ran = backend.placement().as_dict() if backend is not None else {}
+        if backend is not None:
+            batching = self.batching(backend)
+            ran["batching"] = (f"batches of {batching}" if batching != "alone" else
+                               "one text at a time (dynamically quantized: batch-mates would change its outputs)")
         return {**size, "points_per_second": throughput, **ran}
+
+    def batching(self, backend: Backend) -> int | str:
+        """How ``backend`` is batched, as the cache keys it: ``"alone"`` for a model that runs one text at a time (its
+        outputs depend on nothing else), else the batch size (a float model's batched outputs differ by rounding)."""
+        return "alone" if backend.runs_alone() else self.settings.batch_size
 
     def trusts_remote_code(self, model: Any) -> bool:
         """Whether ``model`` may run its own code (recorded in the report)."""
@@ -168,7 +189,7 @@ class Engine:
         share_cores_with_other_workers()
         backend = self.backend(model)
         if not backend.loaded:
-            backend.load(self.settings.task)
+            backend.load(self.task, tasks.declared(backend.config(), model.spec.options.get("task")))
         return backend
 
     def lock(self, key: str) -> Any:
@@ -183,7 +204,7 @@ class Engine:
 
     def adopt(self, model: Any, backend: Backend) -> None:
         """Use ``backend`` (opened and placed by the caller) for ``model``."""
-        self._backends[model.spec.text] = backend
+        self._backends[model.key] = backend
 
     def progress_of(self, what: str, total: int, *, unit: str = "points", per: str = "s") -> Progress:
         import sys
@@ -199,22 +220,21 @@ class Engine:
 
     def outputs(self, model: Any, eval_set: EvalSet) -> ModelOutputs:
         """The model's outputs on ``eval_set``: from memory, else the disk cache, else one forward pass."""
-        memo_key = (model.spec.text, eval_set.fingerprint)
+        memo_key = (model.key, eval_set.fingerprint)
         if memo_key in self._outputs:
             return self._outputs[memo_key]
         backend = self.backend(model)
+        task = self.task_for(eval_set)
         self.datasets_used[eval_set.name] = eval_set
         key = cache_key(
             model=self.fingerprint(model),
             dataset=eval_set.fingerprint,
-            task=self.settings.task,
+            task=task.name,
             max_length=self.settings.max_length,
-            # Dynamically quantized models scale activations per batch, so which texts share
-            # a batch changes their outputs: the batch size is part of the key.
-            batch_size=self.settings.batch_size,
+            batch_size=self.batching(backend),
             # float16 against float32, CUDA kernels against CPU ones: where it ran changes the outputs.
             **self.placement_key(backend),
-            **tasks.preprocessing(eval_set, self.settings),
+            **task.preprocessing(self.settings),
         )
         with self.lock(key):
             outputs = self._cache.get(key) if self._cache else None
@@ -225,19 +245,18 @@ class Engine:
             elif self.cache_only:
                 raise NotCached(f"{model.name} on {eval_set.name} is not in the cache")
             else:
-                outputs = self._compute(model, backend, eval_set)
+                outputs = self._compute(model, backend, eval_set, task)
                 if self._cache:
                     self._cache.put(key, outputs, {"model": model.spec.text, "dataset": eval_set.name, "n": len(eval_set)})
         self._outputs[memo_key] = outputs
         return outputs
 
-    def _compute(self, model: Any, backend: Backend, eval_set: EvalSet) -> ModelOutputs:
+    def _compute(self, model: Any, backend: Backend, eval_set: EvalSet, task: Task) -> ModelOutputs:
         self.loaded_backend(model)
         log.info("miniature: running %s on %s (n=%d)", model.name, eval_set.name, len(eval_set))
         start = time.perf_counter()
-        progress = self.progress_of(f"running {model.name} on {eval_set.name}", len(eval_set),
-                                    unit="windows" if eval_set.is_qa else "points")
-        outputs = tasks.run(backend, eval_set, self.settings, progress=progress)
+        progress = self.progress_of(f"running {model.name} on {eval_set.name}", len(eval_set), unit=task.unit)
+        outputs = task.run(backend, eval_set, self.settings, progress=progress)
         check_finite(model, eval_set, outputs)
         seconds = time.perf_counter() - start
         self.stats.seconds_computing += seconds
@@ -257,29 +276,89 @@ class Engine:
 
         return attack_here(self, target, lm, similarity, settings, todo)
 
-    def embeddings(self, model: Any, eval_set: EvalSet, pooling: str, check: str) -> np.ndarray:
-        """The model's L2-unnormalised embeddings of ``eval_set`` (``cls`` or ``mean`` pooling)."""
+    # -- the evidence the characteristics ask for ---------------------------------------------------------------
+
+    def decisions(self, model: Any, eval_set: EvalSet, *, check: str, gold: bool = True) -> Decisions:
+        key = ("decisions", model.key, eval_set.content_key, gold)
+        return self.memo(key, lambda: self.task_for(eval_set).decisions(self, model, eval_set, check=check, gold=gold))
+
+    def distributions(self, reference: Any, candidate: Any, eval_set: EvalSet, *,
+                      check: str) -> PointDistributions | PositionStatistics:
+        key = ("distributions", reference.key, candidate.key, eval_set.content_key)
+        return self.memo(key, lambda: self.task_for(eval_set).distributions(self, reference, candidate, eval_set,
+                                                                             check=check))
+
+    def embeddings(self, model: Any, eval_set: EvalSet, pooling: str, *, check: str) -> np.ndarray:
+        """The model's L2-unnormalised embeddings of ``eval_set`` (``cls``, ``mean`` or ``last`` pooling)."""
         outputs = self.outputs(model, eval_set)
         try:
             return outputs.embeddings(pooling)
         except ValueError as exc:
             raise MissingOutput(f"Model {model.name!r} gave no usable embeddings for {check}: {exc}") from exc
 
-    def neighbours(self, model: Any, eval_set: EvalSet, pooling: str, k: int, check: str) -> np.ndarray:
+    def neighbours(self, model: Any, eval_set: EvalSet, pooling: str, k: int, *, check: str) -> np.ndarray:
         """Each point's ``k`` nearest other points under ``model``, searched once per (model, data, pooling)."""
         from ..characteristics.neighbours import nearest_others
 
-        key = (model.spec.text, eval_set.fingerprint, pooling)
+        key = (model.key, eval_set.fingerprint, pooling)
         known = self._neighbours.get(key)
         if known is None or known.shape[1] < k:
-            known = self._neighbours[key] = nearest_others(self.embeddings(model, eval_set, pooling, check), k)
+            known = self._neighbours[key] = nearest_others(self.embeddings(model, eval_set, pooling, check=check), k)
         return known[:, :k]  # rows are ordered nearest first, so a wider search answers a narrower one
+
+    def attack_outcomes(self, model: Any, attack_set: EvalSet, settings: Any) -> list[Any]:
+        """Each example's outcome of BERT-Attack on ``model`` (cached per example on disk; see attack/runs.py)."""
+        from ..attack.offline import import_textattack
+        from ..attack.runs import attack_outcomes
+
+        task = self.task_for(attack_set)
+        if task.unattackable:
+            raise NotApplicable(task.unattackable)
+        import_textattack()  # before any model runs: a missing extra should fail fast
+        return self.memo(("attack", model.key, attack_set.content_key, settings),
+                         lambda: attack_outcomes(self, model, attack_set, settings))
+
+    def point(self, eval_set: EvalSet, index: int) -> dict[str, str]:
+        return self.task_for(eval_set).point(eval_set, index)
 
     def memo(self, key: tuple, compute: Any) -> Any:
         """A derived value (such as a model's OOD detections) computed once per run."""
         if key not in self._derived:
             self._derived[key] = compute()
         return self._derived[key]
+
+    def pair_statistics(self, reference: Any, candidate: Any, eval_set: EvalSet) -> PositionStatistics:
+        """A pair's statistics read side by side (causal LMs): from memory, else the disk cache, else one pass of
+        both models over the same batches (the task's ``run_pair``). A cache hit loads no model."""
+        return self.memo(("pair", reference.key, candidate.key, eval_set.fingerprint),
+                         lambda: self._pair_statistics(reference, candidate, eval_set))
+
+    def _pair_statistics(self, reference: Any, candidate: Any, eval_set: EvalSet) -> PositionStatistics:
+        task = self.task_for(eval_set)
+        names = [reference.name, candidate.name]
+        # Opened, not loaded: the tokenizers and the cache key need no weights.
+        task.check_pair([self.backend(m) for m in (reference, candidate)], names)
+        key = cache_key(pair=f"{task.name} positions", reference=self.fingerprint(reference),
+                        candidate=self.fingerprint(candidate), dataset=eval_set.fingerprint,
+                        max_length=self.settings.max_length,
+                        batch_size=[self.batching(self.backend(m)) for m in (reference, candidate)],
+                        **task.preprocessing(self.settings),
+                        placement=[self.placement_key(self.backend(m)) for m in (reference, candidate)])
+        cache = self._cache
+        with self.lock(key):
+            found = cache.get_arrays(key, POSITION_FIELDS) if cache else None
+            if found is not None and all(v is not None for v in found.values()) and \
+                    len(found["token_counts"]) == len(eval_set):
+                log.info("miniature: %s against %s on %s from cache", candidate.name, reference.name, eval_set.name)
+                return PositionStatistics(**found, task=task.name)
+            if self.cache_only:
+                raise NotCached(f"{candidate.name} against {reference.name} on {eval_set.name} is not in the cache")
+            statistics = task.run_pair([self.loaded_backend(m) for m in (reference, candidate)], names, eval_set,
+                                       self.settings)
+            if cache:
+                cache.put_arrays(key, {f: getattr(statistics, f) for f in POSITION_FIELDS},
+                                 {"reference": reference.spec.text, "candidate": candidate.spec.text, "dataset": eval_set.name})
+        return statistics
 
 
 def share_cores_with_other_workers() -> None:

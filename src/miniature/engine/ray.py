@@ -14,7 +14,8 @@ with the driver, which alone writes the cache.
   not depend on which examples a worker saw before.
 
 Models must be readable at the same path (or hub id) on every node: a shared file system, or a hub id.
-Causal LMs (``task = "causal-lm"``) run on the driver: their pair statistics stream two models side by side.
+A task whose forward passes are not padded batches (causal LMs: windows read token by token, and a pair's
+statistics need both models side by side) runs on the driver.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class RayEngine(Engine):
 
     def resolve_device(self, asked: str, where: str) -> str:
         """As the local engine's, but for the cluster's devices: ``auto`` is CUDA when the cluster has GPUs."""
-        if self.settings.task == "causal-lm":  # run on the driver (see _compute)
+        if not self.task.batched:  # run on the driver (see _compute)
             return super().resolve_device(asked, where)
         gpus = self.cluster("GPU")
         if asked == "auto":
@@ -109,7 +110,7 @@ class RayEngine(Engine):
     def placement_key(self, backend: Any) -> dict[str, Any]:
         """As the local engine's; a GPU's name is asked of the cluster (the driver may have none)."""
         placement = backend.placement()
-        if not placement.device.startswith("cuda") or self.settings.task == "causal-lm":
+        if not placement.device.startswith("cuda") or not self.task.batched:
             return super().placement_key(backend)
         if self._gpu_name is None:
             def gpu_name() -> str:
@@ -153,12 +154,11 @@ class RayEngine(Engine):
                 raise ModelLoadError(f"A Ray actor running model {model.name!r} died (out of memory, or its process "
                                      f"crashed): {str(exc)[:300]}") from None
 
-    def _compute(self, model: Any, backend: Any, eval_set: Any):
+    def _compute(self, model: Any, backend: Any, eval_set: Any, task: Any):
         from ray.util import ActorPool
 
-        if self.settings.task == "causal-lm":
-            # A causal LM's windows are read token by token, not as the padded batches actors run: here.
-            return super()._compute(model, backend, eval_set)
+        if not task.batched:  # read otherwise than as the padded batches actors run (causal LMs' windows): here
+            return super()._compute(model, backend, eval_set, task)
         batches = -(-len(eval_set) // self.settings.batch_size)
         workers = self._workers(model, -(-batches // SHARD_BATCHES))
 
@@ -174,7 +174,7 @@ class RayEngine(Engine):
             if backend.tokenizer is None:
                 backend.load_tokenizer()
             backend.executor = on_actors
-            return super()._compute(model, backend, eval_set)
+            return super()._compute(model, backend, eval_set, task)
         finally:
             backend.executor = None
             self._release(workers)

@@ -14,19 +14,6 @@ from ..outputs import ModelOutputs
 from .spec import ModelSpec
 
 
-def task_of(config: dict) -> str | None:
-    """The task a config.json's ``architectures`` declare: a sequence classifier, an extractive-QA
-    model, a causal language model, or None (a bare encoder)."""
-    architectures = config.get("architectures") or []
-    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):  # GPT-2 says GPT2LMHeadModel
-        return "causal-lm"
-    if any(a.endswith("ForQuestionAnswering") for a in architectures):
-        return "question-answering"
-    if any(a.endswith("ForSequenceClassification") for a in architectures):
-        return "text-classification"
-    return None
-
-
 class ForwardCounter:
     """Counts forward passes (batches) run by every backend in this process.
 
@@ -58,6 +45,8 @@ class Backend(ABC):
         self.device, self.dtype = "cpu", "float32"
         #: Whether :meth:`load` has loaded the weights (the Ray engine's driver loads the tokenizer only).
         self.loaded = False
+        #: The task whose head :meth:`load` read (None: hidden states only).
+        self.task: Any = None
 
     def place(self, device: str, dtype: str) -> None:
         """Run on ``device`` (resolved: ``cpu``, ``cuda:N``, ``mps``) with weights in ``dtype``; before :meth:`load`."""
@@ -96,8 +85,11 @@ class Backend(ABC):
                                  f"{type(exc).__name__}: {exc}") from exc
 
     @abstractmethod
-    def load(self, task: str) -> None:
-        """Load tokenizer and weights for ``task``; a model without a task head yields hidden states only."""
+    def load(self, run: Any, declared: Any) -> None:
+        """Load tokenizer and weights for a run of task ``run`` (a :class:`~miniature.tasks.base.Task`), the model
+        being of task ``declared`` (its spec's or config.json's; None: undeclared). The head of a task the run
+        does not read is not loaded: such a model yields hidden states only. Sets ``task``: the task whose head
+        it reads (None: no head)."""
 
     @abstractmethod
     def forward(
@@ -159,10 +151,6 @@ class Backend(ABC):
     def max_positions(self) -> int | None:
         return self.config().get("max_position_embeddings")
 
-    def model_task(self) -> str | None:
-        """What the model does: ``?task=`` of the spec, else what its files declare (None: a bare encoder)."""
-        return self.spec.options.get("task") or task_of(self.config())
-
     def checked_forward(self, batch: dict[str, np.ndarray], need_hidden: bool = True):
         """:meth:`forward`, with a failure inside the model framework reported as this model's error (exit 3,
         an error in pytest), not a crash; a token id past the model's vocabulary is named before it runs."""
@@ -178,6 +166,8 @@ class Backend(ABC):
                     f"with (added tokens?); give the tokenizer the model was exported with"
                 )
         try:
+            if self.runs_alone() and len(batch["input_ids"]) > 1:
+                return self._one_at_a_time(batch, need_hidden)
             return self.forward(batch, need_hidden)
         except MiniatureError:
             raise
@@ -185,6 +175,33 @@ class Backend(ABC):
             shape = "x".join(map(str, batch["input_ids"].shape)) if "input_ids" in batch else "?"
             raise ModelLoadError(f"Model {self.spec.name!r} failed on a batch of {shape} tokens: "
                                  f"{type(exc).__name__}: {str(exc)[:500]}") from exc
+
+    def runs_alone(self) -> bool:
+        """Whether each text runs alone, unpadded, whatever the batch size: a dynamically quantized model scales
+        its activations over the whole batch tensor, padding included, so a text's outputs would depend on its
+        batch-mates (its KL moved 40 % with the batch size), and with them on a performance setting and on the
+        data's order. A float model's batch-mates change its outputs by rounding alone (onnxruntime: not at all;
+        torch: by at most 4e-7 on the tests' models), so it runs in batches."""
+        return False
+
+    def _one_at_a_time(self, batch: dict[str, np.ndarray], need_hidden: bool):
+        """:meth:`forward` of each row alone at its own length, the outputs padded back to the batch's width with
+        zeros (past a row's length nothing reads them: tasks slice each row to its length, pooling masks it)."""
+        width = batch["input_ids"].shape[1]
+        lengths = batch["attention_mask"].sum(axis=1) if "attention_mask" in batch else np.full(len(batch["input_ids"]), width)
+        rows = [self.forward({k: v[i:i + 1, :int(n)] for k, v in batch.items()}, need_hidden) for i, n in enumerate(lengths)]
+
+        def joined(parts: list) -> np.ndarray | None:
+            if any(p is None for p in parts):
+                return None
+            if np.ndim(parts[0]) < 3:  # one vector per text: nothing to pad
+                return np.concatenate(parts)
+            out = np.zeros((len(parts), width, *np.shape(parts[0])[2:]), dtype=np.asarray(parts[0]).dtype)
+            for i, part in enumerate(parts):
+                out[i, : np.shape(part)[1]] = part[0]
+            return out
+
+        return joined([r[0] for r in rows]), joined([r[1] for r in rows])
 
     def limit(self, max_length: int) -> int:
         """``max_length`` capped by what the model and its tokenizer can read; a usage error when it

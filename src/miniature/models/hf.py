@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,9 +37,9 @@ def download(spec_text: str, repo_id: str, revision: str | None) -> Path:
 
 
 class HFBackend(Backend):
-    """A local HF directory, loaded for the task its config declares (or ``?task=``): a sequence
-    classifier, an extractive-QA model, a causal LM (in a ``task = "causal-lm"`` run: logits
-    (batch, tokens, vocabulary)), or ``AutoModel`` (base and sentence encoders)."""
+    """A local HF directory, loaded with the head of the task its config declares (or ``?task=``) when the run
+    reads that task's heads (a sequence classifier, an extractive-QA model, a causal LM), else as ``AutoModel``
+    (base and sentence encoders: hidden states only)."""
 
     def files(self) -> list[Path]:
         return directory_files(self.local_dir)
@@ -52,34 +53,32 @@ class HFBackend(Backend):
     def cpu_only(self) -> bool:
         return self.quantize() == "int8"
 
+    def runs_alone(self) -> bool:
+        return self.quantize() == "int8"  # torch dynamic int8: activation scales per batch
+
     def load_options(self) -> dict[str, str]:
         options = super().load_options()
         if self.quantize():
             options["quantize"] = self.quantize()
         return options
 
-    def load(self, task: str) -> None:
+    def load(self, run: Any, declared: Any) -> None:
         import torch
-        from transformers import (
-            AutoModel,
-            AutoModelForCausalLM,
-            AutoModelForQuestionAnswering,
-            AutoModelForSequenceClassification,
-            AutoTokenizer,
-        )
+        import transformers
 
-        # A classifier yields logits and hidden states; a QA model start/end logits and hidden
-        # states; a base or sentence encoder (no head) yields hidden states only, which is all
-        # the representation and OOD checks need.
-        self.task = self.model_task()
-        if self.task == "causal-lm" and task != "causal-lm":
-            self.task = None  # outside a causal-LM run a language model is read as an encoder: hidden states only
-        loader = {"text-classification": AutoModelForSequenceClassification,
-                  "question-answering": AutoModelForQuestionAnswering,
-                  "causal-lm": AutoModelForCausalLM}.get(self.task, AutoModel)
+        # A classifier yields logits and hidden states; a QA model start/end logits and hidden states; a causal
+        # LM next-token logits; a base or sentence encoder (no head, or one the run does not read) hidden states
+        # only, which is all the representation and OOD checks need.
+        self.task = declared if run.reads_head_of(declared) else None
+        loader = getattr(transformers, self.task.auto_class) if self.task is not None else transformers.AutoModel
+        if not self.config().get("model_type"):
+            raise ModelLoadError(
+                f"Model {self.spec.name!r}: {self.local_dir / 'config.json'} has no model_type, so nothing says which "
+                f"architecture its weights are for (transformers would build a default one, randomly initialised, from "
+                f"the folder's name); give the config.json the model was saved with")
         try:
             trust = self.trust_remote_code  # never run a model's own code unless the user opted in
-            self.tokenizer = AutoTokenizer.from_pretrained(self.local_dir, trust_remote_code=trust)
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.local_dir, trust_remote_code=trust)
             model, info = loader.from_pretrained(self.local_dir, output_loading_info=True, trust_remote_code=trust,
                                                  **dtype_argument(self.dtype))
         except Exception as exc:
@@ -87,14 +86,7 @@ class HFBackend(Backend):
                 f"Could not load model {self.spec.name!r} from {self.local_dir} "
                 f"({loader.__name__}): {type(exc).__name__}: {exc}"
             ) from exc
-        heads = ("classifier", "score", "qa_outputs", *(("lm_head",) if self.task == "causal-lm" else ()))
-        untrained = [k for k in info.get("missing_keys", []) if any(h in k for h in heads)]
-        if untrained:
-            raise ModelLoadError(
-                f"Model {self.spec.name!r} ({self.local_dir}) has no trained {self.task.removeprefix('text-')} head: "
-                f"{', '.join(sorted(untrained))} were newly initialised, so its predictions would be "
-                f"random. Fine-tune it for {task} first, or give a fine-tuned checkpoint."
-            )
+        self._refuse_untrained(info.get("missing_keys") or [], run)
         model.eval()
         if self.quantize() == "int8":
             if self.device != "cpu" or self.dtype != "float32":
@@ -111,6 +103,24 @@ class HFBackend(Backend):
         self.model = model
         self.loaded = True
 
+    def _refuse_untrained(self, missing: list[str], run: Any) -> None:
+        """Weights that the load left newly initialised would make the model compute at random: a model error
+        naming them (its head's, with what to do; any others, as a checkpoint that does not match its config)."""
+        if not missing:
+            return
+        heads = self.task.head_weights if self.task is not None else ()
+        untrained = sorted(k for k in missing if any(h in k for h in heads))
+        if untrained:
+            raise ModelLoadError(
+                f"Model {self.spec.name!r} ({self.local_dir}) has no trained {self.task.head}: {', '.join(untrained)} "
+                f"were newly initialised, so its predictions would be random. Fine-tune it for {run.name} first, or "
+                f"give a fine-tuned checkpoint.")
+        shown = ", ".join(sorted(missing)[:5]) + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise ModelLoadError(
+            f"Model {self.spec.name!r} ({self.local_dir}): its weight files lack {len(missing)} of the weights its "
+            f"config.json describes ({shown}), which would be newly initialised at random; give the complete checkpoint "
+            f"the config belongs to")
+
     def forward(self, batch: dict[str, np.ndarray], need_hidden: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
         import torch
 
@@ -119,8 +129,5 @@ class HFBackend(Backend):
             out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in batch.items()},
                              output_hidden_states=hidden)
         host = lambda tensor: tensor.float().cpu().numpy()  # noqa: E731 - float16/bfloat16 on any device -> float32 here
-        if self.task == "question-answering":  # (batch, tokens, 2): start and end logits
-            logits = np.stack([host(out.start_logits), host(out.end_logits)], axis=-1)
-        else:
-            logits = host(out.logits) if getattr(out, "logits", None) is not None else None
+        logits = self.task.logits(out, host) if self.task is not None else None
         return logits, host(out.hidden_states[-1]) if hidden else None

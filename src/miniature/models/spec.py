@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+from .. import tasks
 from ..errors import UsageError
 from .device import check_device, check_dtype
 
@@ -42,8 +43,6 @@ BACKEND_OPTIONS: dict[str, frozenset[str]] = {
     "hf": frozenset({"quantize", "revision", "task", "device", "dtype"}),
     "onnx": frozenset({"tokenizer", "output", "hidden", "task", "start", "end", "device"}),
 }
-#: What ?task= may say: a model's task, when its files do not declare it.
-MODEL_TASKS = ("text-classification", "question-answering", "causal-lm")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _QUANTIZE_VALUES = ("int8",)
@@ -111,8 +110,8 @@ def parse_model_spec(
             f"Unknown option(s) {', '.join(sorted(unknown))} in model spec {text!r}; "
             f"the {backend} backend takes {', '.join(sorted(BACKEND_OPTIONS[backend]))}"
         )
-    if "task" in options and options["task"] not in MODEL_TASKS:
-        raise UsageError(f"Expected task={'|'.join(MODEL_TASKS)} in model spec {text!r} but got task={options['task']!r}")
+    if "task" in options and options["task"] not in tasks.names():  # what a model's files do not declare
+        raise UsageError(f"Expected task={'|'.join(tasks.names())} in model spec {text!r} but got task={options['task']!r}")
     if "quantize" in options and options["quantize"] not in _QUANTIZE_VALUES:
         raise UsageError(
             f"Expected quantize={'|'.join(_QUANTIZE_VALUES)} in model spec {text!r} but got quantize={options['quantize']!r}"
@@ -160,6 +159,22 @@ def display_name(path: Path, backend: str, options: dict[str, str]) -> str:
     short = f"{path.parent.name}/{path.name}" if backend == "onnx" else path.name
     shown = {k: v for k, v in options.items() if k != "tokenizer"}
     return short + ("?" + "&".join(f"{k}={v}" for k, v in shown.items()) if shown else "")
+
+
+def unique_names(specs: list[ModelSpec | None]) -> list[ModelSpec | None]:
+    """``specs`` with display names made unique: where two different models share a name (the alias ``m``
+    and the folder ``./m``), each later one is shown by its full spec, so no two rows or report entries merge."""
+    from dataclasses import replace
+
+    seen: dict[str, str] = {}
+    out = []
+    for spec in specs:
+        if spec is not None and spec.name in seen and seen[spec.name] != spec.text:
+            spec = replace(spec, name=spec.text)
+        if spec is not None:
+            seen.setdefault(spec.name, spec.text)
+        out.append(spec)
+    return out
 
 
 def _split_options(text: str) -> tuple[str, dict[str, str]]:

@@ -16,7 +16,7 @@ from .terminal import plain, table
 
 def _key(r: dict[str, Any]) -> tuple:
     """A result's identity without the reference and data set names (which may move between releases)."""
-    from ..characteristics.base import identity_of
+    from ..characteristics.registry import identity_of
 
     metric, _, candidate, _, *setting = identity_of(r)
     return (metric, candidate, *setting)

@@ -140,7 +140,7 @@ def _with_verdict(report: dict[str, Any]) -> dict[str, Any]:
 
 def merge_reports(reports: list[dict[str, Any]], *, exit_status: int | None = None) -> dict[str, Any]:
     """One report from the reports of several processes of one run (pytest-xdist's workers)."""
-    from ..characteristics.base import identity_of
+    from ..characteristics.registry import identity_of
 
     merged = dict(reports[0])
     merged.update(models={}, datasets={}, results=[], matrices={}, exit_status=exit_status,

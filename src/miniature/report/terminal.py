@@ -87,7 +87,8 @@ def summary(results: Sequence[Any]) -> list[str]:
 
 def failure_message(characteristic: Characteristic, result: Result, verdict: Verdict, *, examples: int = 10) -> str:
     """The message of a failed gate: metric, threshold, value with its interval, n and the most telling ids."""
-    head, headers, row, ids, what = characteristic.failure(result=result, verdict=verdict)
+    failure = characteristic.failure(result=result, verdict=verdict)
+    head, ids = failure.headline, failure.ids
     if verdict.mode == "lower" and result.interval is not None:
         end = "upper" if verdict.bound == "max" else "lower"
         head += f" (the gate compares the interval's {end} end, {verdict.compared:.4f})"
@@ -95,8 +96,8 @@ def failure_message(characteristic: Characteristic, result: Result, verdict: Ver
     more = len(ids) - len(shown)
     return "\n".join([
         printable(head),
-        table(headers, [row]),
-        f"{what}: {', '.join(shown) or '(none)'}" + (f" (+{more} more)" if more > 0 else ""),
+        table(failure.headers, [failure.row]),
+        f"{failure.ids_are}: {', '.join(shown) or '(none)'}" + (f" (+{more} more)" if more > 0 else ""),
     ])
 
 

@@ -1,0 +1,149 @@
+"""Reading texts token by token: sliding windows over long texts, and every model's logits for each window.
+
+A text is tokenized with the model's tokenizer as it is (its own special tokens) and truncated at
+``max_length`` tokens. Position t >= 1 predicts token t from tokens 0..t-1. A text longer than the
+model's context is read in windows of that context, each starting ``window - overlap`` tokens after
+the previous one; a window after the first predicts only the tokens the windows before it did not,
+so each token is predicted once, with at least ``overlap`` tokens of context (transformers'
+perplexity guide; ``overlap`` = ``doc_stride``, default half a window).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..data import EvalSet
+from ..errors import MissingOutput, ModelLoadError, UsageError
+from ..models.base import Backend, forward_counter
+
+#: Rows of (positions x vocabulary) turned into float64 at once: bounds the memory of one step.
+_CELLS = 1 << 21
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One window of one text: the model reads tokens ``start:end`` of text ``text`` and predicts positions
+    ``first:stop`` (``stop`` is ``end``, or ``end + 1`` where the token after the window is a target too)."""
+
+    text: int
+    start: int
+    end: int
+    first: int
+    stop: int = -1
+
+    def __post_init__(self) -> None:
+        if self.stop < 0:
+            object.__setattr__(self, "stop", self.end)
+
+
+def context_length(backend: Backend) -> int | None:
+    """The most tokens the model reads at once (config.json's positions, or the tokenizer's limit)."""
+    config = backend.config()
+    bounds = [config.get(k) for k in ("max_position_embeddings", "n_positions", "n_ctx")]
+    bounds.append(getattr(backend.tokenizer, "model_max_length", None))
+    known = [b for b in bounds if isinstance(b, int) and 1 < b < 1_000_000]  # tokenizers say 1e30 for "no limit"
+    return min(known) if known else None
+
+
+def window_size(backends: Sequence[Backend], max_length: int) -> int:
+    """The window both (all) models can read: the smallest context, and never more than ``max_length``."""
+    contexts = [c for c in (context_length(b) for b in backends) if c is not None]
+    window = min([max_length, *contexts])
+    if window < 2:
+        raise UsageError(f"A causal LM predicts a token from the ones before it, so it needs windows of at least 2 "
+                         f"tokens; max_length is {max_length} (model context: {min(contexts, default='not stated')})")
+    return window
+
+
+def overlap_of(window: int, doc_stride: int | None) -> int:
+    """Tokens each window shares with the one before (its context-only head): ``doc_stride``, else half a window.
+    A ``doc_stride`` that leaves a window nothing new to predict is a usage error naming both."""
+    if doc_stride is not None and doc_stride >= window:
+        raise UsageError(f"doc_stride ({doc_stride}) must be below the causal-LM window ({window} tokens: the smaller "
+                         f"of max_length and the models' context), or each window would predict nothing new; lower "
+                         f"doc_stride (--miniature-doc-stride) or leave it unset (half a window)")
+    overlap = doc_stride if doc_stride is not None else window // 2
+    return max(1, min(overlap, window - 1))
+
+
+def windows(length: int, window: int, overlap: int) -> list[tuple[int, int, int]]:
+    """(start, end, first predicted position) of each window over ``length`` tokens; positions 1..length-1 are
+    each predicted by exactly one window.
+
+    >>> windows(10, 4, 2)
+    [(0, 4, 1), (2, 6, 4), (4, 8, 6), (6, 10, 8)]
+    """
+    if window < 2 or not 1 <= overlap < window:
+        raise ValueError(f"Expected a window of at least 2 tokens and 1 <= overlap < window but got {window}, {overlap}")
+    spans, start, first = [], 0, 1
+    while True:
+        end = min(length, start + window)
+        spans.append((start, end, first))
+        if end >= length:
+            return spans
+        start, first = end - overlap, end
+
+
+def tokenize(backend: Backend, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Each text's token ids as the model's tokenizer makes them, truncated at ``max_length`` tokens."""
+    return [list(ids) for ids in backend.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+
+
+def segments(ids: Sequence[Sequence[int]], window: int, overlap: int) -> list[Segment]:
+    """Every text's windows (a text the tokenizer made no tokens of has none)."""
+    return [Segment(i, s, e, f) for i, tokens in enumerate(ids) if tokens
+            for s, e, f in windows(len(tokens), window, overlap)]
+
+
+def stream(backends: Sequence[Backend], ids: Sequence[Sequence[int]], pieces: Sequence[Segment], *, batch_size: int,
+           need_hidden: bool, model_names: Sequence[str]) -> Iterator[tuple[Segment, list[np.ndarray], list[Any]]]:
+    """Each segment with every model's logits (tokens, vocabulary) and hidden states (or None) for it.
+
+    All models read the same length-sorted, padded batches, one batch in memory at a time: the
+    memory of a run is one batch's logits per model, whatever the number of texts.
+    """
+    encoded = {"input_ids": [ids[p.text][p.start:p.end] for p in pieces]}
+    encoded["attention_mask"] = [[1] * len(x) for x in encoded["input_ids"]]
+    for index, batch in backends[0].batches(encoded, ["input_ids", "attention_mask"], batch_size):
+        results = []
+        for backend, name in zip(backends, model_names):
+            logits, hidden = backend.checked_forward(batch, need_hidden)
+            forward_counter.batches += 1
+            if logits is None or np.ndim(logits) != 3:
+                raise MissingOutput(
+                    f"Model {name!r} gives no next-token logits (architectures: {_architectures(backend)}), which "
+                    f"task = \"causal-lm\" needs; give a causal language model (*ForCausalLM, GPT2LMHeadModel), or add "
+                    f"?task=causal-lm to its spec if its files do not say so")
+            results.append((logits, hidden))
+        for row, i in enumerate(index):
+            piece, length = pieces[i], pieces[i].end - pieces[i].start
+            yield (piece, [np.asarray(r[0][row, :length]) for r in results],
+                   [None if r[1] is None else np.asarray(r[1][row, :length], dtype=np.float32) for r in results])
+
+
+def _architectures(backend: Backend) -> str:
+    return ", ".join(backend.config().get("architectures") or []) or "not stated"
+
+
+def predicted_rows(piece: Segment, logits: np.ndarray) -> np.ndarray:
+    """The logits rows that predict positions ``first:stop`` of the segment (row t predicts token t + 1)."""
+    return logits[piece.first - 1 - piece.start : piece.stop - 1 - piece.start]
+
+
+def chunks(rows: int, vocabulary: int) -> Iterator[slice]:
+    step = max(1, _CELLS // max(1, vocabulary))
+    for start in range(0, rows, step):
+        yield slice(start, min(rows, start + step))
+
+
+def require_finite(logits: np.ndarray, model: str, eval_set: EvalSet, text: int) -> None:
+    """A model that computes NaN or infinity is broken: an error naming it (a NaN logit would otherwise be read as
+    a token of probability 0, and the figures would look plausible)."""
+    if not np.isfinite(logits).all():
+        raise ModelLoadError(
+            f"Model {model!r} computed non-finite logits (NaN or infinity) on text {eval_set.ids[text]!r} of "
+            f"{eval_set.name!r}; a broken export or quantization cannot be gated: check the model")
