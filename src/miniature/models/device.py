@@ -42,12 +42,36 @@ def _what_torch_sees() -> str:
     return f"{build}; CUDA devices: {count}; MPS: {'yes' if has_mps else 'no'}"
 
 
+def cpu_only_torch() -> bool:
+    """Whether the installed torch is a build for the CPU alone, read from its ``version.py`` without importing
+    it (importing torch takes seconds: a gate whose outputs are all cached must not pay them)."""
+    import importlib.util
+    import platform
+    import re
+    import sys
+    from pathlib import Path
+
+    if "torch" in sys.modules or platform.system() == "Darwin":  # imported already, or a Mac (MPS): ask it
+        return False
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return False
+    try:
+        text = (Path(spec.origin).parent / "version.py").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    builds = dict(re.findall(r"^(cuda|hip|xpu)(?:: [^=]+)? = (.+)$", text, flags=re.MULTILINE))
+    return bool(builds) and all(value.strip() == "None" for value in builds.values())
+
+
 def resolve_device(text: str, owner: str = "device") -> str:
     """The torch device ``text`` names on this machine: ``auto`` is CUDA when torch sees one, else MPS,
     else the CPU. Asking for a device that is not there is a usage error naming what torch found."""
+    check_device(text, owner)
+    if text in ("auto", "cpu") and cpu_only_torch():
+        return "cpu"  # a CPU-only build sees no accelerator: no need to import it to ask
     import torch
 
-    check_device(text, owner)
     if text == "auto":
         if torch.cuda.is_available():
             return "cuda:0"
@@ -70,9 +94,11 @@ def resolve_device(text: str, owner: str = "device") -> str:
 def onnx_providers(device: str) -> list[str | tuple[str, dict[str, str]]]:
     """The onnxruntime execution providers for ``device``: CUDA first when onnxruntime-gpu is installed and the
     device is CUDA, the CPU otherwise (and always as the fallback for operators CUDA lacks)."""
+    if not device.startswith("cuda"):
+        return ["CPUExecutionProvider"]
     import onnxruntime
 
-    if device.startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         return [("CUDAExecutionProvider", {"device_id": device.partition(":")[2] or "0"}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
