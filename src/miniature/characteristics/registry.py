@@ -12,11 +12,10 @@ Modules load on first use, so importing the registry costs nothing.
 
 from __future__ import annotations
 
-import importlib
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from ..plugins import Registry
 
 if TYPE_CHECKING:
     from .base import Characteristic
@@ -34,46 +33,13 @@ BUILTINS = {
     "kl_divergence": "miniature.characteristics.output_agreement:OutputDivergence",
 }
 
-_registered: dict[str, Characteristic] = {}
-_loaded: dict[str, Characteristic] | None = None
-
-
-def _instantiate(target: Any) -> Characteristic:
-    from .base import Characteristic
-
-    if isinstance(target, str):
-        module, _, attribute = target.partition(":")
-        target = getattr(importlib.import_module(module), attribute)
-    instance = target() if isinstance(target, type) else target
-    if not isinstance(instance, Characteristic):
-        raise UsageError(f"Expected a Characteristic subclass or instance but got {target!r}")
-    return instance
-
-
-def _entry_points() -> dict[str, Characteristic]:
-    found = {}
-    for entry in metadata.entry_points(group=GROUP):
-        try:
-            instance = _instantiate(entry.load())
-        except Exception as exc:  # a broken plugin must say which one it is
-            raise UsageError(f"Could not load characteristic {entry.name!r} ({entry.value}) of the entry-point group "
-                             f"{GROUP}: {type(exc).__name__}: {exc}") from exc
-        found[instance.name] = instance
-    return found
+_registry = Registry(kind="characteristic", group=GROUP, base="miniature.characteristics.base:Characteristic",
+                     builtins=BUILTINS)
 
 
 def characteristics() -> dict[str, Characteristic]:
     """Every characteristic by name: built-ins first (the paper's order), then third parties'."""
-    global _loaded
-    if _loaded is None:
-        loaded = {name: _instantiate(target) for name, target in BUILTINS.items()}
-        for name, instance in _entry_points().items():
-            if name in loaded:
-                raise UsageError(f"The entry point {name!r} of the group {GROUP} names a built-in characteristic; "
-                                 f"give it a name of its own")
-            loaded[name] = instance
-        _loaded = loaded
-    return {**_loaded, **_registered}
+    return _registry.all()
 
 
 def names() -> list[str]:
@@ -110,14 +76,8 @@ def reading(output: str) -> list[str]:
 
 def register(characteristic: Any) -> Characteristic:
     """Add a characteristic for this process (tests, notebooks); returns the instance."""
-    instance = _instantiate(characteristic)
-    known = characteristics()
-    if instance.name in known and type(known[instance.name]) is not type(instance):
-        raise UsageError(f"A characteristic named {instance.name!r} is registered already "
-                         f"({type(known[instance.name]).__qualname__}); give it a name of its own")
-    _registered[instance.name] = instance
-    return instance
+    return _registry.register(characteristic)
 
 
 def unregister(name: str) -> None:
-    _registered.pop(name, None)
+    _registry.unregister(name)

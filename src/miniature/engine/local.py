@@ -21,7 +21,7 @@ from ..cache import OutputCache, cache_key
 from ..config import Settings
 from ..data import DatasetSpec, EvalSet, load_eval_set, parse_dataset_spec
 from ..errors import MissingOutput, ModelLoadError, NotApplicable, NotCached
-from ..evidence import POSITION_FIELDS, Decisions, Evidence, PointDistributions, PositionStatistics
+from ..evidence import POSITION_FIELDS, Decisions, Evidence, Model, PointDistributions, PositionStatistics
 from ..models import Backend, ModelSpec, open_backend, parse_model_spec
 from ..outputs import ModelOutputs
 from ..progress import Progress
@@ -41,21 +41,6 @@ class RunStats:
     attacked: int = 0
     attacks_from_cache: int = 0
     seconds_attacking: float = 0.0
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model the engine runs for a check's own use (the attack's masked LM), outside the session's models."""
-
-    spec: ModelSpec
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def key(self) -> str:
-        return self.spec.text
 
 
 @dataclass
@@ -117,8 +102,9 @@ class Engine(Evidence):
             self._opened_cache = OutputCache(self.settings.cache_dir)
         return self._opened_cache
 
-    def handle(self, spec: str | ModelSpec) -> ModelRef:
-        return ModelRef(self.parse_model(spec))
+    def handle(self, spec: str | ModelSpec) -> Model:
+        """A handle on a model the engine runs for a check's own use (the attack's masked LM), outside any session."""
+        return Model(None, self.parse_model(spec))
 
     def fingerprint(self, model: Any) -> str:
         """The content fingerprint of every file ``model`` loads, with its load options (computed once)."""

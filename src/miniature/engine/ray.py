@@ -26,7 +26,8 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import MissingExtraError, UsageError
-from .local import Engine, ModelRef
+from ..evidence import Model
+from .local import Engine
 
 #: Batches per task sent to an actor: large enough to amortise a call, small enough to balance actors.
 SHARD_BATCHES = 4
@@ -49,7 +50,7 @@ class ModelWorker:
         os.environ.pop("PYTEST_XDIST_WORKER_COUNT", None)  # Ray sized this actor's threads; an xdist share is not its own
         # The driver's settings, in this process, writing nothing; the attack's masked LM goes where the target is.
         self.engine = Engine(replace(settings, engine="local", cache_dir=None, device=device), live=False)
-        self.model = ModelRef(spec)
+        self.model = Model(None, spec)
         backend = open_backend(spec)
         backend.trust_remote_code |= settings.trust_remote_code
         backend.place(device, dtype)  # as the driver resolved it (Ray shows each actor its GPU as device 0)
@@ -190,7 +191,7 @@ class RayEngine(Engine):
 
         workers = self._workers(target, len(todo))
         pool = ActorPool(workers)
-        lm, similarity = ModelRef(lm.spec), ModelRef(similarity.spec) if similarity is not None else None
+        lm, similarity = Model(None, lm.spec), Model(None, similarity.spec) if similarity is not None else None
         try:
             yield from self._results(
                 pool.map_unordered(lambda worker, item: worker.attack.remote(lm, similarity, settings, item), todo), target)

@@ -13,11 +13,10 @@ to check ``task =`` and ``?task=`` before any library loads).
 
 from __future__ import annotations
 
-import importlib
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from ..plugins import Registry
 
 if TYPE_CHECKING:
     from .base import Task
@@ -34,52 +33,17 @@ BUILTINS = {
 #: The task of a run that names none.
 DEFAULT = next(iter(BUILTINS))
 
-_registered: dict[str, Task] = {}
-_loaded: dict[str, Task] | None = None
-
-
-def _instantiate(target: Any) -> Task:
-    from .base import Task
-
-    if isinstance(target, str):
-        module, _, attribute = target.partition(":")
-        target = getattr(importlib.import_module(module), attribute)
-    instance = target() if isinstance(target, type) else target
-    if not isinstance(instance, Task):
-        raise UsageError(f"Expected a Task subclass or instance but got {target!r}")
-    return instance
-
-
-def _entry_points() -> dict[str, Task]:
-    found = {}
-    for entry in metadata.entry_points(group=GROUP):
-        try:
-            instance = _instantiate(entry.load())
-        except Exception as exc:  # a broken plugin must say which one it is
-            raise UsageError(f"Could not load task {entry.name!r} ({entry.value}) of the entry-point group {GROUP}: "
-                             f"{type(exc).__name__}: {exc}") from exc
-        found[instance.name] = instance
-    return found
+_registry = Registry(kind="task", group=GROUP, base="miniature.tasks.base:Task", builtins=BUILTINS)
 
 
 def tasks() -> dict[str, Task]:
     """Every task by name: built-ins first, then third parties'."""
-    global _loaded
-    if _loaded is None:
-        loaded = {name: _instantiate(target) for name, target in BUILTINS.items()}
-        for name, instance in _entry_points().items():
-            if name in loaded:
-                raise UsageError(f"The entry point {name!r} of the group {GROUP} names a built-in task; give it a "
-                                 f"name of its own")
-            loaded[name] = instance
-        _loaded = loaded
-    return {**_loaded, **_registered}
+    return _registry.all()
 
 
 def names() -> list[str]:
     """The task names ``task =`` and ``?task=`` accept: the built-ins' without loading any module, then third parties'."""
-    declared = [entry.name for entry in metadata.entry_points(group=GROUP) if entry.name not in BUILTINS]
-    return [*BUILTINS, *declared, *(n for n in _registered if n not in BUILTINS and n not in declared)]
+    return _registry.declared_names()
 
 
 def get(name: str, *, owner: str = "task") -> Task:
@@ -97,21 +61,15 @@ def declared(config: dict, option: str | None = None) -> Task | None:
         return get(option, owner="?task=")
     architectures = config.get("architectures") or []
     for task in tasks().values():
-        if any(a.endswith(task.architectures) for a in architectures if task.architectures):
+        if task.architectures and any(a.endswith(task.architectures) for a in architectures):
             return task
     return None
 
 
 def register(task: Any) -> Task:
     """Add a task for this process (tests, notebooks); returns the instance."""
-    instance = _instantiate(task)
-    known = tasks()
-    if instance.name in known and type(known[instance.name]) is not type(instance):
-        raise UsageError(f"A task named {instance.name!r} is registered already ({type(known[instance.name]).__qualname__}); "
-                         f"give it a name of its own")
-    _registered[instance.name] = instance
-    return instance
+    return _registry.register(task)
 
 
 def unregister(name: str) -> None:
-    _registered.pop(name, None)
+    _registry.unregister(name)
