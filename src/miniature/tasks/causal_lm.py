@@ -19,13 +19,24 @@ import numpy as np
 from ..data import EvalSet
 from ..errors import MissingOutput
 from ..evidence import Decisions, Model, PositionStatistics
-from ..maths import log_softmax
 from ..models.base import Backend, forward_counter
 from ..outputs import ModelOutputs
 from . import multiple_choice
 from .base import Source, Task, require_shared_tokenizer
 from .causal_lm_pairs import compare_side_by_side
-from .token_windows import chunks, overlap_of, predicted_rows, require_finite, segments, stream, tokenize, window_size
+from .token_windows import (
+    chunks,
+    log_probabilities,
+    overlap_of,
+    picked,
+    predicted_rows,
+    require_finite,
+    segments,
+    stream,
+    tokenize,
+    window_size,
+    windows_per_batch,
+)
 
 
 def run(backend: Backend, eval_set: EvalSet, settings: Any, progress: Any = None) -> ModelOutputs:
@@ -40,15 +51,16 @@ def run(backend: Backend, eval_set: EvalSet, settings: Any, progress: Any = None
     logprobs, tops = np.zeros((len(ids), width)), np.full((len(ids), width), -1, dtype=np.int64)
     mean, last = [None] * len(ids), [None] * len(ids)
     pieces = segments(ids, window, overlap)
-    for done, (piece, (logits,), (hidden,)) in enumerate(stream([backend], ids, pieces, batch_size=settings.batch_size,
+    per_batch = windows_per_batch([backend], window, settings.logits_memory)
+    for done, (piece, (logits,), (hidden,)) in enumerate(stream([backend], ids, pieces, batch_size=per_batch,
                                                                 need_hidden=True, model_names=[name]), 1):
         rows, targets = predicted_rows(piece, logits), np.asarray(ids[piece.text][piece.first:piece.stop])
         at = slice(piece.first - 1, piece.stop - 1)  # where the segment's positions go in the text's row
         for part in chunks(len(rows), logits.shape[-1]):
             require_finite(rows[part], name, eval_set, piece.text)
-            log_p = log_softmax(rows[part])
-            logprobs[piece.text, at][part] = log_p[np.arange(len(log_p)), targets[part]]
-            tops[piece.text, at][part] = np.argmax(log_p, axis=-1)
+            log_p = log_probabilities(rows[part])
+            logprobs[piece.text, at][part] = picked(log_p, targets[part])
+            tops[piece.text, at][part] = log_p.argmax(-1).numpy()
         if piece.start == 0 and hidden is not None:  # a text's embedding: its first window, as QA does
             mean[piece.text], last[piece.text] = hidden.mean(axis=0), hidden[-1]
         if progress is not None:
@@ -82,7 +94,8 @@ class CausalLanguageModelling(Task):
     export_options = {"use_cache": False}  # a key/value cache is for generation; the graph maps tokens to logits
 
     def preprocessing(self, settings: Any) -> dict[str, Any]:
-        return {"doc_stride": settings.doc_stride}  # the windows' overlap over long texts
+        # The windows' overlap over long texts, and how many share a batch (float kernels round by the batch).
+        return {"doc_stride": settings.doc_stride, "logits_memory": settings.logits_memory}
 
     def run(self, backend: Any, eval_set: EvalSet, settings: Any, progress: Any = None) -> ModelOutputs:
         if backend.task is not self and backend.spec.backend != "onnx":  # read headless: no next-token logits

@@ -20,8 +20,20 @@ import numpy as np
 from ..data import EvalSet
 from ..errors import NotApplicable
 from ..evidence import PositionStatistics
-from ..maths import kl_from_log_probabilities, log_softmax
-from .token_windows import chunks, overlap_of, predicted_rows, require_finite, segments, stream, tokenize, window_size
+from ..maths import kl_from_log_probabilities
+from .token_windows import (
+    chunks,
+    log_probabilities,
+    overlap_of,
+    picked,
+    predicted_rows,
+    require_finite,
+    segments,
+    stream,
+    tokenize,
+    window_size,
+    windows_per_batch,
+)
 
 
 def compare_side_by_side(backends: list, names: list[str], eval_set: EvalSet, settings: Any, task: str) -> PositionStatistics:
@@ -40,8 +52,9 @@ def compare_side_by_side(backends: list, names: list[str], eval_set: EvalSet, se
     kl, same = np.zeros(total), np.zeros(total, dtype=bool)
     ref_logprob, cand_logprob = np.zeros(total), np.zeros(total)
     pieces = segments(ids, window, overlap_of(window, settings.doc_stride))
-    for piece, (ref_logits, cand_logits), _ in stream(backends, ids, pieces, batch_size=settings.batch_size,
-                                                      need_hidden=False, model_names=names):
+    per_batch = windows_per_batch(backends, window, settings.logits_memory)
+    for piece, (ref_logits, cand_logits), _ in stream(backends, ids, pieces, batch_size=per_batch, need_hidden=False,
+                                                      model_names=names):
         if ref_logits.shape[-1] != cand_logits.shape[-1]:
             raise NotApplicable(f"Models {names[0]!r} and {names[1]!r} predict over {ref_logits.shape[-1]} and "
                                 f"{cand_logits.shape[-1]} tokens, so their next-token distributions cannot be compared")
@@ -51,10 +64,9 @@ def compare_side_by_side(backends: list, names: list[str], eval_set: EvalSet, se
         for part in chunks(len(targets), ref_logits.shape[-1]):
             for name, r in zip(names, rows):
                 require_finite(r[part], name, eval_set, piece.text)
-            log_p, log_q = log_softmax(rows[0][part]), log_softmax(rows[1][part])
+            log_p, log_q = log_probabilities(rows[0][part]), log_probabilities(rows[1][part])
             where = slice(at + part.start, at + part.stop)
-            kl[where] = kl_from_log_probabilities(log_p, log_q)
-            same[where] = np.argmax(log_p, axis=-1) == np.argmax(log_q, axis=-1)
-            index = np.arange(len(log_p)), targets[part]
-            ref_logprob[where], cand_logprob[where] = log_p[index], log_q[index]
+            kl[where] = kl_from_log_probabilities(log_p, log_q).numpy()
+            same[where] = (log_p.argmax(-1) == log_q.argmax(-1)).numpy()
+            ref_logprob[where], cand_logprob[where] = picked(log_p, targets[part]), picked(log_q, targets[part])
     return PositionStatistics(counts, kl, same, ref_logprob, cand_logprob, task=task)

@@ -16,10 +16,9 @@ import numpy as np
 from ..data import EvalSet
 from ..errors import DatasetError, MissingGold, MissingOutput, ModelLoadError
 from ..evidence import Decisions, Model
-from ..maths import log_softmax
 from ..models.base import Backend
 from .base import Source, architectures
-from .token_windows import Segment, chunks, predicted_rows, require_finite, stream
+from .token_windows import Segment, chunks, log_probabilities, picked, predicted_rows, require_finite, stream, windows_per_batch
 
 
 def choice_scores(backend: Backend, eval_set: EvalSet, settings: Any, window: int) -> np.ndarray:
@@ -49,14 +48,13 @@ def choice_scores(backend: Backend, eval_set: EvalSet, settings: Any, window: in
         ids.append(kept)
         pieces.append(Segment(k, 0, len(kept) - 1, len(kept) - continuation, len(kept)))
     scores = np.full((len(eval_set), max(map(len, eval_set.choices))), -np.inf)
-    for piece, (logits,), _ in stream([backend], ids, pieces, batch_size=settings.batch_size, need_hidden=False,
-                                      model_names=[name]):
+    per_batch = windows_per_batch([backend], window, settings.logits_memory)
+    for piece, (logits,), _ in stream([backend], ids, pieces, batch_size=per_batch, need_hidden=False, model_names=[name]):
         rows, targets = predicted_rows(piece, logits), np.asarray(ids[piece.text][piece.first:piece.stop])
         total = 0.0
         for part in chunks(len(rows), logits.shape[-1]):
             require_finite(rows[part], name, eval_set, pairs[piece.text][0])
-            log_p = log_softmax(rows[part])
-            total += float(log_p[np.arange(len(log_p)), targets[part]].sum())
+            total += float(picked(log_probabilities(rows[part]), targets[part]).sum())
         scores[pairs[piece.text]] = total
     return scores
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..data import EvalSet
 from ..errors import MissingOutput, ModelLoadError, UsageError
+from ..maths import log_softmax
 from ..models.base import Backend, forward_counter
 
 #: Rows of (positions x vocabulary) turned into float64 at once: bounds the memory of one step.
@@ -88,6 +89,16 @@ def windows(length: int, window: int, overlap: int) -> list[tuple[int, int, int]
         start, first = end - overlap, end
 
 
+def windows_per_batch(backends: Sequence[Backend], window: int, memory_mb: int) -> int:
+    """How many windows one batch holds: as many as keep a batch's logits (window x vocabulary float32 per
+    window) within ``memory_mb`` per model, at least one. A fixed count would let a large vocabulary take
+    gigabytes (32 windows of 256 tokens over 32k tokens: 1 GB per model) and leave a small one underused."""
+    widths = [b.config().get("vocab_size") for b in backends]
+    vocabulary = max((w for w in widths if isinstance(w, int) and w > 0), default=0)
+    vocabulary = vocabulary or max(len(b.tokenizer) for b in backends)
+    return max(1, int(memory_mb * 2**20 // (4 * window * vocabulary)))
+
+
 def tokenize(backend: Backend, texts: Sequence[str], max_length: int) -> list[list[int]]:
     """Each text's token ids as the model's tokenizer makes them, truncated at ``max_length`` tokens."""
     return [list(ids) for ids in backend.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
@@ -103,8 +114,9 @@ def stream(backends: Sequence[Backend], ids: Sequence[Sequence[int]], pieces: Se
            need_hidden: bool, model_names: Sequence[str]) -> Iterator[tuple[Segment, list[np.ndarray], list[Any]]]:
     """Each segment with every model's logits (tokens, vocabulary) and hidden states (or None) for it.
 
-    All models read the same length-sorted, padded batches, one batch in memory at a time: the
-    memory of a run is one batch's logits per model, whatever the number of texts.
+    All models read the same length-sorted, padded batches of ``batch_size`` windows (see
+    :func:`windows_per_batch`), one batch in memory at a time: the memory of a run is one batch's logits
+    per model, whatever the number of texts.
     """
     encoded = {"input_ids": [ids[p.text][p.start:p.end] for p in pieces]}
     encoded["attention_mask"] = [[1] * len(x) for x in encoded["input_ids"]]
@@ -135,9 +147,25 @@ def predicted_rows(piece: Segment, logits: np.ndarray) -> np.ndarray:
 
 
 def chunks(rows: int, vocabulary: int) -> Iterator[slice]:
+    """Slices of ``rows`` positions of at most ``_CELLS`` logits each (the float64 working set of one step)."""
     step = max(1, _CELLS // max(1, vocabulary))
     for start in range(0, rows, step):
         yield slice(start, min(rows, start + step))
+
+
+def log_probabilities(rows: np.ndarray) -> Any:
+    """The float64 log-softmax of logits ``rows`` (positions x vocabulary) as a torch tensor: torch spreads it over
+    the cores, where numpy's runs on one (it was a quarter of a causal-LM pair's time)."""
+    import torch
+
+    return log_softmax(torch.from_numpy(np.ascontiguousarray(rows)))
+
+
+def picked(log_p: Any, targets: np.ndarray) -> np.ndarray:
+    """Each position's log-probability of its target token."""
+    import torch
+
+    return log_p.gather(1, torch.from_numpy(np.asarray(targets, dtype=np.int64))[:, None])[:, 0].numpy()
 
 
 def require_finite(logits: np.ndarray, model: str, eval_set: EvalSet, text: int) -> None:
