@@ -364,11 +364,30 @@ def test_a_stray_quote_that_merges_rows_is_reported(tmp_path):
     rows = [f"review number {i}\t{i % 2}" for i in range(40)]
     rows[5] = '"great film\t1'  # the quote opens a field that swallows the rows after it
     (tmp_path / "reviews.tsv").write_text("text\tlabel\n" + "\n".join(rows) + '\nand then" it ends\t0\n')
-    with pytest.warns(DataWarning, match=r"42 non-empty lines parsed into \d+ rows.*\?quoting=none"):
+    with pytest.warns(DataWarning, match=r"42 non-empty lines \(a header and 41 rows expected\) parsed into \d+ rows.*"
+                                         r"\?quoting=none"):
         merged = load_eval_set(parse_dataset_spec(str(tmp_path / "reviews.tsv")))
     assert len(merged) < 41
     literal = load_eval_set(parse_dataset_spec(f"{tmp_path / 'reviews.tsv'}?quoting=none"))
     assert len(literal) == 41
+
+
+@pytest.mark.parametrize(("header", "option", "expected"), [
+    (True, "", "41 non-empty lines (a header and 40 rows expected) parsed into 38 rows"),
+    (False, "?header=none&text=0&label=1", "40 non-empty lines (40 rows expected) parsed into 38 rows"),
+])
+def test_the_merged_rows_warning_counts_rows_like_for_like(tmp_path, header, option, expected):
+    from miniature.data import load_eval_set, parse_dataset_spec
+    from miniature.errors import DataWarning
+
+    rows = [f"review number {i},{i % 2}" for i in range(40)]
+    rows[10] = '"opens a quote,1'  # swallows rows 11 and 12 into one field ...
+    rows[12] = 'closes here",0'  # ... closed two rows later: 40 rows read as 38
+    (tmp_path / "r.csv").write_text(("text,label\n" if header else "") + "\n".join(rows) + "\n")
+    with pytest.warns(DataWarning) as caught:
+        data = load_eval_set(parse_dataset_spec(f"{tmp_path / 'r.csv'}{option}"))
+    assert len(data) == 38
+    assert [expected in str(w.message) for w in caught] == [True], [str(w.message) for w in caught]
 
 
 def test_a_max_length_that_leaves_no_room_for_text_is_refused(tiny_models, tmp_path):
