@@ -390,6 +390,16 @@ def test_the_merged_rows_warning_counts_rows_like_for_like(tmp_path, header, opt
     assert [expected in str(w.message) for w in caught] == [True], [str(w.message) for w in caught]
 
 
+@pytest.mark.parametrize(("choices", "repeated"), [("good|bad|good", "'good'"), ('"["" yes"", ""no"", ""yes""]"', "' yes'")])
+def test_a_multiple_choice_row_with_a_repeated_choice_is_a_data_error(tmp_path, choices, repeated):
+    from miniature.data import load_eval_set, parse_dataset_spec
+    from miniature.errors import DatasetError
+
+    (tmp_path / "mc.csv").write_text(f"context,choices,label\na film,bad|good,1\nanother film,{choices},0\n")
+    with pytest.raises(DatasetError, match=rf"row 1 has the choice {repeated} more than once .*choices column 'choices'"):
+        load_eval_set(parse_dataset_spec(str(tmp_path / "mc.csv")))
+
+
 def test_a_max_length_that_leaves_no_room_for_text_is_refused(tiny_models, tmp_path):
     result = compare(tiny_models, str(tiny_models.student), tmp_path, "--max-length", "2", "--no-cache")
     assert result.returncode == 2 and "max_length 2 leaves no room for text" in result.stderr
