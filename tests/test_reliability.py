@@ -178,6 +178,21 @@ def test_bad_settings_exit_two_before_any_model_runs(tiny_models, tmp_path, toml
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
+def test_a_bound_outside_its_characteristics_range_is_a_usage_error(tiny_models, tmp_path):
+    from miniature.characteristics import registry
+
+    said = "must be a number in the range [0, inf). Got -1"
+    on_the_line = compare(tiny_models, str(tiny_models.student), tmp_path, "--threshold", "kl_divergence=-1")
+    assert on_the_line.returncode == 2 and f"The 'kl_divergence.max' parameter of --threshold {said}" in on_the_line.stderr
+    (tmp_path / "pyproject.toml").write_text("[tool.miniature.thresholds]\nkl_divergence = { max = -1 }\n")
+    configured = compare(tiny_models, str(tiny_models.student), tmp_path)
+    assert configured.returncode == 2, configured.stderr
+    assert f"The 'kl_divergence.max' parameter of [tool.miniature.thresholds] {said}" in configured.stderr
+    # A divergence of 0 is a bound it can meet; a negative maximum gap of the attack check stays meaningful.
+    assert registry.get("kl_divergence").parse_threshold(0).value == 0.0
+    assert registry.get("attack_robustness").parse_threshold(-5).value == -5.0
+
+
 def test_bad_settings_are_pytest_usage_errors_and_data_problems_are_errors(pytester, tiny_models):
     pytester.makepyprojecttoml("[tool.miniature]\ncache_dir = 5")
     assert pytester.runpytest().ret == pytest.ExitCode.USAGE_ERROR
