@@ -133,6 +133,23 @@ def test_a_models_own_code_never_runs_unless_the_user_opts_in(tiny_models, tmp_p
     assert not marker.exists()
 
 
+def test_a_model_spec_opts_in_to_its_own_code_with_trust_remote_code(tiny_models, tmp_path):
+    evil = tmp_path / "evil"
+    shutil.copytree(tiny_models.teacher, evil)
+    marker = tmp_path / "code-ran"
+    config = json.loads((evil / "config.json").read_text())
+    config.update(model_type="evil-bert", auto_map={"AutoConfig": "evil.EvilConfig"})
+    (evil / "config.json").write_text(json.dumps(config))
+    (evil / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    for value in ("false", "FALSE"):
+        refused = compare(tiny_models, f"{evil}?trust_remote_code={value}", tmp_path, "--no-cache")
+        assert refused.returncode == 3 and "trust_remote_code" in refused.stderr and not marker.exists(), refused.stderr
+    bad = compare(tiny_models, f"{evil}?trust_remote_code=yes please", tmp_path, "--no-cache")
+    assert bad.returncode == 2 and "Expected trust_remote_code=true|false in model spec" in bad.stderr, bad.stderr
+    trusted = compare(tiny_models, f"{evil}?trust_remote_code=true", tmp_path, "--no-cache")
+    assert marker.exists(), trusted.stderr  # its own code ran (and then failed: evil.py defines no EvilConfig)
+
+
 # 5 -------------------------------------------------------------------------------------------------
 
 
