@@ -228,6 +228,38 @@ error_jaccard = 0.0
     assert "<error" in pytester.path.joinpath("j.xml").read_text()
 
 
+def _without_root_override() -> None:
+    """In the child (as root): drop the capabilities that let root write where permissions say no, across exec."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, from the bounding set (PR_CAPBSET_DROP)
+        if libc.prctl(24, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_a_read_only_cache_is_read_and_never_written(tiny_models, tmp_path):
+    args = ("--threshold", "error_jaccard=0.0", "--cache-dir", "cache")
+    assert compare(tiny_models, str(tiny_models.student), tmp_path, *args).returncode == 0
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "cache").rglob("*"))
+    for path in (tmp_path / "cache", *(tmp_path / "cache").rglob("*")):
+        path.chmod(path.stat().st_mode & ~0o222)
+    preexec = _without_root_override if os.geteuid() == 0 else None
+    probe = subprocess.run([sys.executable, "-c", "open('cache/probe', 'w')"], cwd=tmp_path, preexec_fn=preexec,
+                           capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("this process can write to a read-only folder (root with CAP_DAC_OVERRIDE it could not drop)")
+    # One candidate's outputs are in the cache, the other's are not: used, and computed without being written.
+    result = subprocess.run([*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate",
+                             str(tiny_models.student), "--candidate", f"onnx:{tiny_models.onnx}", "--eval",
+                             str(tiny_models.eval_csv), *args], capture_output=True, text=True, cwd=tmp_path, env=ENV,
+                            timeout=600, preexec_fn=preexec)
+    assert result.returncode == 0, result.stderr
+    assert "model outputs: 1 computed" in result.stdout and "2 from cache" in result.stdout, result.stdout
+    assert result.stderr.count("will not be cached") == 1 and "not writable" in result.stderr, result.stderr
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "cache").rglob("*")) == before
+
+
 def test_outputs_that_cannot_be_written_lose_nothing(tiny_models, tmp_path):
     (tmp_path / "adir").mkdir()
     result = compare(tiny_models, str(tiny_models.student), tmp_path, "--report", "adir", "--markdown", "new/dir/s.md",
