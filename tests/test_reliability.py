@@ -503,11 +503,66 @@ def test_names_from_models_data_and_report_files_are_escaped_in_every_renderer(t
 
 
 def test_the_report_command_escapes_a_crafted_report(tmp_path):
-    (tmp_path / "r.json").write_text(json.dumps(hostile_report()))
+    report = hostile_report()
+    report["gates"] = {"failed": 3, "total": 6}  # counts stay numbers: a string there is refused, naming the field
+    (tmp_path / "r.json").write_text(json.dumps(report))
     result = run(*CLI, "report", "r.json", "--html", "r.html", "--markdown", "s.md", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "<script>alert" not in (tmp_path / "r.html").read_text() and "<script" not in (tmp_path / "s.md").read_text()
     assert "\x1b" not in result.stdout
+
+
+def _fixture_report() -> dict:
+    return json.loads((Path(__file__).parent / "fixtures" / "report-v1.json").read_text())
+
+
+@pytest.mark.parametrize(("spoil", "said"), [
+    (lambda r: r.update(results=None), "results: expected a list of results, got None"),
+    (lambda r: r["results"][3].update(value="abc"), "results[3].value: expected a number or null, got 'abc'"),
+    (lambda r: r["results"][0].pop("metric"), "results[0].metric: expected a string, got nothing (the field is missing)"),
+    (lambda r: r["results"][2]["reference_detection"].update(auroc=[1]),
+     "results[2].reference_detection.auroc: expected a number or null, got [1]"),
+    (lambda r: r["gates"].update(failed="3"), "gates.failed: expected a whole number, got '3'"),
+])
+def test_the_report_command_names_the_field_a_malformed_report_has_wrong(tmp_path, spoil, said):
+    report = _fixture_report()
+    spoil(report)
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    result = run(*CLI, "report", "r.json", "--markdown", "s.md", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"miniature: error: r.json: {said}"
+
+
+def test_a_malformed_baseline_is_a_warning_and_the_runs_own_reports_are_written(pytester, tiny_models, tmp_path):
+    args = ("--threshold", "error_jaccard=0.0", "--cache-dir", "cache")
+    assert compare(tiny_models, str(tiny_models.student), tmp_path, *args, "--report", "base.json").returncode == 0
+    base = json.loads((tmp_path / "base.json").read_text())
+    for name, spoil, said in (("null", lambda r: r.update(results=None), "results: expected a list of results, got None"),
+                              ("typed", lambda r: r["results"][0].update(value="abc"),
+                               "results[0].value: expected a number or null, got 'abc'")):
+        bad = json.loads(json.dumps(base))
+        spoil(bad)
+        (tmp_path / f"{name}.json").write_text(json.dumps(bad))
+        result = compare(tiny_models, str(tiny_models.student), tmp_path, *args, "--compare-baseline", f"{name}.json",
+                         "--report", f"{name}-r.json", "--markdown", f"{name}-s.md")
+        assert result.returncode == 0, result.stderr
+        assert f"baseline not compared: {tmp_path / name}.json: {said}" in result.stdout
+        assert (tmp_path / f"{name}-r.json").is_file() and (tmp_path / f"{name}-s.md").is_file()
+    # The plugin's --miniature-compare-baseline takes the same path: a warning line, the reports written, pytest's code.
+    pytester.makepyprojecttoml(f"""
+[tool.miniature]
+reference = "{tiny_models.teacher}"
+candidates = ["{tiny_models.student}"]
+eval = "{tiny_models.eval_csv}"
+cache_dir = "{tmp_path / 'cache'}"
+[tool.miniature.thresholds]
+error_jaccard = 0.0
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--miniature-compare-baseline", str(tmp_path / "null.json"),
+                                "--miniature-report", "r.json", "--miniature-markdown", "s.md")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*baseline not compared: *null.json: results: expected a list of results, got None"])
+    assert (pytester.path / "r.json").is_file() and (pytester.path / "s.md").is_file()
 
 
 # 10 ------------------------------------------------------------------------------------------------

@@ -176,4 +176,6 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UsageError(f"{path} is not a pytest-miniature report (no \"schema\": \"{SCHEMA}\")")
     if report.get("version") != VERSION:
         raise UsageError(f"{path} is report version {report.get('version')!r}; this library reads version {VERSION}")
-    return report
+    from .schema import check_report
+
+    return check_report(report, str(path))
