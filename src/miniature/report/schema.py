@@ -10,7 +10,6 @@ the others are checked when present. Fields a reader does not know are left alon
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from collections.abc import Mapping
@@ -155,7 +154,7 @@ def _field(parent: dict[str, Any], key: str, kind: Any, prefix: str, *, required
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)  # json writes inf as Infinity
 
 
 def _check(value: Any, kind: Any, where: str) -> None:
