@@ -5,6 +5,7 @@ Each test failed before its fix (the issue that listed them reproduced each one)
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -284,6 +285,67 @@ def test_an_internal_error_exits_four_with_one_line_and_the_traceback_in_a_file(
     assert len(err.splitlines()) == 1 and "internal error: RuntimeError: something the authors did not foresee" in err
     saved = Path(err.split("the traceback is in ")[1].split(";")[0])
     assert "Traceback" in saved.read_text() and "run_report" not in err
+
+
+@pytest.mark.parametrize(("case", "code", "kind"), [("model", 3, "model"), ("usage", 2, "usage"), ("data", 3, "data")])
+def test_a_run_that_ends_in_an_error_writes_every_report_with_the_error(tiny_models, tmp_path, case, code, kind):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models.student, broken)
+    (broken / "config.json").write_text("[]")
+    (tmp_path / "texts.csv").write_text("text\na good film\na bad film\n")
+    check, args = {"model": ("error_jaccard", ("--candidate", str(broken), "--eval", str(tiny_models.eval_csv))),
+                   "usage": ("ood_agreement", ("--ood", "texts.csv")),  # and no --train
+                   "data": ("error_jaccard", ("--eval", "texts.csv"))}[case]  # no labels
+    # With a broken model, the student's check runs first; then the run ends in the error.
+    result = run(*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate", str(tiny_models.student), *args,
+                 "--checks", check, "--no-cache", "--report", "out/r.json", "--html", "out/r.html", "--markdown",
+                 "out/s.md", cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    [said] = result.stderr.strip().splitlines()
+    message = said.removeprefix("miniature: error: ")
+    report = json.loads((tmp_path / "out" / "r.json").read_text())
+    name = "broken" if case == "model" else "student"
+    assert report["errors"] == [{"check": check, "candidate": name, "kind": kind, "message": message}]
+    assert report["exit_status"] == code and report["verdict"] == "fail"
+    if case == "model":  # what ran before the error is in the report too
+        assert [(r["metric"], r["candidate"]) for r in report["results"]] == [("error_jaccard", "student")]
+    page = (tmp_path / "out" / "r.html").read_text()
+    assert '<span class="badge fail">ERROR</span>' in page and page.index(html.escape(message)) < page.index("Verdict per")
+    markdown = (tmp_path / "out" / "s.md").read_text()
+    assert "**the run ended in an error**" in markdown.splitlines()[2] and html.escape(message) in markdown
+
+
+def test_errors_of_configured_checks_assert_calls_and_fixtures_reach_the_report(pytester, tiny_models, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models.student, broken)
+    (broken / "config.json").write_text("[]")
+    (tmp_path / "bank.csv").write_text("words\nno text column here\n")
+    pytester.makepyprojecttoml(f"""
+[tool.miniature]
+reference = "{tiny_models.teacher}"
+candidates = ["{broken}"]
+eval = "{tiny_models.eval_csv}"
+train = "{tmp_path / 'bank.csv'}"
+cache_dir = ""
+[tool.miniature.thresholds]
+error_jaccard = 0.0
+""")
+    pytester.makepyfile("""
+        from miniature import assert_kl_divergence
+
+        def test_drift(reference, candidate, eval_set):
+            assert_kl_divergence(reference, candidate, eval_set, max=1.0)
+
+        def test_bank(train_set):
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--miniature-report", "r.json", "--miniature-html", "r.html")
+    result.assert_outcomes(errors=3)
+    errors = json.loads((pytester.path / "r.json").read_text())["errors"]
+    assert [(e["check"], e["candidate"], e["kind"]) for e in errors] == [
+        ("error_jaccard", "broken", "model"), ("kl_divergence", "broken", "model"), (None, None, "data")]
+    assert "expected a JSON object" in errors[0]["message"] and "has no text column" in errors[2]["message"]
+    assert "ERROR" in (pytester.path / "r.html").read_text()
 
 
 # 6 -------------------------------------------------------------------------------------------------

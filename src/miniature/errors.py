@@ -4,12 +4,17 @@
 class MiniatureError(Exception):
     """Root of every error raised by pytest-miniature."""
 
+    #: What could not be used, as a report's ``errors`` say it: ``usage``, ``model`` (or the engine) or ``data``.
+    kind = "model"
+
 
 class UsageError(MiniatureError, ValueError):
     """A spec, option or config value is malformed or points at nothing.
 
     The pytest plugin turns these into pytest usage errors before any test runs.
     """
+
+    kind = "usage"
 
 
 class ModelLoadError(MiniatureError):
@@ -18,6 +23,8 @@ class ModelLoadError(MiniatureError):
 
 class DatasetError(MiniatureError):
     """A dataset could not be loaded, or lacks what a check needs."""
+
+    kind = "data"
 
 
 class LabelMismatchError(DatasetError):

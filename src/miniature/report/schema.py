@@ -74,6 +74,14 @@ def _top(report: dict[str, Any]) -> None:
         raise _Wrong("results", "a list of results", report.get("results", dataclasses.MISSING))
     for i, result in enumerate(report["results"]):
         _result(result, f"results[{i}]")
+    _field(report, "errors", list, "", required=False)
+    for i, error in enumerate(report.get("errors") or []):
+        where = f"errors[{i}]"
+        _check(error, dict, where)
+        for key, kind in (("check", str | None), ("candidate", str | None), ("message", str)):
+            _field(error, key, kind, f"{where}.")
+        if error.get("kind") not in ("usage", "model", "data"):
+            raise _Wrong(f"{where}.kind", '"usage", "model" or "data"', error.get("kind", dataclasses.MISSING))
     _field(report, "matrices", dict | None, "", required=False)
     for metric, matrix in (report.get("matrices") or {}).items():
         _matrix(matrix, f"matrices[{metric!r}]")
