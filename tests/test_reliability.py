@@ -348,6 +348,53 @@ error_jaccard = 0.0
     assert "ERROR" in (pytester.path / "r.html").read_text()
 
 
+def _processes_of_session(sid: int) -> list[str]:
+    """The command lines of the processes still in session ``sid`` (Linux /proc)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                alive.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, IndexError, ValueError):
+            continue
+    return alive
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_ctrl_c_exits_130_with_one_line_and_leaves_nothing_running(tiny_models, tmp_path, engine):
+    import signal
+    import time
+
+    if engine == "ray":
+        pytest.importorskip("ray")
+    rows = tiny_models.eval_csv.read_text().splitlines()
+    (tmp_path / "big.csv").write_text("\n".join([rows[0], *rows[1:] * 50]) + "\n")  # 10,000 points: minutes at batch 2
+    env = {k: v for k, v in ENV.items() if k != "RAY_ADDRESS"}  # a Ray of its own, started and stopped by the command
+    command = subprocess.Popen([*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate",
+                                str(tiny_models.student), "--eval", "big.csv", "--checks", "error_jaccard", "--batch-size",
+                                "2", "--cache-dir", "cache", "--engine", engine], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "cache").glob("locks/*.lock")) and command.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the lock is taken just before the reference runs
+        time.sleep(3)
+        assert command.poll() is None, command.communicate()
+        command.send_signal(signal.SIGINT)
+        out, err = command.communicate(timeout=120)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+    assert command.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "miniature: interrupted" and "Traceback" not in err, err
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.startswith(".tmp-")]  # no half-written entry
+    deadline = time.monotonic() + 30
+    while (left := _processes_of_session(command.pid)) and time.monotonic() < deadline:
+        time.sleep(0.5)  # Ray's processes stop as the command exits
+    assert not left, left
+
+
 # 6 -------------------------------------------------------------------------------------------------
 
 CONCURRENT = """

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "thresholds of [tool.miniature.thresholds] and --threshold, and print the tables. A check that "
                     "cannot apply to a model or data set is reported as not applicable unless you asked for it. "
                     "Exit codes: 0 every gate passed, 1 a gate failed, 2 usage error, 3 a model or data set could "
-                    "not be used.",
+                    "not be used, 4 internal error, 130 interrupted.",
         epilog="characteristics: " + "; ".join(f"{c.name}: {c.summary}" for c in _characteristics()),
     )
     add_options(compare.add_argument, plugin=False)
@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     except MiniatureError as exc:  # a usage error, or a model or data set that could not be used
         print(f"miniature: error: {exc}", file=sys.stderr)
         return exit_code(exc)
+    except KeyboardInterrupt:  # Ctrl-C: its own code (never 1, a failed gate), no traceback; `finally`s released Ray's actors
+        print("miniature: interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:  # a bug of ours: one line, the traceback in a file, and a code of its own
         print(f"miniature: internal error: {type(exc).__name__}: {exc} (the traceback is in {_save_traceback()}; "
               f"please report it)", file=sys.stderr)
