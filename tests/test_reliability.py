@@ -395,6 +395,52 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_nothing_running(tiny_models, 
     assert not left, left
 
 
+def test_an_unreachable_ray_cluster_is_a_model_error_naming_ray_address_within_the_connect_timeout(tiny_models, tmp_path):
+    import socket
+    import time
+
+    pytest.importorskip("ray")
+    (tmp_path / "pyproject.toml").write_text('[tool.miniature]\nengine = "ray"\nray_connect_timeout = 3\n')
+    silent = socket.create_server(("0.0.0.0", 0))  # accepts connections (the kernel does) and never answers
+    with silent:
+        for address, said in (("127.0.0.1:1", "cannot be reached"), (f"127.0.0.1:{silent.getsockname()[1]}",
+                                                                      "did not answer within 3 s")):
+            start = time.monotonic()
+            result = subprocess.run([*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate",
+                                     str(tiny_models.student), "--eval", str(tiny_models.eval_csv), "--no-cache"],
+                                    capture_output=True, text=True, cwd=tmp_path, env={**ENV, "RAY_ADDRESS": address},
+                                    timeout=300)
+            assert result.returncode == 3, result.stderr
+            last = result.stderr.strip().splitlines()[-1]
+            assert last.startswith("miniature: error: ") and f"RAY_ADDRESS={address}" in last and said in last, last
+            assert "Traceback" not in result.stderr and time.monotonic() - start < 40
+    bad = subprocess.run([*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate", str(tiny_models.student),
+                          "--eval", str(tiny_models.eval_csv), "--ray-connect-timeout", "0"], capture_output=True,
+                         text=True, cwd=tmp_path, env=ENV, timeout=300)
+    assert bad.returncode == 2 and "--ray-connect-timeout" in bad.stderr, bad.stderr
+
+
+def test_an_empty_ray_address_runs_a_local_ray_whose_actor_errors_read_as_the_local_engines(tiny_models, tmp_path):
+    pytest.importorskip("ray")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models.teacher, broken)
+    (broken / "model.safetensors").write_bytes(b"\x10" + b"\x00" * 7 + b"{not json at all")  # fails where weights load
+    args = ("--checks", "error_jaccard", "--no-cache")
+    local = compare(tiny_models, str(broken), tmp_path, *args)
+    assert local.returncode == 3, local.stderr
+    [said] = local.stderr.strip().splitlines()
+    # CI systems export unset variables as empty: no cluster, so a local Ray (it was an internal error, exit 4).
+    on_ray = subprocess.run([*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate", str(broken),
+                             "--eval", str(tiny_models.eval_csv), *args, "--engine", "ray"], capture_output=True,
+                            text=True, cwd=tmp_path, env={**ENV, "RAY_ADDRESS": ""}, timeout=600)
+    assert on_ray.returncode == 3, on_ray.stderr
+    assert "\x1b" not in on_ray.stderr and "Traceback" not in on_ray.stderr, on_ray.stderr
+    [line] = [line for line in on_ray.stderr.splitlines() if line.startswith("miniature:")]
+    assert line.startswith(said + " (the actor's traceback is in "), (line, said)
+    saved = Path(line.split("the actor's traceback is in ")[1].rstrip(")"))
+    assert "ModelLoadError" in saved.read_text() and "\x1b" not in saved.read_text()
+
+
 # 6 -------------------------------------------------------------------------------------------------
 
 CONCURRENT = """

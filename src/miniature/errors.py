@@ -21,6 +21,10 @@ class ModelLoadError(MiniatureError):
     """A model spec was well formed but the model could not be loaded or run."""
 
 
+class EngineError(ModelLoadError):
+    """The engine cannot run models: a Ray cluster that cannot be reached, joined or started."""
+
+
 class DatasetError(MiniatureError):
     """A dataset could not be loaded, or lacks what a check needs."""
 
