@@ -162,6 +162,11 @@ class Session:
         if any(error is seen for seen in self._errors_seen):
             return
         self._errors_seen.append(error)
+        if isinstance(candidate, (str, ModelSpec)):
+            try:
+                candidate = self.model(candidate)  # named as its results would be
+            except MiniatureError:
+                pass
         entry = {"check": check, "candidate": getattr(candidate, "name", candidate), "kind": error.kind,
                  "message": str(error)}
         if entry not in self.errors:
@@ -241,23 +246,18 @@ class Session:
         """
         __tracebackhide__ = True
         try:
-            try:
-                pending = self.prepare(name, candidate, threshold)
-            except NotApplicable as exc:
-                if explicit:
-                    raise
-                characteristic = registry.get(name)
-                data = self.configured_data(characteristic)
-                primary = data.get(characteristic.primary or next(iter(characteristic.needs), ""))
-                return self.ledger.record(Entry(characteristic.name, self.model(self.settings.reference).name,
-                                                self.model(candidate).name, primary.name if primary else "",
-                                                reason=str(exc)))
+            pending = self.prepare(name, candidate, threshold)
+        except NotApplicable as exc:
+            if explicit:
+                self.record_error(exc, check=name, candidate=candidate)
+                raise
+            characteristic = registry.get(name)
+            data = self.configured_data(characteristic)
+            primary = data.get(characteristic.primary or next(iter(characteristic.needs), ""))
+            return self.ledger.record(Entry(characteristic.name, self.model(self.settings.reference).name,
+                                            self.model(candidate).name, primary.name if primary else "", reason=str(exc)))
         except MiniatureError as exc:  # it ends this check: the report says so
-            try:
-                shown = self.model(candidate)  # named as its results would be
-            except MiniatureError:
-                shown = candidate
-            self.record_error(exc, check=name, candidate=shown)
+            self.record_error(exc, check=name, candidate=candidate)
             raise
         return self.settle(pending, threshold.value if threshold is not None else None)
 
