@@ -287,13 +287,21 @@ def test_an_internal_error_exits_four_with_one_line_and_the_traceback_in_a_file(
     assert "Traceback" in saved.read_text() and "run_report" not in err
 
 
-@pytest.mark.parametrize(("case", "code", "kind"), [("model", 3, "model"), ("usage", 2, "usage"), ("data", 3, "data")])
+@pytest.mark.parametrize(("case", "code", "kind"), [("model", 3, "model"), ("cannot apply", 3, "model"),
+                                                    ("usage", 2, "usage"), ("data", 3, "data")])
 def test_a_run_that_ends_in_an_error_writes_every_report_with_the_error(tiny_models, tmp_path, case, code, kind):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_models.student, broken)
     (broken / "config.json").write_text("[]")
     (tmp_path / "texts.csv").write_text("text\na good film\na bad film\n")
+    logits_only = tmp_path / "logits-only"
+    if case == "cannot apply":  # an ONNX export without hidden states, asked for the KNN check by name
+        from miniature.compress import export_onnx
+
+        logits_only = export_onnx(tiny_models.teacher, tmp_path / "logits-only", hidden_states=False)
     check, args = {"model": ("error_jaccard", ("--candidate", str(broken), "--eval", str(tiny_models.eval_csv))),
+                   "cannot apply": ("knn_agreement", ("--candidate", f"onnx:{logits_only}", "--eval",
+                                                      str(tiny_models.eval_csv))),
                    "usage": ("ood_agreement", ("--ood", "texts.csv")),  # and no --train
                    "data": ("error_jaccard", ("--eval", "texts.csv"))}[case]  # no labels
     # With a broken model, the student's check runs first; then the run ends in the error.
@@ -304,11 +312,11 @@ def test_a_run_that_ends_in_an_error_writes_every_report_with_the_error(tiny_mod
     [said] = result.stderr.strip().splitlines()
     message = said.removeprefix("miniature: error: ")
     report = json.loads((tmp_path / "out" / "r.json").read_text())
-    name = "broken" if case == "model" else "student"
+    name = {"model": "broken", "cannot apply": "logits-only/model.onnx"}.get(case, "student")
     assert report["errors"] == [{"check": check, "candidate": name, "kind": kind, "message": message}]
     assert report["exit_status"] == code and report["verdict"] == "fail"
-    if case == "model":  # what ran before the error is in the report too
-        assert [(r["metric"], r["candidate"]) for r in report["results"]] == [("error_jaccard", "student")]
+    if case in ("model", "cannot apply"):  # what ran before the error is in the report too
+        assert [(r["metric"], r["candidate"]) for r in report["results"]] == [(check, "student")]
     page = (tmp_path / "out" / "r.html").read_text()
     assert '<span class="badge fail">ERROR</span>' in page and page.index(html.escape(message)) < page.index("Verdict per")
     markdown = (tmp_path / "out" / "s.md").read_text()
