@@ -70,7 +70,7 @@ def connect(ray: Any, timeout: float) -> None:
 
     address, deadline = address.strip(), time.monotonic() + timeout
     where = f"The Ray cluster at RAY_ADDRESS={address}"
-    host, port = _endpoint(ray, address, where)
+    host, port = _endpoint(address, where)
     try:
         socket.create_connection((host, port), timeout=min(timeout, 10.0)).close()
     except OSError as exc:
@@ -99,7 +99,7 @@ def connect(ray: Any, timeout: float) -> None:
                           f"{_FIX}") from None
 
 
-def _endpoint(ray: Any, address: str, where: str) -> tuple[str, int]:
+def _endpoint(address: str, where: str) -> tuple[str, int]:
     """(host, port) ``ray.init`` connects to for ``address``: a Ray Client's ``ray://host[:port]``, else the GCS
     address as Ray itself resolves it (``auto``: a cluster of this machine; a local name: this node's address)."""
     from urllib.parse import urlsplit
@@ -111,7 +111,13 @@ def _endpoint(ray: Any, address: str, where: str) -> tuple[str, int]:
         except ValueError as exc:
             raise UsageError(f"Expected RAY_ADDRESS to be host:port, ray://host:port, auto or local but got "
                              f"{address!r} ({exc})") from None
-    from ray._private.services import canonicalize_bootstrap_address
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # a Ray that moved it: the address as written
+        def canonicalize_bootstrap_address(address: str) -> str:
+            if not re.fullmatch(r"\[?[\w.:-]+\]?:\d+", address):
+                raise ValueError(address)
+            return address
 
     try:
         resolved = canonicalize_bootstrap_address(address)
