@@ -5,6 +5,7 @@ Each test failed before its fix (the issue that listed them reproduced each one)
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -134,6 +135,23 @@ def test_a_models_own_code_never_runs_unless_the_user_opts_in(tiny_models, tmp_p
     assert not marker.exists()
 
 
+def test_a_model_spec_opts_in_to_its_own_code_with_trust_remote_code(tiny_models, tmp_path):
+    evil = tmp_path / "evil"
+    shutil.copytree(tiny_models.teacher, evil)
+    marker = tmp_path / "code-ran"
+    config = json.loads((evil / "config.json").read_text())
+    config.update(model_type="evil-bert", auto_map={"AutoConfig": "evil.EvilConfig"})
+    (evil / "config.json").write_text(json.dumps(config))
+    (evil / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    for value in ("false", "FALSE"):
+        refused = compare(tiny_models, f"{evil}?trust_remote_code={value}", tmp_path, "--no-cache")
+        assert refused.returncode == 3 and "trust_remote_code" in refused.stderr and not marker.exists(), refused.stderr
+    bad = compare(tiny_models, f"{evil}?trust_remote_code=yes please", tmp_path, "--no-cache")
+    assert bad.returncode == 2 and "Expected trust_remote_code=true|false in model spec" in bad.stderr, bad.stderr
+    trusted = compare(tiny_models, f"{evil}?trust_remote_code=true", tmp_path, "--no-cache")
+    assert marker.exists(), trusted.stderr  # its own code ran (and then failed: evil.py defines no EvilConfig)
+
+
 # 5 -------------------------------------------------------------------------------------------------
 
 
@@ -179,6 +197,21 @@ def test_bad_settings_exit_two_before_any_model_runs(tiny_models, tmp_path, toml
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
+def test_a_bound_outside_its_characteristics_range_is_a_usage_error(tiny_models, tmp_path):
+    from miniature.characteristics import registry
+
+    said = "must be a number in the range [0, inf). Got -1"
+    on_the_line = compare(tiny_models, str(tiny_models.student), tmp_path, "--threshold", "kl_divergence=-1")
+    assert on_the_line.returncode == 2 and f"The 'kl_divergence.max' parameter of --threshold {said}" in on_the_line.stderr
+    (tmp_path / "pyproject.toml").write_text("[tool.miniature.thresholds]\nkl_divergence = { max = -1 }\n")
+    configured = compare(tiny_models, str(tiny_models.student), tmp_path)
+    assert configured.returncode == 2, configured.stderr
+    assert f"The 'kl_divergence.max' parameter of [tool.miniature.thresholds] {said}" in configured.stderr
+    # A divergence of 0 is a bound it can meet; a negative maximum gap of the attack check stays meaningful.
+    assert registry.get("kl_divergence").parse_threshold(0).value == 0.0
+    assert registry.get("attack_robustness").parse_threshold(-5).value == -5.0
+
+
 def test_bad_settings_are_pytest_usage_errors_and_data_problems_are_errors(pytester, tiny_models):
     pytester.makepyprojecttoml("[tool.miniature]\ncache_dir = 5")
     assert pytester.runpytest().ret == pytest.ExitCode.USAGE_ERROR
@@ -195,6 +228,38 @@ error_jaccard = 0.0
     result = pytester.runpytest("-p", "no:cacheprovider", "--junitxml=j.xml")
     result.assert_outcomes(errors=1)  # an unusable cache folder is an error, not a failed gate
     assert "<error" in pytester.path.joinpath("j.xml").read_text()
+
+
+def _without_root_override() -> None:
+    """In the child (as root): drop the capabilities that let root write where permissions say no, across exec."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, from the bounding set (PR_CAPBSET_DROP)
+        if libc.prctl(24, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_a_read_only_cache_is_read_and_never_written(tiny_models, tmp_path):
+    args = ("--threshold", "error_jaccard=0.0", "--cache-dir", "cache")
+    assert compare(tiny_models, str(tiny_models.student), tmp_path, *args).returncode == 0
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "cache").rglob("*"))
+    for path in (tmp_path / "cache", *(tmp_path / "cache").rglob("*")):
+        path.chmod(path.stat().st_mode & ~0o222)
+    preexec = _without_root_override if os.geteuid() == 0 else None
+    probe = subprocess.run([sys.executable, "-c", "open('cache/probe', 'w')"], cwd=tmp_path, preexec_fn=preexec,
+                           capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("this process can write to a read-only folder (root with CAP_DAC_OVERRIDE it could not drop)")
+    # One candidate's outputs are in the cache, the other's are not: used, and computed without being written.
+    result = subprocess.run([*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate",
+                             str(tiny_models.student), "--candidate", f"onnx:{tiny_models.onnx}", "--eval",
+                             str(tiny_models.eval_csv), *args], capture_output=True, text=True, cwd=tmp_path, env=ENV,
+                            timeout=600, preexec_fn=preexec)
+    assert result.returncode == 0, result.stderr
+    assert "model outputs: 1 computed" in result.stdout and "2 from cache" in result.stdout, result.stdout
+    assert result.stderr.count("will not be cached") == 1 and "not writable" in result.stderr, result.stderr
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "cache").rglob("*")) == before
 
 
 def test_outputs_that_cannot_be_written_lose_nothing(tiny_models, tmp_path):
@@ -221,6 +286,168 @@ def test_an_internal_error_exits_four_with_one_line_and_the_traceback_in_a_file(
     assert len(err.splitlines()) == 1 and "internal error: RuntimeError: something the authors did not foresee" in err
     saved = Path(err.split("the traceback is in ")[1].split(";")[0])
     assert "Traceback" in saved.read_text() and "run_report" not in err
+
+
+@pytest.mark.parametrize(("case", "code", "kind"), [("model", 3, "model"), ("cannot apply", 3, "model"),
+                                                    ("usage", 2, "usage"), ("data", 3, "data")])
+def test_a_run_that_ends_in_an_error_writes_every_report_with_the_error(tiny_models, tmp_path, case, code, kind):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models.student, broken)
+    (broken / "config.json").write_text("[]")
+    (tmp_path / "texts.csv").write_text("text\na good film\na bad film\n")
+    logits_only = tmp_path / "logits-only"
+    if case == "cannot apply":  # an ONNX export without hidden states, asked for the KNN check by name
+        from miniature.compress import export_onnx
+
+        logits_only = export_onnx(tiny_models.teacher, tmp_path / "logits-only", hidden_states=False)
+    check, args = {"model": ("error_jaccard", ("--candidate", str(broken), "--eval", str(tiny_models.eval_csv))),
+                   "cannot apply": ("knn_agreement", ("--candidate", f"onnx:{logits_only}", "--eval",
+                                                      str(tiny_models.eval_csv))),
+                   "usage": ("ood_agreement", ("--ood", "texts.csv")),  # and no --train
+                   "data": ("error_jaccard", ("--eval", "texts.csv"))}[case]  # no labels
+    # With a broken model, the student's check runs first; then the run ends in the error.
+    result = run(*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate", str(tiny_models.student), *args,
+                 "--checks", check, "--no-cache", "--report", "out/r.json", "--html", "out/r.html", "--markdown",
+                 "out/s.md", cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    [said] = result.stderr.strip().splitlines()
+    message = said.removeprefix("miniature: error: ")
+    report = json.loads((tmp_path / "out" / "r.json").read_text())
+    name = {"model": "broken", "cannot apply": "logits-only/model.onnx"}.get(case, "student")
+    assert report["errors"] == [{"check": check, "candidate": name, "kind": kind, "message": message}]
+    assert report["exit_status"] == code and report["verdict"] == "fail"
+    if case in ("model", "cannot apply"):  # what ran before the error is in the report too
+        assert [(r["metric"], r["candidate"]) for r in report["results"]] == [(check, "student")]
+    page = (tmp_path / "out" / "r.html").read_text()
+    assert '<span class="badge fail">ERROR</span>' in page and page.index(html.escape(message)) < page.index("Verdict per")
+    markdown = (tmp_path / "out" / "s.md").read_text()
+    assert "**the run ended in an error**" in markdown.splitlines()[2] and html.escape(message) in markdown
+
+
+def test_errors_of_configured_checks_assert_calls_and_fixtures_reach_the_report(pytester, tiny_models, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models.student, broken)
+    (broken / "config.json").write_text("[]")
+    (tmp_path / "bank.csv").write_text("words\nno text column here\n")
+    pytester.makepyprojecttoml(f"""
+[tool.miniature]
+reference = "{tiny_models.teacher}"
+candidates = ["{broken}"]
+eval = "{tiny_models.eval_csv}"
+train = "{tmp_path / 'bank.csv'}"
+cache_dir = ""
+[tool.miniature.thresholds]
+error_jaccard = 0.0
+""")
+    pytester.makepyfile("""
+        from miniature import assert_kl_divergence
+
+        def test_drift(reference, candidate, eval_set):
+            assert_kl_divergence(reference, candidate, eval_set, max=1.0)
+
+        def test_bank(train_set):
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--miniature-report", "r.json", "--miniature-html", "r.html")
+    result.assert_outcomes(errors=3)
+    errors = json.loads((pytester.path / "r.json").read_text())["errors"]
+    assert [(e["check"], e["candidate"], e["kind"]) for e in errors] == [
+        ("error_jaccard", "broken", "model"), ("kl_divergence", "broken", "model"), (None, None, "data")]
+    assert "expected a JSON object" in errors[0]["message"] and "has no text column" in errors[2]["message"]
+    assert "ERROR" in (pytester.path / "r.html").read_text()
+
+
+def _processes_of_session(sid: int) -> list[str]:
+    """The command lines of the processes still in session ``sid`` (Linux /proc)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                alive.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, IndexError, ValueError):
+            continue
+    return alive
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_ctrl_c_exits_130_with_one_line_and_leaves_nothing_running(tiny_models, tmp_path, engine):
+    import signal
+    import time
+
+    if engine == "ray":
+        pytest.importorskip("ray")
+    rows = tiny_models.eval_csv.read_text().splitlines()
+    (tmp_path / "big.csv").write_text("\n".join([rows[0], *rows[1:] * 50]) + "\n")  # 10,000 points: minutes at batch 2
+    env = {k: v for k, v in ENV.items() if k != "RAY_ADDRESS"}  # a Ray of its own, started and stopped by the command
+    command = subprocess.Popen([*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate",
+                                str(tiny_models.student), "--eval", "big.csv", "--checks", "error_jaccard", "--batch-size",
+                                "2", "--cache-dir", "cache", "--engine", engine], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "cache").glob("locks/*.lock")) and command.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the lock is taken just before the reference runs
+        time.sleep(3)
+        assert command.poll() is None, command.communicate()
+        command.send_signal(signal.SIGINT)
+        out, err = command.communicate(timeout=120)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+    assert command.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "miniature: interrupted" and "Traceback" not in err, err
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.startswith(".tmp-")]  # no half-written entry
+    deadline = time.monotonic() + 30
+    while (left := _processes_of_session(command.pid)) and time.monotonic() < deadline:
+        time.sleep(0.5)  # Ray's processes stop as the command exits
+    assert not left, left
+
+
+def test_an_unreachable_ray_cluster_is_a_model_error_naming_ray_address_within_the_connect_timeout(tiny_models, tmp_path):
+    import socket
+    import time
+
+    pytest.importorskip("ray")
+    (tmp_path / "pyproject.toml").write_text('[tool.miniature]\nengine = "ray"\nray_connect_timeout = 3\n')
+    silent = socket.create_server(("0.0.0.0", 0))  # accepts connections (the kernel does) and never answers
+    with silent:
+        for address, said in (("127.0.0.1:1", "cannot be reached"), (f"127.0.0.1:{silent.getsockname()[1]}",
+                                                                      "did not answer within 3 s")):
+            start = time.monotonic()
+            result = subprocess.run([*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate",
+                                     str(tiny_models.student), "--eval", str(tiny_models.eval_csv), "--no-cache"],
+                                    capture_output=True, text=True, cwd=tmp_path, env={**ENV, "RAY_ADDRESS": address},
+                                    timeout=300)
+            assert result.returncode == 3, result.stderr
+            last = result.stderr.strip().splitlines()[-1]
+            assert last.startswith("miniature: error: ") and f"RAY_ADDRESS={address}" in last and said in last, last
+            assert "Traceback" not in result.stderr and time.monotonic() - start < 40
+    bad = subprocess.run([*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate", str(tiny_models.student),
+                          "--eval", str(tiny_models.eval_csv), "--ray-connect-timeout", "0"], capture_output=True,
+                         text=True, cwd=tmp_path, env=ENV, timeout=300)
+    assert bad.returncode == 2 and "--ray-connect-timeout" in bad.stderr, bad.stderr
+
+
+def test_an_empty_ray_address_runs_a_local_ray_whose_actor_errors_read_as_the_local_engines(tiny_models, tmp_path):
+    pytest.importorskip("ray")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models.teacher, broken)
+    (broken / "model.safetensors").write_bytes(b"\x10" + b"\x00" * 7 + b"{not json at all")  # fails where weights load
+    args = ("--checks", "error_jaccard", "--no-cache")
+    local = compare(tiny_models, str(broken), tmp_path, *args)
+    assert local.returncode == 3, local.stderr
+    [said] = local.stderr.strip().splitlines()
+    # CI systems export unset variables as empty: no cluster, so a local Ray (it was an internal error, exit 4).
+    on_ray = subprocess.run([*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate", str(broken),
+                             "--eval", str(tiny_models.eval_csv), *args, "--engine", "ray"], capture_output=True,
+                            text=True, cwd=tmp_path, env={**ENV, "RAY_ADDRESS": ""}, timeout=600)
+    assert on_ray.returncode == 3, on_ray.stderr
+    assert "\x1b" not in on_ray.stderr and "Traceback" not in on_ray.stderr, on_ray.stderr
+    [line] = [line for line in on_ray.stderr.splitlines() if line.startswith("miniature:")]
+    assert line.startswith(said + " (the actor's traceback is in "), (line, said)
+    saved = Path(line.split("the actor's traceback is in ")[1].rstrip(")"))
+    assert "ModelLoadError" in saved.read_text() and "\x1b" not in saved.read_text()
 
 
 # 6 -------------------------------------------------------------------------------------------------
@@ -365,11 +592,40 @@ def test_a_stray_quote_that_merges_rows_is_reported(tmp_path):
     rows = [f"review number {i}\t{i % 2}" for i in range(40)]
     rows[5] = '"great film\t1'  # the quote opens a field that swallows the rows after it
     (tmp_path / "reviews.tsv").write_text("text\tlabel\n" + "\n".join(rows) + '\nand then" it ends\t0\n')
-    with pytest.warns(DataWarning, match=r"42 non-empty lines parsed into \d+ rows.*\?quoting=none"):
+    with pytest.warns(DataWarning, match=r"42 non-empty lines \(a header and 41 rows expected\) parsed into \d+ rows.*"
+                                         r"\?quoting=none"):
         merged = load_eval_set(parse_dataset_spec(str(tmp_path / "reviews.tsv")))
     assert len(merged) < 41
     literal = load_eval_set(parse_dataset_spec(f"{tmp_path / 'reviews.tsv'}?quoting=none"))
     assert len(literal) == 41
+
+
+@pytest.mark.parametrize(("header", "option", "expected"), [
+    (True, "", "41 non-empty lines (a header and 40 rows expected) parsed into 38 rows"),
+    (False, "?header=none&text=0&label=1", "40 non-empty lines (40 rows expected) parsed into 38 rows"),
+])
+def test_the_merged_rows_warning_counts_rows_like_for_like(tmp_path, header, option, expected):
+    from miniature.data import load_eval_set, parse_dataset_spec
+    from miniature.errors import DataWarning
+
+    rows = [f"review number {i},{i % 2}" for i in range(40)]
+    rows[10] = '"opens a quote,1'  # swallows rows 11 and 12 into one field ...
+    rows[12] = 'closes here",0'  # ... closed two rows later: 40 rows read as 38
+    (tmp_path / "r.csv").write_text(("text,label\n" if header else "") + "\n".join(rows) + "\n")
+    with pytest.warns(DataWarning) as caught:
+        data = load_eval_set(parse_dataset_spec(f"{tmp_path / 'r.csv'}{option}"))
+    assert len(data) == 38
+    assert [expected in str(w.message) for w in caught] == [True], [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize(("choices", "repeated"), [("good|bad|good", "'good'"), ('"["" yes"", ""no"", ""yes""]"', "' yes'")])
+def test_a_multiple_choice_row_with_a_repeated_choice_is_a_data_error(tmp_path, choices, repeated):
+    from miniature.data import load_eval_set, parse_dataset_spec
+    from miniature.errors import DatasetError
+
+    (tmp_path / "mc.csv").write_text(f"context,choices,label\na film,bad|good,1\nanother film,{choices},0\n")
+    with pytest.raises(DatasetError, match=rf"row 1 has the choice {repeated} more than once .*choices column 'choices'"):
+        load_eval_set(parse_dataset_spec(str(tmp_path / "mc.csv")))
 
 
 def test_a_max_length_that_leaves_no_room_for_text_is_refused(tiny_models, tmp_path):
@@ -411,11 +667,66 @@ def test_names_from_models_data_and_report_files_are_escaped_in_every_renderer(t
 
 
 def test_the_report_command_escapes_a_crafted_report(tmp_path):
-    (tmp_path / "r.json").write_text(json.dumps(hostile_report()))
+    report = hostile_report()
+    report["gates"] = {"failed": 3, "total": 6}  # counts stay numbers: a string there is refused, naming the field
+    (tmp_path / "r.json").write_text(json.dumps(report))
     result = run(*CLI, "report", "r.json", "--html", "r.html", "--markdown", "s.md", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "<script>alert" not in (tmp_path / "r.html").read_text() and "<script" not in (tmp_path / "s.md").read_text()
     assert "\x1b" not in result.stdout
+
+
+def _fixture_report() -> dict:
+    return json.loads((Path(__file__).parent / "fixtures" / "report-v1.json").read_text())
+
+
+@pytest.mark.parametrize(("spoil", "said"), [
+    (lambda r: r.update(results=None), "results: expected a list of results, got None"),
+    (lambda r: r["results"][3].update(value="abc"), "results[3].value: expected a number or null, got 'abc'"),
+    (lambda r: r["results"][0].pop("metric"), "results[0].metric: expected a string, got nothing (the field is missing)"),
+    (lambda r: r["results"][2]["reference_detection"].update(auroc=[1]),
+     "results[2].reference_detection.auroc: expected a number or null, got [1]"),
+    (lambda r: r["gates"].update(failed="3"), "gates.failed: expected a whole number, got '3'"),
+])
+def test_the_report_command_names_the_field_a_malformed_report_has_wrong(tmp_path, spoil, said):
+    report = _fixture_report()
+    spoil(report)
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    result = run(*CLI, "report", "r.json", "--markdown", "s.md", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"miniature: error: r.json: {said}"
+
+
+def test_a_malformed_baseline_is_a_warning_and_the_runs_own_reports_are_written(pytester, tiny_models, tmp_path):
+    args = ("--threshold", "error_jaccard=0.0", "--cache-dir", "cache")
+    assert compare(tiny_models, str(tiny_models.student), tmp_path, *args, "--report", "base.json").returncode == 0
+    base = json.loads((tmp_path / "base.json").read_text())
+    for name, spoil, said in (("null", lambda r: r.update(results=None), "results: expected a list of results, got None"),
+                              ("typed", lambda r: r["results"][0].update(value="abc"),
+                               "results[0].value: expected a number or null, got 'abc'")):
+        bad = json.loads(json.dumps(base))
+        spoil(bad)
+        (tmp_path / f"{name}.json").write_text(json.dumps(bad))
+        result = compare(tiny_models, str(tiny_models.student), tmp_path, *args, "--compare-baseline", f"{name}.json",
+                         "--report", f"{name}-r.json", "--markdown", f"{name}-s.md")
+        assert result.returncode == 0, result.stderr
+        assert f"baseline not compared: {tmp_path / name}.json: {said}" in result.stdout
+        assert (tmp_path / f"{name}-r.json").is_file() and (tmp_path / f"{name}-s.md").is_file()
+    # The plugin's --miniature-compare-baseline takes the same path: a warning line, the reports written, pytest's code.
+    pytester.makepyprojecttoml(f"""
+[tool.miniature]
+reference = "{tiny_models.teacher}"
+candidates = ["{tiny_models.student}"]
+eval = "{tiny_models.eval_csv}"
+cache_dir = "{tmp_path / 'cache'}"
+[tool.miniature.thresholds]
+error_jaccard = 0.0
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--miniature-compare-baseline", str(tmp_path / "null.json"),
+                                "--miniature-report", "r.json", "--miniature-markdown", "s.md")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*baseline not compared: *null.json: results: expected a list of results, got None"])
+    assert (pytester.path / "r.json").is_file() and (pytester.path / "s.md").is_file()
 
 
 # 10 ------------------------------------------------------------------------------------------------

@@ -162,8 +162,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     from miniature.errors import MiniatureError
 
     report = (yield).get_result()
-    if call.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(MiniatureError):
-        report.when = "setup"
+    if call.excinfo is not None and call.excinfo.errisinstance(MiniatureError):  # in the report's errors (a check's: named)
+        item.config.stash[state_key].session.record_error(call.excinfo.value, check=None, candidate=None)
+        report.when = "setup" if call.when == "call" else report.when
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -176,7 +177,7 @@ def pytest_runtest_call(item: pytest.Item):
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """On an xdist worker: hand this worker's report to the controller, which reports for all."""
-    if hasattr(session.config, "workeroutput") and (state := session.config.stash.get(state_key, None)) and state.session.ledger.entries:
+    if hasattr(session.config, "workeroutput") and (state := session.config.stash.get(state_key, None)) and state.session.recorded:
         session.config.workeroutput["miniature"] = state.session.worker_report()
 
 

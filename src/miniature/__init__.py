@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 #: helpers are found through the characteristics' registry, below).
 _EXPORTS = {
     # errors
-    **dict.fromkeys(["CacheWarning", "DataWarning", "DatasetError", "GateFailure", "LabelMismatchError", "MiniatureError",
+    **dict.fromkeys(["CacheWarning", "DataWarning", "DatasetError", "EngineError", "GateFailure", "LabelMismatchError", "MiniatureError",
                      "MissingExtraError", "ModelLoadError", "NotApplicable", "UsageError"], "errors"),
     # running a gate
     "Session": "session", "Settings": "config", "load_settings": "config", "AttackSettings": "attack.settings",

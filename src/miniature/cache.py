@@ -3,7 +3,9 @@
 An entry is keyed by (model fingerprint, dataset fingerprint, task, preprocessing), so
 a re-run with nothing changed runs no model. Writes are atomic (write, fsync, rename):
 an interrupted run leaves no half-written entry. An unreadable entry is moved aside
-(``*.corrupt``), reported with a :class:`CacheWarning`, and recomputed.
+(``*.corrupt``), reported with a :class:`CacheWarning`, and recomputed. A cache folder this
+process cannot write (one filled by another job and shared read-only) is read, never written
+nor locked, with one :class:`CacheWarning`.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ _ARRAYS = ("logits", "cls", "mean", "answers", "span_scores", "null_scores", "st
            "last", "token_counts", "token_logprobs", "top_tokens", "choice_scores")
 
 
-def usable(directory: Path) -> None:
-    """Check, before any model runs, that the cache folder exists or can be made and can be written."""
+def usable(directory: Path) -> bool:
+    """Check, before any model runs, that the cache folder exists or can be made; whether it can be written
+    (an existing folder that can only be read is read, and nothing is written to it)."""
     from .errors import UsageError
 
     fix = "give another with --miniature-cache-dir (cache_dir) or turn it off with --miniature-no-cache"
@@ -38,8 +41,11 @@ def usable(directory: Path) -> None:
         raise UsageError(f"The cache folder {directory} is a file, or lies under one; {fix}") from None
     except OSError as exc:
         raise UsageError(f"The cache folder {directory} cannot be made ({exc.strerror}); {fix}") from None
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise UsageError(f"The cache folder {directory} is not writable; {fix}")
+    if os.access(directory, os.W_OK | os.X_OK):
+        return True
+    if not os.access(directory, os.R_OK | os.X_OK):
+        raise UsageError(f"The cache folder {directory} can be neither written nor read; {fix}")
+    return False
 
 
 def cache_key(**parts: Any) -> str:
@@ -50,15 +56,35 @@ def cache_key(**parts: Any) -> str:
 class OutputCache:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        usable(self.directory)
+        self.writable = True
+        if not usable(self.directory):
+            self.read_only()
+
+    def read_only(self, detail: str = "") -> None:
+        """Read the entries there are and write none from now on (said once)."""
+        if self.writable:
+            self.writable = False
+            warnings.warn(f"The cache folder {self.directory} is not writable{f' ({detail})' if detail else ''}: its "
+                          f"entries are used, and this run's results will not be cached", CacheWarning, stacklevel=3)
 
     def lock(self, key: str) -> Any:
         """A lock on ``key`` across processes: pytest-xdist's workers (or two runs) wanting the same output wait
-        for the one computing it, then read it from the cache, instead of all computing it."""
+        for the one computing it, then read it from the cache, instead of all computing it. A read-only cache
+        has no lock to take (a lock file is a write), and nothing of this run to wait for."""
+        import contextlib
+
         from filelock import FileLock
 
+        if not self.writable:
+            return contextlib.nullcontext()
         path = self.directory / "locks" / f"{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+                raise PermissionError(f"{path} cannot be written")
+        except OSError as exc:  # a folder made read-only under the cache (chmod -R a-w on a copy of some of it)
+            self.read_only(f"{type(exc).__name__}: {exc}")
+            return contextlib.nullcontext()
         return FileLock(str(path))
 
     def path(self, key: str) -> Path:
@@ -68,7 +94,7 @@ class OutputCache:
         arrays = self.get_arrays(key, _ARRAYS)
         return ModelOutputs(**arrays) if arrays is not None else None
 
-    def put(self, key: str, outputs: ModelOutputs, meta: dict[str, Any]) -> Path:
+    def put(self, key: str, outputs: ModelOutputs, meta: dict[str, Any]) -> Path | None:
         return self.put_arrays(key, {name: getattr(outputs, name) for name in _ARRAYS}, meta)
 
     def get_arrays(self, key: str, names: tuple[str, ...]) -> dict[str, np.ndarray | None] | None:
@@ -85,6 +111,10 @@ class OutputCache:
         except FileNotFoundError:  # another run moved this entry aside or replaced it meanwhile: recompute
             return None
         except Exception as exc:
+            if not self.writable:  # it stays where it is: recomputed, and not cached
+                warnings.warn(f"miniature cache entry {path} is unreadable ({type(exc).__name__}: {exc}); recomputing "
+                              f"(the cache is read only: the entry stays)", CacheWarning, stacklevel=2)
+                return None
             aside = set_aside(path)
             if aside is None:  # a concurrent run set the same entry aside first
                 return None
@@ -96,11 +126,18 @@ class OutputCache:
             )
             return None
 
-    def put_arrays(self, key: str, named: dict[str, np.ndarray | None], meta: dict[str, Any]) -> Path:
+    def put_arrays(self, key: str, named: dict[str, np.ndarray | None], meta: dict[str, Any]) -> Path | None:
+        """Store the arrays under ``key``; None when the cache cannot be written (the result is not cached)."""
+        if not self.writable:
+            return None
         path = self.path(key)
         arrays = {"meta": np.array(json.dumps({**meta, "key": key}))}
         arrays.update({name: array for name, array in named.items() if array is not None})
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        write_atomic(path, buffer.getvalue())
+        try:
+            write_atomic(path, buffer.getvalue())
+        except PermissionError as exc:  # part of the folder is read only: the run goes on uncached
+            self.read_only(f"{type(exc).__name__}: {exc}")
+            return None
         return path

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "thresholds of [tool.miniature.thresholds] and --threshold, and print the tables. A check that "
                     "cannot apply to a model or data set is reported as not applicable unless you asked for it. "
                     "Exit codes: 0 every gate passed, 1 a gate failed, 2 usage error, 3 a model or data set could "
-                    "not be used.",
+                    "not be used, 4 internal error, 130 interrupted.",
         epilog="characteristics: " + "; ".join(f"{c.name}: {c.summary}" for c in _characteristics()),
     )
     add_options(compare.add_argument, plugin=False)
@@ -127,18 +127,23 @@ def run_compare(args: argparse.Namespace) -> int:
     checks, explicit = session.chosen_checks()
     for line in session.unused_data(checks):
         print(f"miniature: warning: {line}", file=sys.stderr)
-    failures = []
-    for spec in settings.candidates:
-        for check in checks:
-            try:
-                session.run_check(check, spec, settings.thresholds.get(check), explicit=explicit)
-            except GateFailure as failure:
-                failures.append(str(failure))
-    code = 1 if failures else 0
+    failures, error = [], None
+    try:
+        for spec in settings.candidates:
+            for check in checks:
+                try:
+                    session.run_check(check, spec, settings.thresholds.get(check), explicit=explicit)
+                except GateFailure as failure:
+                    failures.append(str(failure))
+    except MiniatureError as exc:  # the run ends here, and still writes every report asked for, with the error in it
+        error = exc
+    code = exit_code(error) if error is not None else 1 if failures else 0
     for line in session.finish(exit_status=code, options=args, here=here):
         print(line)
     for failure in failures:
         print(f"\nFAILED {failure}")
+    if error is not None:
+        raise error  # one line on stderr, and its own exit code
     gated = sum(1 for e in session.ledger.entries if e.verdict is not None)
     print(f"\n{len(failures)} of {gated} gates failed" if failures else f"\nall {gated} gates passed" if gated else "\nno gates set")
     return code
@@ -148,13 +153,14 @@ def run_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .report.json_report import read_json
-    from .report.terminal import matrix_lines, printable, summary
+    from .report.terminal import error_lines, matrix_lines, printable, summary
     from .report.writing import write_reports
 
     report = read_json(args.path)
     print(printable(f"pytest-miniature report of {report['created']}: {report['verdict']} "
                     f"({report['gates']['failed']} of {report['gates']['total']} gates failed)"))
-    for line in summary(report["results"]) + matrix_lines(report.get("matrices") or {}):
+    for line in summary(report["results"]) + matrix_lines(report.get("matrices") or {}) + \
+            error_lines(report.get("errors") or []):
         print(line)
     options = argparse.Namespace(miniature_markdown=args.markdown, miniature_html=args.html)
     for line in write_reports(report, options, Path.cwd(), step_summary=False):
@@ -213,17 +219,22 @@ def main(argv: list[str] | None = None) -> int:
             return run_compare(args)
         if args.command == "report":
             return run_report(args)
-    except UsageError as exc:
+    except MiniatureError as exc:  # a usage error, or a model or data set that could not be used
         print(f"miniature: error: {exc}", file=sys.stderr)
-        return 2
-    except MiniatureError as exc:  # a model or data set that could not be used
-        print(f"miniature: error: {exc}", file=sys.stderr)
-        return 3
+        return exit_code(exc)
+    except KeyboardInterrupt:  # Ctrl-C: its own code (never 1, a failed gate), no traceback; `finally`s released Ray's actors
+        print("miniature: interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:  # a bug of ours: one line, the traceback in a file, and a code of its own
         print(f"miniature: internal error: {type(exc).__name__}: {exc} (the traceback is in {_save_traceback()}; "
               f"please report it)", file=sys.stderr)
         return 4
     return 0  # pragma: no cover - argparse requires a command
+
+
+def exit_code(error: MiniatureError) -> int:
+    """2 for a usage error (a bad option, setting or spec), 3 for a model or data set that could not be used."""
+    return 2 if isinstance(error, UsageError) else 3
 
 
 def _save_traceback() -> str:

@@ -81,6 +81,8 @@ class Settings:
     engine: str = "local"
     #: Ray: actors per model (None: one per CPU of the cluster, or per GPU when the device is CUDA).
     workers: int | None = None
+    #: Ray: seconds to join the cluster RAY_ADDRESS names before it is an error (Ray itself retries for minutes).
+    ray_connect_timeout: float = 60.0
     #: The characteristics to run (None: those with thresholds, else every one whose data is given).
     checks: list[str] | None = None
     #: Relative paths in specs resolve against this directory.
@@ -156,6 +158,10 @@ class Settings:
             raise UsageError(f"Expected engine to be one of {', '.join(ENGINES)} in {owner} but got {self.engine!r}")
         if self.workers is not None:
             check_positive_int(self.workers, "workers", owner)
+        self.ray_connect_timeout = check_finite(self.ray_connect_timeout, "ray_connect_timeout", owner)
+        if self.ray_connect_timeout <= 0:
+            raise UsageError(f"The 'ray_connect_timeout' parameter of {owner} must be a number of seconds in the range "
+                             f"(0, inf). Got {self.ray_connect_timeout:g} instead.")
         if self.gate not in GATE_MODES:
             raise UsageError(f"Expected gate to be one of {', '.join(GATE_MODES)} in {owner} but got {self.gate!r}")
         if self.pooling not in POOLINGS:

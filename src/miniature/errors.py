@@ -4,6 +4,9 @@
 class MiniatureError(Exception):
     """Root of every error raised by pytest-miniature."""
 
+    #: What could not be used, as a report's ``errors`` say it: ``usage``, ``model`` (or the engine) or ``data``.
+    kind = "model"
+
 
 class UsageError(MiniatureError, ValueError):
     """A spec, option or config value is malformed or points at nothing.
@@ -11,13 +14,21 @@ class UsageError(MiniatureError, ValueError):
     The pytest plugin turns these into pytest usage errors before any test runs.
     """
 
+    kind = "usage"
+
 
 class ModelLoadError(MiniatureError):
     """A model spec was well formed but the model could not be loaded or run."""
 
 
+class EngineError(ModelLoadError):
+    """The engine cannot run models: a Ray cluster that cannot be reached, joined or started."""
+
+
 class DatasetError(MiniatureError):
     """A dataset could not be loaded, or lacks what a check needs."""
+
+    kind = "data"
 
 
 class LabelMismatchError(DatasetError):

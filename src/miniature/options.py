@@ -27,6 +27,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number above 0 but got {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -86,6 +96,9 @@ OPTIONS = (
                                "(ray: RAY_ADDRESS, else a local Ray; needs pytest-miniature[ray])"}),
     Option("workers", {"type": positive_int, "metavar": "N",
                         "help": "Ray engine: actors per model (default: one per CPU of the cluster, per GPU on CUDA)"}),
+    Option("ray-connect-timeout", {"type": positive_number, "metavar": "SECONDS",
+                                   "help": "Ray engine: how long to try joining the cluster RAY_ADDRESS names before it "
+                                           "is an error (default 60)"}),
     Option("cache-dir", {"metavar": "DIR", "help": "where model outputs are cached (default: .miniature_cache beside pyproject.toml)"}),
     Option("no-cache", {"action": "store_true", "help": "neither read nor write the output cache"}),
     Option("trust-remote-code", {"action": "store_true",
@@ -129,7 +142,7 @@ def resolve_settings(values: Any, here: Path, *, inifile: Path | None = None) ->
         "max_answer_length": get("max_answer_length"), "null_threshold": get("null_threshold"),
         "cache_dir": Path(here, get("cache_dir")) if get("cache_dir") else None,
         "checks": get("checks"), "device": get("device"), "dtype": get("dtype"), "engine": get("engine"),
-        "workers": get("workers"),
+        "workers": get("workers"), "ray_connect_timeout": get("ray_connect_timeout"),
         "trust_remote_code": True if get("trust_remote_code") else None,
     })
     if get("no_cache"):

@@ -17,7 +17,7 @@ from .characteristics.bootstrap import RESAMPLES
 from .config import Settings
 from .data import DatasetSpec, EvalSet
 from .engine import Engine, make_engine
-from .errors import GateFailure, NotApplicable, NotCached, UsageError
+from .errors import GateFailure, MiniatureError, NotApplicable, NotCached, UsageError
 from .evidence import Evidence, Model
 from .models import ModelSpec
 from .outputs import ModelOutputs
@@ -104,6 +104,9 @@ class Session:
         self.settings = settings if settings is not None else Settings()
         self.engine = engine if engine is not None else make_engine(self.settings, progress=progress, live=live)
         self.ledger = Ledger()
+        #: Errors that ended a check, a test or the run (the report's ``errors``), and the exceptions behind them.
+        self.errors: list[dict[str, Any]] = []
+        self._errors_seen: list[BaseException] = []
         self._models: dict[str, Model] = {}
 
     # -- models and data ------------------------------------------------------------------------
@@ -136,6 +139,27 @@ class Session:
         return self.ledger.results
 
     @property
+    def recorded(self) -> bool:
+        """Whether this session holds anything a report would show: a result, or an error."""
+        return bool(self.ledger.entries or self.errors)
+
+    def record_error(self, error: MiniatureError, *, check: str | None, candidate: Any) -> None:
+        """Note ``error`` for the report (once, however many callers see it): the check and the candidate it ended,
+        when known (a Model, a spec or a name), its kind and its message."""
+        if any(error is seen for seen in self._errors_seen):
+            return
+        self._errors_seen.append(error)
+        if isinstance(candidate, (str, ModelSpec)):
+            try:
+                candidate = self.model(candidate)  # named as its results would be
+            except MiniatureError:
+                pass
+        entry = {"check": check, "candidate": getattr(candidate, "name", candidate), "kind": error.kind,
+                 "message": str(error)}
+        if entry not in self.errors:
+            self.errors.append(entry)
+
+    @property
     def stats(self):
         return self.engine.stats
 
@@ -147,8 +171,12 @@ class Session:
         """Compute ``characteristic`` for the pair, record it with its verdict, and fail a gate outside ``threshold``."""
         __tracebackhide__ = True
         pending = Pending(characteristic, reference, candidate, dict(data), dict(params))
-        pending.result = characteristic.measure(evidence=self.engine, reference=reference, candidate=candidate, data=data,
-                                                params=params, resamples=resamples)
+        try:
+            pending.result = characteristic.measure(evidence=self.engine, reference=reference, candidate=candidate,
+                                                    data=data, params=params, resamples=resamples)
+        except MiniatureError as exc:
+            self.record_error(exc, check=characteristic.name, candidate=candidate)
+            raise
         return self.settle(pending, threshold, record=record).result
 
     def settle(self, pending: Pending, threshold: float | None, *, record: bool = True) -> Entry:
@@ -210,12 +238,16 @@ class Session:
             pending = self.prepare(name, candidate, threshold)
         except NotApplicable as exc:
             if explicit:
+                self.record_error(exc, check=name, candidate=candidate)
                 raise
             characteristic = registry.get(name)
             data = self.configured_data(characteristic)
             primary = data.get(characteristic.primary or next(iter(characteristic.needs), ""))
             return self.ledger.record(Entry(characteristic.name, self.model(self.settings.reference).name,
                                             self.model(candidate).name, primary.name if primary else "", reason=str(exc)))
+        except MiniatureError as exc:  # it ends this check: the report says so
+            self.record_error(exc, check=name, candidate=candidate)
+            raise
         return self.settle(pending, threshold.value if threshold is not None else None)
 
     def chosen_checks(self) -> tuple[list[str], bool]:
@@ -385,7 +417,7 @@ class Session:
         if merged:
             report["matrices"] = self.matrices_from_cache()
         outputs = report["outputs"]
-        if not report["results"] and not outputs["computed"] and not outputs["from_cache"]:
+        if not report["results"] and not outputs["computed"] and not outputs["from_cache"] and not report["errors"]:
             return []
         lines = summary_lines(report, cache=str(self.settings.cache_dir or "disabled"))
         if merged:

@@ -40,3 +40,21 @@ def check_finite(value: Any, name: str, owner: str) -> float:
             f"The {name!r} parameter of {owner} must be a finite number. Got {value!r} (type={type(value).__name__}) instead."
         )
     return float(value)
+
+
+def check_in_range(value: Any, name: str, owner: str, low: float, high: float) -> float:
+    """Return ``value`` as a finite float in [``low``, ``high``] (an infinite end is open), or raise naming ``name``
+    and ``owner``; [0, 1] reads as :func:`check_fraction`, an unbounded range as :func:`check_finite`."""
+    if (low, high) == (0.0, 1.0):
+        return check_fraction(value, name, owner)
+    if math.isinf(low) and math.isinf(high):
+        return check_finite(value, name, owner)
+    shown = f"{'(-inf' if math.isinf(low) else f'[{low:g}'}, {'inf)' if math.isinf(high) else f'{high:g}]'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UsageError(
+            f"The {name!r} parameter of {owner} must be a number in the range {shown}. "
+            f"Got {value!r} (type={type(value).__name__}) instead."
+        )
+    if not low <= value <= high:
+        raise UsageError(f"The {name!r} parameter of {owner} must be a number in the range {shown}. Got {value!r} instead.")
+    return float(value)

@@ -45,10 +45,10 @@ def example_key(text: str, gold: int) -> str:
 
 
 class OutcomeStore:
-    """One JSON file of outcomes per (target, attack setting); written atomically."""
+    """One JSON file of outcomes per (target, attack setting); written atomically, unless the cache is read only."""
 
-    def __init__(self, path: Path | None, key: str) -> None:
-        self.path, self.key = path, key
+    def __init__(self, path: Path | None, key: str, *, writable: bool = True) -> None:
+        self.path, self.key, self.writable = path, key, writable
         self.outcomes: dict[str, dict[str, Any]] = {}
         if path is not None and path.is_file():
             try:
@@ -61,7 +61,7 @@ class OutcomeStore:
             except FileNotFoundError:  # a concurrent run moved it meanwhile
                 self.outcomes = {}
             except Exception as exc:
-                aside = set_aside(path)
+                aside = set_aside(path) if writable else None
                 if aside is not None:
                     warnings.warn(
                         f"miniature attack cache entry {path} is unreadable ({type(exc).__name__}: {exc}); "
@@ -70,7 +70,7 @@ class OutcomeStore:
                 self.outcomes = {}
 
     def save(self, meta: dict[str, Any]) -> None:
-        if self.path is not None:
+        if self.path is not None and self.writable:
             write_atomic(self.path, json.dumps({"key": self.key, **meta, "outcomes": self.outcomes}).encode())
 
 
@@ -98,7 +98,8 @@ def attack_outcomes(engine: Any, target: Any, attack_set: EvalSet, settings: Att
     cache_dir = engine.settings.cache_dir
     # One process attacks a target at a time: another (a pytest-xdist worker) waits, then finds the outcomes stored.
     with engine.lock(key):
-        store = OutcomeStore(Path(cache_dir) / "attacks" / key[:2] / f"{key}.json" if cache_dir else None, key)
+        store = OutcomeStore(Path(cache_dir) / "attacks" / key[:2] / f"{key}.json" if cache_dir else None, key,
+                             writable=engine.output_cache is None or engine.output_cache.writable)
         keys = [example_key(text, label) for _, text, label in examples]
         todo = [(e, k) for e, k in zip(examples, keys) if k not in store.outcomes]
         engine.stats.attacks_from_cache += count - len(todo)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..errors import NotApplicable, UsageError
 from ..evidence import Evidence, Model
-from ..validation import check_finite, check_fraction, check_positive_int
+from ..validation import check_in_range, check_positive_int
 from .render import format_value, number, sweep_cell, verdict_cell  # noqa: F401  (their home before render.py)
 
 if TYPE_CHECKING:
@@ -183,6 +184,9 @@ class Characteristic(ABC):
     higher_is_better: ClassVar[bool] = True
     #: The threshold table's key for the bound (``min`` for an agreement, ``max`` for a gap).
     bound_key: ClassVar[str] = "min"
+    #: The values the bound may take, (low, high) with an infinite end open; None: by direction, an agreement's
+    #: [0, 1] and a gap's any finite number (a negative maximum gap asks the candidate to be the more robust).
+    bound_range: ClassVar[tuple[float, float] | None] = None
     #: Other names accepted for the threshold.
     synonyms: ClassVar[tuple[str, ...]] = ()
     #: Parameters a threshold table may set besides the bound.
@@ -209,10 +213,10 @@ class Characteristic(ABC):
     # -- thresholds -----------------------------------------------------------------------------
 
     def check_bound(self, value: Any, *, name: str, owner: str) -> float:
-        """The bound as a float: an agreement's lies in [0, 1], a gap's is any finite number."""
-        if self.higher_is_better:
-            return check_fraction(value, name, owner)
-        return check_finite(value, name, owner)
+        """The bound as a float in :attr:`bound_range`: by default an agreement's lies in [0, 1], a gap's is any
+        finite number."""
+        low, high = self.bound_range or ((0.0, 1.0) if self.higher_is_better else (-math.inf, math.inf))
+        return check_in_range(value, name, owner, low, high)
 
     def parse_threshold(self, value: Any, *, owner: str = "[tool.miniature.thresholds]") -> Threshold:
         """A number (the bound) or a table {bound_key = ..., param = ...}."""

@@ -22,6 +22,7 @@ negative flip rate) and wrong -> correct, so that acc_cand = acc_ref - negative 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from ..evidence import Evidence, Model, PositionStatistics
 from ..maths import kl_from_logits, kl_statistics, rms_delta_p, softmax
-from ..validation import check_finite, check_fraction
+from ..validation import check_fraction
 from .base import Characteristic, Failure, Result, Verdict
 from .bootstrap import RESAMPLES, bootstrap_intervals, weighted_mean
 from .render import format_value, number, verdict_cell
@@ -177,8 +178,9 @@ def kl_divergence(reference: Model, candidate: Model, eval_set: EvalSet, *, resa
 def assert_kl_divergence(reference: Model, candidate: Model, eval_set: EvalSet, *, max: float) -> KlDivergence:
     """Fail when the mean KL divergence of the candidate's outputs from the reference's exceeds ``max`` nats."""
     __tracebackhide__ = True
-    threshold = check_finite(max, "max", "assert_kl_divergence")
-    return OutputDivergence().run("assert_kl_divergence", reference, candidate, {"eval": eval_set}, threshold=threshold)
+    characteristic = OutputDivergence()
+    threshold = characteristic.check_bound(max, name="max", owner="assert_kl_divergence")
+    return characteristic.run("assert_kl_divergence", reference, candidate, {"eval": eval_set}, threshold=threshold)
 
 
 def _compare(evidence: Evidence, reference: Model, candidate: Model, eval_set: EvalSet,
@@ -302,6 +304,7 @@ class OutputDivergence(_OutputAgreement):
     summary = "mean KL divergence of the candidate's output distribution from the reference's, in nats (a maximum)"
     higher_is_better = False
     bound_key = "max"
+    bound_range = (0.0, math.inf)  # a divergence is never negative: a maximum below 0 could never pass
     result_type = KlDivergence
 
     def rows(self, *, results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:

@@ -30,6 +30,14 @@ def parse_choices(value: Any, dataset: str, row: int, column: str) -> tuple[str,
     if not isinstance(value, list) or len(value) < 2 or not all(isinstance(c, str) and c.strip() for c in value):
         raise DatasetError(f"Dataset {dataset!r}: row {row} has {value!r:.80} in its choices column {column!r}; expected "
                            f"at least two non-empty choices, as a JSON list of strings or separated by |")
+    # Two choices that read alike (as a label names them: stripped) cannot tell the gold one apart.
+    seen: dict[str, int] = {}
+    for i, choice in enumerate(value):
+        first = seen.setdefault(choice.strip(), i)
+        if first != i:
+            raise DatasetError(f"Dataset {dataset!r}: row {row} has the choice {value[first]!r} more than once (choices "
+                               f"{first} and {i} of {value!r:.80}) in its choices column {column!r}; expected distinct "
+                               f"choices: a repeated one can never be picked apart from its copy")
     return tuple(value)
 
 

@@ -79,20 +79,23 @@ def load_eval_set(spec: DatasetSpec) -> EvalSet:
     )
 
 
-def _check_rows(spec: DatasetSpec, parsed: int, quoting: int) -> None:
+def _check_rows(spec: DatasetSpec, parsed: int, quoting: int, *, header: bool) -> None:
     """Warn when a delimited file parsed into fewer rows than it has lines: a stray quote merges the rows after
-    it into one field (ids shift, texts run together) without any error from the parser."""
+    it into one field (ids shift, texts run together) without any error from the parser. ``parsed`` counts rows,
+    not the header, and so does the message."""
     import warnings
 
     from ..errors import DataWarning
 
     with open(spec.location, encoding="utf-8", errors="replace") as handle:
         lines = sum(1 for line in handle if line.strip())
-    if parsed < lines:
+    expected = lines - header
+    if parsed < expected:
         hint = (" (a field holding a line break is quoted, so that is expected; otherwise a quote character may be "
                 "unbalanced: give ?quoting=none if quotes in this file are literal text)" if quoting != csv.QUOTE_NONE
                 else "")
-        warnings.warn(f"Dataset {spec.text!r}: {lines} non-empty lines parsed into {parsed} rows{hint}",
+        said = f"a header and {expected} rows" if header else f"{expected} rows"
+        warnings.warn(f"Dataset {spec.text!r}: {lines} non-empty lines ({said} expected) parsed into {parsed} rows{hint}",
                       DataWarning, stacklevel=4)
 
 
@@ -131,7 +134,7 @@ def _read_file(spec: DatasetSpec):
                 spec.location, sep="\t" if fmt == "tsv" else ",", header=header, quoting=quoting,
                 dtype=object, keep_default_na=False,
             )
-            _check_rows(spec, len(frame) + (header is not None), quoting)
+            _check_rows(spec, len(frame), quoting, header=header is not None)
             return frame
         if fmt == "jsonl":
             return pd.read_json(spec.location, lines=True, dtype=False)

@@ -102,6 +102,11 @@ class Engine(Evidence):
             self._opened_cache = OutputCache(self.settings.cache_dir)
         return self._opened_cache
 
+    @property
+    def output_cache(self) -> OutputCache | None:
+        """The disk cache (the attack keeps its outcomes beside it, and writes them only where the cache is writable)."""
+        return self._cache
+
     def handle(self, spec: str | ModelSpec) -> Model:
         """A handle on a model the engine runs for a check's own use (the attack's masked LM), outside any session."""
         return Model(None, self.parse_model(spec))

@@ -4,6 +4,7 @@ Grammar::
 
     hf:<hub id or directory>[?quantize=int8&revision=<rev>]
     onnx:<file.onnx>[?tokenizer=<dir>&output=<name or index>&hidden=<name or index>&start=..&end=..]
+    either may add ?trust_remote_code=true|false: let this model run its own Python (config.json's auto_map)
     either may add ?task=text-classification|question-answering|causal-lm when the model's files do not say
     <alias>                 a built-in or [tool.miniature.models] name
     <directory> | <file.onnx> | <org>/<name>   the backend is inferred; a bare word must be an alias
@@ -40,8 +41,8 @@ BUILTIN_ALIASES: dict[str, str] = {
 }
 
 BACKEND_OPTIONS: dict[str, frozenset[str]] = {
-    "hf": frozenset({"quantize", "revision", "task", "device", "dtype"}),
-    "onnx": frozenset({"tokenizer", "output", "hidden", "task", "start", "end", "device"}),
+    "hf": frozenset({"quantize", "revision", "task", "device", "dtype", "trust_remote_code"}),
+    "onnx": frozenset({"tokenizer", "output", "hidden", "task", "start", "end", "device", "trust_remote_code"}),
 }
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -116,6 +117,11 @@ def parse_model_spec(
         raise UsageError(
             f"Expected quantize={'|'.join(_QUANTIZE_VALUES)} in model spec {text!r} but got quantize={options['quantize']!r}"
         )
+    if "trust_remote_code" in options:
+        if options["trust_remote_code"].lower() not in ("true", "false"):
+            raise UsageError(f"Expected trust_remote_code=true|false in model spec {text!r} but got "
+                             f"trust_remote_code={options['trust_remote_code']!r}")
+        options["trust_remote_code"] = options["trust_remote_code"].lower()
     if "device" in options:
         check_device(options["device"], f"model spec {text!r} (?device=)")
     if "dtype" in options:

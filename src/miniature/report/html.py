@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingExtraError
-from .terminal import matrix_rows, notes, plain, printable, sections
+from .terminal import error_title, matrix_rows, notes, plain, printable, sections
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222;max-width:1400px}
 h1{margin:0 0 .3em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:13px;margin:.4em 0}
 td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#f3f3f3}tr.fail td{background:#fde2e2}
+th{background:#f3f3f3}tr.fail td,table.errors td{background:#fde2e2}
 .badge{display:inline-block;padding:.2em .7em;border-radius:4px;font-weight:bold;color:#fff}
 .pass{background:#1a7f37}.fail{background:#c62828}.none{background:#777}
 .verdict td:first-child{font-weight:bold}.small{color:#666;font-size:12px}
@@ -172,13 +172,19 @@ def write_html(results: Sequence[Any], path: str | os.PathLike[str], *, report: 
     measured = [r for r in every if r.get("status", "ok") == "ok"]
     report = report or {}
     gates = report.get("gates") or {}
-    overall = str(report.get("verdict", "")).lower()
-    badge = {"pass": "pass", "fail": "fail"}.get(overall, "none")
+    errors = report.get("errors") or []
+    overall = "error" if errors else str(report.get("verdict", "")).lower()
+    badge = {"pass": "pass", "fail": "fail", "error": "fail"}.get(overall, "none")
     body = [f'<h1>pytest-miniature release gate <span class="badge {badge}">{_e(overall.upper() or "-")}</span></h1>',
             f"<p>{_e(gates.get('failed', '?'))} of {_e(gates.get('total', '?'))} gates failed. "
-            f"Created {_e(report.get('created', '-'))}.</p>",
-            "<h2>Verdict per candidate</h2>", _table(["candidate", "verdict", "failed gates", "gates passed",
-                                                      "not applicable"], verdicts(every), fail_column=1, classes="verdict")]
+            f"Created {_e(report.get('created', '-'))}.</p>"]
+    if errors:  # first: whatever the tables below say, the run did not finish
+        body += ["<h2>The run ended in an error</h2>",
+                 _table(["where", "kind", "error"], [[error_title(e), e["kind"], e["message"]] for e in errors],
+                        classes="errors"),
+                 '<p class="small">The tables below hold what ran before the error.</p>']
+    body += ["<h2>Verdict per candidate</h2>", _table(["candidate", "verdict", "failed gates", "gates passed",
+                                                       "not applicable"], verdicts(every), fail_column=1, classes="verdict")]
     if report.get("models"):
         body += ["<h2>Models</h2>", _models(report)]
     for title, headers, rows in sections(every):

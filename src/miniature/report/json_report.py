@@ -1,7 +1,7 @@
 """The JSON report: every result, interval, threshold and verdict, with what produced them.
 
 Schema ``pytest-miniature/report`` version 1 (docs/report-schema.md); ``status``/``reason`` per
-result and ``matrices`` are optional fields added within version 1. Per-point arrays
+result, ``matrices`` and ``errors`` are optional fields added within version 1. Per-point arrays
 (``per_point``, detector ``scores``) are left out; id lists are cut to their first 100
 entries, with the full count beside them.
 """
@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_atomic
+from .schema import DROPPED, check_report
 
 SCHEMA = "pytest-miniature/report"
 VERSION = 1
 _LIBRARIES = ("pytest-miniature", "pytest", "numpy", "torch", "transformers", "onnxruntime", "faiss-cpu", "datasets", "textattack")
-_DROPPED = {"per_point", "scores"}
 _MAX_IDS = 100
 
 
@@ -63,7 +63,7 @@ def trim(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if key in _DROPPED:
+            if key in DROPPED:
                 continue
             if isinstance(key, str) and (key.endswith("_ids") or key == "flagged") and isinstance(item, list):  # id lists, cut
                 out[f"{key}_count"] = len(item)
@@ -121,6 +121,7 @@ def build_report(session: Any, *, exit_status: int | None = None, matrices: dict
                     "attacked": stats.attacked, "attacks_from_cache": stats.attacks_from_cache,
                     "seconds_attacking": round(stats.seconds_attacking, 3)},
         "results": results,
+        "errors": list(getattr(session, "errors", [])),
         "matrices": trim(matrices or {}),
     })
 
@@ -132,10 +133,12 @@ def _threshold(name: str, threshold: Any) -> dict[str, Any]:
 
 
 def _with_verdict(report: dict[str, Any]) -> dict[str, Any]:
-    """The report with its ``verdict`` and ``gates`` counted from its results."""
+    """The report with its ``verdict`` and ``gates`` counted from its results: a run that ended in an error
+    (``errors``) did not pass, whatever its gates say."""
     gated = [r for r in report["results"] if r.get("threshold") is not None]
     failed = sum(not r["passed"] for r in gated)
-    return {**report, "verdict": "pass" if not failed else "fail", "gates": {"total": len(gated), "failed": failed}}
+    passed = not failed and not report.get("errors")
+    return {**report, "verdict": "pass" if passed else "fail", "gates": {"total": len(gated), "failed": failed}}
 
 
 def merge_reports(reports: list[dict[str, Any]], *, exit_status: int | None = None) -> dict[str, Any]:
@@ -143,7 +146,7 @@ def merge_reports(reports: list[dict[str, Any]], *, exit_status: int | None = No
     from ..characteristics.registry import identity_of
 
     merged = dict(reports[0])
-    merged.update(models={}, datasets={}, results=[], matrices={}, exit_status=exit_status,
+    merged.update(models={}, datasets={}, results=[], errors=[], matrices={}, exit_status=exit_status,
                   outputs={"computed": 0, "from_cache": 0, "seconds_computing": 0.0,
                            "attacked": 0, "attacks_from_cache": 0, "seconds_attacking": 0.0})
     seen = set()
@@ -156,6 +159,7 @@ def merge_reports(reports: list[dict[str, Any]], *, exit_status: int | None = No
             if identity_of(result) not in seen:
                 seen.add(identity_of(result))
                 merged["results"].append(result)
+        merged["errors"] += [e for e in report.get("errors", []) if e not in merged["errors"]]
     return _with_verdict(merged)
 
 
@@ -176,4 +180,5 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UsageError(f"{path} is not a pytest-miniature report (no \"schema\": \"{SCHEMA}\")")
     if report.get("version") != VERSION:
         raise UsageError(f"{path} is report version {report.get('version')!r}; this library reads version {VERSION}")
-    return report
+
+    return check_report(report, str(path))

@@ -85,6 +85,20 @@ def summary(results: Sequence[Any]) -> list[str]:
     return lines + extra if lines or extra else []
 
 
+def error_title(error: dict[str, Any]) -> str:
+    """What an error of a report's ``errors`` ended: ``<check>[<candidate>]`` as pytest names a check item, a check,
+    a candidate, or the run."""
+    check, candidate = error.get("check"), error.get("candidate")
+    if check and candidate:
+        return f"{check}[{candidate}]"
+    return check or candidate or "the run"
+
+
+def error_lines(errors: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per error that ended a check, a test or the run."""
+    return [printable(f"ERROR {error_title(e)} ({e['kind']} error): {e['message']}") for e in errors]
+
+
 def failure_message(characteristic: Characteristic, result: Result, verdict: Verdict, *, examples: int = 10) -> str:
     """The message of a failed gate: metric, threshold, value with its interval, n and the most telling ids."""
     failure = characteristic.failure(result=result, verdict=verdict)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MiniatureError
-from .terminal import matrix_lines, printable, summary
+from .terminal import error_lines, matrix_lines, printable, summary
 
 
 def summary_lines(report: dict[str, Any], *, cache: str) -> list[str]:
@@ -23,7 +23,7 @@ def summary_lines(report: dict[str, Any], *, cache: str) -> list[str]:
     if outputs.get("attacked") or outputs.get("attacks_from_cache"):
         lines.append(f"attacks: {outputs['attacked']} examples attacked ({outputs['seconds_attacking']:.1f}s), "
                      f"{outputs['attacks_from_cache']} outcomes from cache")
-    return lines
+    return lines + error_lines(report.get("errors") or [])
 
 
 def legend(models: dict[str, Any]) -> list[str]:
@@ -60,7 +60,9 @@ def write_reports(report: dict[str, Any], options: Any, here: Path, *, step_summ
         from .html import write_html
 
         lines.append(_written("HTML report", lambda: write_html(report["results"], here / get("html"), report=report)))
-    markdown = markdown_summary(report["results"], legend=legend(report.get("models") or {})) if report["results"] else None
+    errors = report.get("errors") or []
+    markdown = markdown_summary(report["results"], legend=legend(report.get("models") or {}), errors=errors) \
+        if report["results"] or errors else None
     if markdown and get("markdown"):
         lines.append(_written("Markdown summary", lambda: _write_text(here / get("markdown"), markdown)))
     target = os.environ.get("GITHUB_STEP_SUMMARY") if step_summary else None
