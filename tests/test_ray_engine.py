@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
+# One local Ray at a time on a 2-core machine: under pytest-xdist (--dist loadgroup) these run on one worker.
+pytestmark = pytest.mark.xdist_group("ray")
 
 EXAMPLES = 6
 
@@ -32,7 +34,9 @@ def test_forward_passes_on_ray_actors_equal_the_local_engine_exactly(local_ray, 
     # fp32, torch dynamic int8 (scales activations per batch), onnxruntime int8, and an encoder with no head
     for spec in (tiny_models.teacher, f"{tiny_models.teacher}?quantize=int8", tiny_models.onnx_int8,
                  tiny_models.base_encoder):
-        local, remote = _session("local", None), _session("ray", tmp_path / "cache")
+        # Shards over two actors for the first model; one actor each for the rest (what differs is the model).
+        workers = 2 if spec == tiny_models.teacher else 1
+        local, remote = _session("local", None), _session("ray", tmp_path / "cache", workers=workers)
         assert isinstance(remote.engine, RayEngine)
         data = local.dataset(str(tiny_models.eval_csv))
         mine = computed[spec] = local.model(str(spec)).outputs(data)

