@@ -14,8 +14,20 @@ layer's width, not the tokenizer's, is what costs). Each command runs in its own
 - the warm gate: the same ``compare`` with every output in the cache, against ``python -c "import miniature"``.
 
 Repeats are interleaved (project, naive, project, naive, ...) and the medians compared. Both must give
-the same figures (the project's float64 against the loop's float32: within 1e-4 relative): the script
-checks, and says so.
+the same figures (the project's float64 against the loop's float32): the script prints both.
+
+Measured here (2 cores, AMD EPYC, a quiet machine), ``--repeats 3``::
+
+    shape: Llama 6 layers x 512 against its 5-layer copy, output layer 32000, 6120 positions in 24 texts
+    run                                   seconds  peak RSS MB
+    miniature compare (KL, top-1)           13.95         1182
+    naive float32 loop                      12.41          984
+    speed: project 0.89x the naive loop's; memory: 1.20x the loop's
+    same figures: KL 0.0248855 against 0.0248855 (relative gap 8.3e-09), top-1 0.2098 against 0.2098
+    llama.cpp's llama-perplexity: not installed here
+    warm gate (every output cached): 0.81 s; python -c 'import miniature': 0.08 s (10.1x)
+
+docs/causal-lm.md says where the time goes.
 """
 
 from __future__ import annotations

@@ -53,6 +53,18 @@ def test_weights_a_load_would_leave_untrained_are_named(tiny_models, tmp_path):
     assert "encoder.layer.1." in result.stderr and "give the complete checkpoint" in result.stderr
 
 
+def test_weight_files_that_are_not_safetensors_are_a_model_error_not_a_crash(tiny_models, tmp_path):
+    """Reading the parameter count from a safetensors header took its first 8 bytes as a length and asked for
+    that many (b"not weig" is 7 exabytes): a MemoryError, exit 4. Now the load names the model."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models.teacher, broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    result = compare("--reference", str(tiny_models.teacher), "--candidate", str(broken), "--eval",
+                     str(tiny_models.eval_csv), "--no-cache", "--checks", "error_jaccard", "--report", "r.json", cwd=tmp_path)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Could not load model 'broken'" in result.stderr and "internal error" not in result.stderr
+
+
 # -- 6. tokenizers are the same when they map text to the same ids ------------------------------------------------
 
 

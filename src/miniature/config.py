@@ -59,7 +59,7 @@ class Settings:
     batch_size: int = 32
     #: Causal LMs: megabytes of logits one batch of windows may hold per model (windows x tokens x vocabulary
     #: float32); it sizes their batches, where ``batch_size`` sizes the others'.
-    logits_memory: int = 256
+    logits_memory: int = 64
     max_length: int = 256
     #: Extractive QA: overlap of a long context's windows (tokens), the longest answer span
     #: (tokens), and how far the no-answer score must beat the best span to answer "".

@@ -49,7 +49,9 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     torch = _torch(logits)
     if torch is not None:
         z = logits.double()
-        return torch.log_softmax(z.masked_fill(z.isnan(), float("-inf")), dim=-1)
+        if z.isnan().any():  # padding: a pass over the logits that finite ones (every causal LM's) are spared
+            z = z.masked_fill(z.isnan(), float("-inf"))
+        return torch.log_softmax(z, dim=-1)
     z = np.asarray(logits, dtype=np.float64)
     z = np.where(np.isnan(z), -np.inf, z)
     top = np.max(z, axis=-1, keepdims=True)
@@ -75,8 +77,10 @@ def kl_from_log_probabilities(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarra
     """
     xp = _torch(log_p) or np
     p = xp.exp(log_p)
-    with np.errstate(invalid="ignore"):  # padding: -inf - -inf, masked out just below
-        terms = xp.where(p > 0, p * (log_p - log_q), 0.0)
+    with np.errstate(invalid="ignore"):  # padding: 0 * (-inf - -inf), masked out just below
+        terms = p * (log_p - log_q)
+        if xp.isnan(terms).any():
+            terms = xp.where(p > 0, terms, 0.0)
     return terms.sum(-1).clip(min=0.0)
 
 

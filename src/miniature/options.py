@@ -86,7 +86,7 @@ OPTIONS = (
     Option("batch-size", {"type": positive_int, "metavar": "N", "help": "inference batch size (default 32)"}),
     Option("logits-memory", {"type": positive_int, "metavar": "MB",
                               "help": "causal LMs: MB of logits a batch of windows may hold per model; sizes their "
-                                      "batches (default 256)"}),
+                                      "batches (default 64)"}),
     Option("max-length", {"type": positive_int, "metavar": "N", "help": "truncate inputs to N tokens (default 256)"}),
     Option("device", {"metavar": "DEVICE",
                        "help": "where models run: auto (default: CUDA when torch sees one, else MPS, else CPU), cpu, cuda, cuda:N, mps"}),

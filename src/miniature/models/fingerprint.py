@@ -87,9 +87,15 @@ def parameter_count(path: Path) -> int | None:
 
     if path.suffix == ".safetensors":
         with open(path, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        return sum(_product(t["shape"]) for k, t in header.items() if k != "__metadata__")
+            head = handle.read(8)
+            (length,) = struct.unpack("<Q", head) if len(head) == 8 else (-1,)
+            if not 0 < length <= path.stat().st_size - 8:  # not a safetensors file: its load says so, not a MemoryError
+                return None
+            try:
+                header = json.loads(handle.read(length))
+                return sum(_product(t["shape"]) for k, t in header.items() if k != "__metadata__")
+            except (ValueError, TypeError, KeyError, AttributeError):
+                return None
     if path.suffix == ".onnx":
         import onnx
 
