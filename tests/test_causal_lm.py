@@ -362,8 +362,7 @@ def test_compare_runs_what_applies_and_says_why_the_rest_does_not(tiny_lms, tmp_
 def test_the_torch_statistics_equal_float64_numpy_on_the_same_logits(tiny_lms):
     """The pair's statistics are computed in torch, multi-threaded (issue #25): on the very logits the pass reads,
     they equal numpy's float64 log-softmax and KL to within 1e-9 relative (the old, single-threaded path)."""
-    from miniature import maths
-    from miniature.tasks.causal_lm_pairs import compare_side_by_side
+    from miniature import maths, tasks
     from miniature.tasks.token_windows import (
         overlap_of,
         predicted_rows,
@@ -377,7 +376,7 @@ def test_the_torch_statistics_equal_float64_numpy_on_the_same_logits(tiny_lms):
     run = runner(max_length=200, logits_memory=1)  # 32-token windows over 200 tokens; 1 MB: 16 windows a batch
     data = run.dataset(str(tiny_lms.long))
     backends = [run.engine.loaded_backend(run.model(m)) for m in (str(tiny_lms.gpt2), str(tiny_lms.gpt2_dropped))]
-    stats = compare_side_by_side(backends, ["gpt2", "dropped"], data, run.settings, "causal-lm")
+    stats = tasks.get("causal-lm").run_pair(backends, ["gpt2", "dropped"], data, run.settings)
     ids = tokenize(backends[0], data.texts, 200)
     window = window_size(backends, 200)
     per_batch = windows_per_batch(backends, window, 1)

@@ -102,3 +102,43 @@ def test_cuda_on_a_cluster_without_gpus_is_a_usage_error(local_ray, tiny_models)
     session = _session("ray", None, device="cuda")
     with pytest.raises(UsageError, match="no GPU"):
         session.model(str(tiny_models.teacher)).outputs(session.dataset(str(tiny_models.eval_csv)))
+
+
+def test_causal_lm_pairs_on_ray_actors_equal_the_local_engine_exactly(local_ray, tiny_lms, tmp_path):
+    """Actors that each hold both models compute shards of the pair's batches; the driver merges them: the local
+    figures exactly, and the report says the pair ran on two actors."""
+    from miniature import kl_divergence, top1_agreement
+
+    figures, reports = {}, {}
+    for engine in ("local", "ray"):
+        # Windows of 32 tokens over texts of up to 200, and 1 MB of logits a batch: several batches to shard.
+        session = _session(engine, None, task="causal-lm", max_length=200, logits_memory=1, workers=2)
+        data = session.dataset(str(tiny_lms.long))
+        reference = session.model(str(tiny_lms.gpt2))
+        for candidate in (str(tiny_lms.gpt2_dropped), f"onnx:{tiny_lms.gpt2_int8}"):
+            kl = kl_divergence(reference, session.model(candidate), data)
+            top1 = top1_agreement(reference, session.model(candidate), data)
+            figures[engine, candidate] = (kl.as_dict(), top1.as_dict())
+        reports[engine] = session.report()
+        assert not session.engine.backend(reference).loaded or engine == "local"  # the driver held no weights
+    for (engine, candidate), found in figures.items():
+        if engine == "ray":
+            assert found == figures["local", candidate], candidate  # every figure, every id list, exactly
+    ran = {(r["metric"], r["candidate"]): r["computed_by"] for r in reports["ray"]["results"]}
+    assert set(map(str, ran.values())) == {str({"engine": "ray", "actors": 2})}, ran
+    assert {r["computed_by"]["engine"] for r in reports["local"]["results"]} == {"local"}
+
+
+def test_generation_on_ray_actors_equals_the_local_engine(local_ray, tiny_lms):
+    """Each prompt is continued alone, so shards of prompts go to actors and come back as they would have here."""
+    from miniature import generation_agreement
+
+    found = {}
+    for engine in ("local", "ray"):
+        session = _session(engine, None, task="causal-lm", max_length=32, workers=2)
+        data = session.dataset(str(tiny_lms.texts))  # 40 prompts: five shards of eight
+        result = generation_agreement(session.model(str(tiny_lms.gpt2)), session.model(str(tiny_lms.gpt2_dropped)), data,
+                                      prompt_tokens=8, new_tokens=8)
+        found[engine] = (result.as_dict(), session.report()["results"][0]["computed_by"])
+    assert found["ray"][0] == found["local"][0]
+    assert found["ray"][1] == {"engine": "ray", "actors": 2} and found["local"][1] == {"engine": "local"}

@@ -23,7 +23,8 @@ _EXPORTS = {
     "Session": "session", "Settings": "config", "load_settings": "config", "AttackSettings": "attack.settings",
     "EvalSet": "data", "ModelOutputs": "outputs",
     # what a characteristic receives and declares (docs/architecture.md)
-    **dict.fromkeys(["Model", "Evidence", "Decisions", "PointDistributions", "PositionStatistics"], "evidence"),
+    **dict.fromkeys(["Model", "Evidence", "Decisions", "PointDistributions", "PositionStatistics", "Continuations"],
+                    "evidence"),
     **dict.fromkeys(["Characteristic", "Failure", "Param", "Result", "Threshold", "Verdict"], "characteristics.base"),
     **dict.fromkeys(["format_value", "number", "sweep_cell", "verdict_cell"], "characteristics.render"),
     "Task": "tasks.base",
@@ -35,6 +36,8 @@ _EXPORTS = {
     **dict.fromkeys(["kth_neighbour_distances", "l2_normalise", "nearest_others"], "characteristics.neighbours"),
     **dict.fromkeys(["AttackGap", "AttackOutcome", "compare_attacks", "summarize_attack"], "characteristics.adversarial"),
     **dict.fromkeys(["KlDivergence", "Top1Agreement", "compare_outputs"], "characteristics.output_agreement"),
+    **dict.fromkeys(["GenerationAgreementResult", "compare_continuations", "first_divergence"],
+                    "characteristics.generation_agreement"),
     **dict.fromkeys(["jaccard", "kl_from_logits", "kl_statistics", "log_softmax"], "maths"),
 }
 

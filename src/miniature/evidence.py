@@ -10,7 +10,8 @@ runs a model and never sees the engine: it receives two :class:`Model` handles a
   language models, :class:`PositionStatistics` (KL, top-1 agreement and log-probabilities per token
   position, computed with both models side by side);
 - a model's embeddings of a data set, and each point's nearest other points under them;
-- a model's attack outcomes on an attack set.
+- a model's attack outcomes on an attack set;
+- a pair's greedy :class:`Continuations` of a data set's texts (generative models).
 
 The engine implements :class:`Evidence` (``engine/local.py``); the tasks (``tasks/``) decide what each
 value means for their kind of model and data. This module imports nothing of either.
@@ -126,6 +127,22 @@ class PositionStatistics:
         return np.bincount(self.owners(), weights=np.asarray(values, dtype=np.float64), minlength=len(self.token_counts))
 
 
+@dataclass(frozen=True)
+class Continuations:
+    """Each prompt (a text of the data set, cut to ``prompt_tokens`` tokens) continued greedily for ``new_tokens``
+    tokens by each model: the token ids (n, new_tokens) and their text; ``forced_same`` (n, new_tokens): whether the
+    candidate's most likely next token, read along the reference's continuation (teacher-forced), is the token the
+    reference chose."""
+
+    task: str
+    prompts: tuple[str, ...]
+    reference: np.ndarray
+    candidate: np.ndarray
+    reference_text: tuple[str, ...]
+    candidate_text: tuple[str, ...]
+    forced_same: np.ndarray
+
+
 class Evidence(ABC):
     """What a characteristic may ask of a run. ``check`` names the asking check in error messages
     ("the prediction-error check"); a model or data set that cannot give what is asked raises a
@@ -154,6 +171,11 @@ class Evidence(ABC):
     @abstractmethod
     def attack_outcomes(self, model: Model, attack_set: EvalSet, settings: Any) -> list[Any]:
         """Each attacked example's :class:`~miniature.characteristics.adversarial.AttackOutcome`."""
+
+    @abstractmethod
+    def continuations(self, reference: Model, candidate: Model, eval_set: EvalSet, *, prompt_tokens: int,
+                      new_tokens: int, check: str) -> Continuations:
+        """Both models' greedy continuations of the data set's texts (see :class:`Continuations`)."""
 
     @abstractmethod
     def point(self, eval_set: EvalSet, index: int) -> dict[str, str]:

@@ -38,6 +38,8 @@ class Entry:
     #: What it ran on and with: the all-pairs matrix computes other pairs the same way.
     data: Mapping[str, EvalSet | None] = field(default_factory=dict, repr=False)
     params: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: How the outputs it read were computed in this run (engine.computed_by): kept beside the result, as the verdict.
+    computed_by: Mapping[str, Any] | None = None
 
     @property
     def identity(self) -> tuple:
@@ -53,6 +55,8 @@ class Entry:
         out = {**self.result.as_dict(), "status": "ok"}
         if self.verdict is not None:
             out.update(self.verdict.as_dict())
+        if self.computed_by is not None:
+            out["computed_by"] = dict(self.computed_by)
         return out
 
 
@@ -189,8 +193,10 @@ class Session:
         verdict = None
         if threshold is not None:
             verdict = Verdict.decide(result, threshold, bound=characteristic.bound, mode=self.settings.gate)
+        used = [d for d in pending.data.values() if d is not None]
         entry = Entry(characteristic.name, pending.reference.name, pending.candidate.name, result.dataset, result,
-                      verdict, data=pending.data, params=pending.params)
+                      verdict, data=pending.data, params=pending.params,
+                      computed_by=self.engine.computed_by([pending.reference, pending.candidate], used))
         if record:
             self.ledger.record(entry)
         if verdict is not None and not verdict.passed:
@@ -252,14 +258,19 @@ class Session:
 
     def chosen_checks(self) -> tuple[list[str], bool]:
         """(the checks to run, whether the user chose them): ``checks``, else the thresholds' checks,
-        else every characteristic whose data is configured."""
+        else every characteristic whose data is configured and whose outputs the run's task produces."""
         settings = self.settings
         if settings.checks:
             return list(settings.checks), True
         if settings.thresholds:
             return list(settings.thresholds), True
+        from . import tasks
+
+        # Those the run's models can give what they read (a classifier generates no text) and whose data is given.
+        produces = set(tasks.get(settings.task).produces)
         known = registry.characteristics()
-        return [n for n, c in known.items() if all(getattr(settings, k, None) is not None for k in c.needs)], False
+        return [n for n, c in known.items() if set(c.outputs) <= produces
+                and all(getattr(settings, k, None) is not None for k in c.needs)], False
 
     def configured_checks(self) -> list[tuple[str, Threshold | None, ModelSpec]]:
         """(check, threshold, candidate) of each configured check item: the thresholds' checks, or ``checks``."""

@@ -31,6 +31,8 @@ BUILTINS = {
     # Beyond the paper (Dutta et al. 2024; llama.cpp's KL-divergence mode): one module, two characteristics.
     "top1_agreement": "miniature.characteristics.output_agreement:TopOneAgreement",
     "kl_divergence": "miniature.characteristics.output_agreement:OutputDivergence",
+    # Generated text, not teacher-forced: greedy continuations of causal LMs.
+    "generation_agreement": "miniature.characteristics.generation_agreement:GenerationAgreement",
 }
 
 _registry = Registry(kind="characteristic", group=GROUP, base="miniature.characteristics.base:Characteristic",

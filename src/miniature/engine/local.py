@@ -21,13 +21,23 @@ from ..cache import OutputCache, cache_key
 from ..config import Settings
 from ..data import DatasetSpec, EvalSet, load_eval_set, parse_dataset_spec
 from ..errors import MissingOutput, ModelLoadError, NotApplicable, NotCached
-from ..evidence import POSITION_FIELDS, Decisions, Evidence, Model, PointDistributions, PositionStatistics
+from ..evidence import (
+    POSITION_FIELDS,
+    Continuations,
+    Decisions,
+    Evidence,
+    Model,
+    PointDistributions,
+    PositionStatistics,
+)
 from ..models import Backend, ModelSpec, open_backend, parse_model_spec
 from ..outputs import ModelOutputs
 from ..progress import Progress
 from ..tasks.base import Task
 
 log = logging.getLogger("miniature")
+#: The arrays of a model's continuations in the disk cache (see :meth:`Engine.generations`).
+GENERATION_FIELDS = ("generated", "prompts", "prompt_lengths", "prompt_text", "text")
 
 
 @dataclass
@@ -70,6 +80,10 @@ class Engine(Evidence):
         self.timings: dict[str, list[float]] = {}
         self._neighbours: dict[tuple, np.ndarray] = {}
         self._derived: dict[tuple, Any] = {}
+        #: How each output ("outputs", model key, data fingerprint), pair ("pair", reference key, candidate key, data
+        #: fingerprint), continuation ("generation", ...; "followed", ...) and attack of this run was computed:
+        #: {"engine": "local" | "ray" | "cache", "actors": N on Ray}.
+        self.ran: dict[tuple, dict[str, Any]] = {}
 
     @property
     def task(self) -> Task:
@@ -163,6 +177,10 @@ class Engine(Evidence):
                                "one text at a time (dynamically quantized: batch-mates would change its outputs)")
         return {**size, "points_per_second": throughput, **ran}
 
+    def how(self, backend: Backend) -> dict[str, Any]:
+        """How a forward pass of ``backend`` ran (see :attr:`ran`): in this process."""
+        return {"engine": "local"}
+
     def batching(self, backend: Backend) -> int | str:
         """How ``backend`` is batched, as the cache keys it: ``"alone"`` for a model that runs one text at a time (its
         outputs depend on nothing else), else the batch size (a float model's batched outputs differ by rounding)."""
@@ -232,6 +250,7 @@ class Engine(Evidence):
             if outputs is not None and outputs.n == len(eval_set):
                 check_finite(model, eval_set, outputs)
                 self.stats.from_disk += 1
+                self.ran[("outputs", model.key, eval_set.fingerprint)] = {"engine": "cache"}
                 log.info("miniature: %s on %s from cache", model.name, eval_set.name)
             elif self.cache_only:
                 raise NotCached(f"{model.name} on {eval_set.name} is not in the cache")
@@ -248,6 +267,7 @@ class Engine(Evidence):
         start = time.perf_counter()
         progress = self.progress_of(f"running {model.name} on {eval_set.name}", len(eval_set), unit=task.unit)
         outputs = task.run(backend, eval_set, self.settings, progress=progress)
+        self.ran[("outputs", model.key, eval_set.fingerprint)] = self.how(backend)
         check_finite(model, eval_set, outputs)
         seconds = time.perf_counter() - start
         self.stats.seconds_computing += seconds
@@ -306,11 +326,104 @@ class Engine(Evidence):
         if task.unattackable:
             raise NotApplicable(task.unattackable)
         import_textattack()  # before any model runs: a missing extra should fail fast
-        return self.memo(("attack", model.key, attack_set.content_key, settings),
-                         lambda: attack_outcomes(self, model, attack_set, settings))
+
+        def attacked() -> list[Any]:
+            before = self.stats.attacked
+            outcomes = attack_outcomes(self, model, attack_set, settings)
+            where = ("attack", model.key, attack_set.fingerprint)
+            self.ran[where] = self.attacked_how() if self.stats.attacked > before else {"engine": "cache"}
+            return outcomes
+
+        return self.memo(("attack", model.key, attack_set.content_key, settings), attacked)
+
+    def attacked_how(self) -> dict[str, Any]:
+        """How this engine's attacks ran (see :attr:`ran`): in this process."""
+        return {"engine": "local"}
 
     def point(self, eval_set: EvalSet, index: int) -> dict[str, str]:
         return self.task_for(eval_set).point(eval_set, index)
+
+    def continuations(self, reference: Any, candidate: Any, eval_set: EvalSet, *, prompt_tokens: int, new_tokens: int,
+                      check: str) -> Continuations:
+        key = ("continuations", reference.key, candidate.key, eval_set.fingerprint, prompt_tokens, new_tokens)
+        return self.memo(key, lambda: self.task_for(eval_set).continuations(
+            self, reference, candidate, eval_set, prompt_tokens=prompt_tokens, new_tokens=new_tokens, check=check))
+
+    def generations(self, model: Any, eval_set: EvalSet, *, prompt_tokens: int, new_tokens: int) -> dict[str, np.ndarray]:
+        """``model``'s greedy continuation of each text (see tasks/generation.py): ``generated`` token ids (n, new
+        tokens), the ``prompts`` (padded with -1 past ``prompt_lengths``), and both as text (``prompt_text``,
+        ``text``): from memory, else the disk cache, else generated."""
+        return self.memo(("generations", model.key, eval_set.fingerprint, prompt_tokens, new_tokens),
+                         lambda: self._generations(model, eval_set, prompt_tokens, new_tokens))
+
+    def _generations(self, model: Any, eval_set: EvalSet, prompt_tokens: int, new_tokens: int) -> dict[str, np.ndarray]:
+        task, backend = self.task_for(eval_set), self.backend(model)
+        key = cache_key(kind="generation", model=self.fingerprint(model), dataset=eval_set.fingerprint, task=task.name,
+                        prompt_tokens=prompt_tokens, new_tokens=new_tokens, max_length=self.settings.max_length,
+                        **self.placement_key(backend))
+        where = ("generation", model.key, eval_set.fingerprint)
+        with self.lock(key):
+            found = self._cache.get_arrays(key, GENERATION_FIELDS) if self._cache else None
+            if found is not None and all(v is not None for v in found.values()) and len(found["generated"]) == len(eval_set):
+                self.ran[where] = {"engine": "cache"}
+                return found
+            if self.cache_only:
+                raise NotCached(f"{model.name}'s continuations of {eval_set.name} are not in the cache")
+            if backend.tokenizer is None:  # the prompts need the tokenizer alone (the Ray engine's driver has no weights)
+                backend.load_tokenizer()
+            starts = task.generation_prompts(backend, eval_set, self.settings, prompt_tokens=prompt_tokens,
+                                             new_tokens=new_tokens)
+            start = time.perf_counter()
+            generated, self.ran[where] = self._generate(task, model, starts, new_tokens, eval_set)
+            self.stats.seconds_computing += time.perf_counter() - start
+            width = max(map(len, starts))
+            found = {"generated": generated, "prompts": np.array([[*s, *[-1] * (width - len(s))] for s in starts]),
+                     "prompt_lengths": np.array(list(map(len, starts))),
+                     "prompt_text": np.array([backend.tokenizer.decode(s) for s in starts], dtype=str),
+                     "text": np.array([backend.tokenizer.decode(g) for g in generated], dtype=str)}
+            if self._cache:
+                self._cache.put_arrays(key, found, {"model": model.spec.text, "dataset": eval_set.name, "kind": "generation"})
+        return found
+
+    def _generate(self, task: Task, model: Any, starts: list[list[int]], new_tokens: int,
+                  eval_set: EvalSet) -> tuple[np.ndarray, dict]:
+        """Each prompt's continuation, computed here, and how (see :attr:`ran`)."""
+        progress = self.progress_of(f"generating with {model.name} on {eval_set.name}", len(starts), unit="prompts")
+        return task.generate(self.loaded_backend(model), starts, new_tokens, eval_set, progress), {"engine": "local"}
+
+    def followed(self, reference: Any, candidate: Any, eval_set: EvalSet, *, prompt_tokens: int,
+                 new_tokens: int) -> np.ndarray:
+        """(n, new tokens): whether ``candidate``'s most likely next token, read along ``reference``'s continuation of
+        each text, is the reference's token: from memory, else the disk cache, else one teacher-forced pass."""
+        return self.memo(("followed", reference.key, candidate.key, eval_set.fingerprint, prompt_tokens, new_tokens),
+                         lambda: self._followed(reference, candidate, eval_set, prompt_tokens, new_tokens))
+
+    def _followed(self, reference: Any, candidate: Any, eval_set: EvalSet, prompt_tokens: int, new_tokens: int) -> np.ndarray:
+        task = self.task_for(eval_set)
+        led = self.generations(reference, eval_set, prompt_tokens=prompt_tokens, new_tokens=new_tokens)
+        key = cache_key(kind="followed", reference=self.fingerprint(reference), candidate=self.fingerprint(candidate),
+                        dataset=eval_set.fingerprint, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+                        max_length=self.settings.max_length, placement=[self.placement_key(self.backend(m))
+                                                                        for m in (reference, candidate)])
+        where = ("followed", reference.key, candidate.key, eval_set.fingerprint)
+        with self.lock(key):
+            found = self._cache.get_arrays(key, ("same",)) if self._cache else None
+            if found is not None and found["same"] is not None and len(found["same"]) == len(eval_set):
+                self.ran[where] = {"engine": "cache"}
+                return found["same"]
+            if self.cache_only:
+                raise NotCached(f"{candidate.name} along {reference.name}'s continuations of {eval_set.name} is not cached")
+            starts = [list(p[:n]) for p, n in zip(led["prompts"], led["prompt_lengths"])]
+            same, self.ran[where] = self._follow(task, candidate, starts, led["generated"], eval_set)
+            if self._cache:
+                self._cache.put_arrays(key, {"same": same}, {"reference": reference.spec.text,
+                                                             "candidate": candidate.spec.text, "kind": "followed"})
+        return same
+
+    def _follow(self, task: Task, model: Any, starts: list[list[int]], continuations: np.ndarray,
+                eval_set: EvalSet) -> tuple[np.ndarray, dict]:
+        """The teacher-forced agreement computed here, and how (see :attr:`ran`)."""
+        return task.follow(self.loaded_backend(model), starts, continuations, eval_set), {"engine": "local"}
 
     def memo(self, key: tuple, compute: Any) -> Any:
         """A derived value (such as a model's OOD detections) computed once per run."""
@@ -323,6 +436,24 @@ class Engine(Evidence):
         both models over the same batches (the task's ``run_pair``). A cache hit loads no model."""
         return self.memo(("pair", reference.key, candidate.key, eval_set.fingerprint),
                          lambda: self._pair_statistics(reference, candidate, eval_set))
+
+    def _run_pair(self, task: Task, reference: Any, candidate: Any, eval_set: EvalSet) -> tuple[PositionStatistics, dict]:
+        """The pair's statistics computed here, and how (see :attr:`ran`)."""
+        backends = [self.loaded_backend(m) for m in (reference, candidate)]
+        return task.run_pair(backends, [reference.name, candidate.name], eval_set, self.settings), {"engine": "local"}
+
+    def computed_by(self, models: list[Any], data: list[EvalSet]) -> dict[str, Any] | None:
+        """How the outputs a result read were computed in this run: ``{"engine": "ray", "actors": N}`` when any
+        ran on Ray actors (the most actors any used), else ``{"engine": "local"}`` when any ran here, else
+        ``{"engine": "cache"}`` (every one read from the disk cache); None when none is known."""
+        keys = {m.key for m in models}
+        prints = {d.fingerprint for d in data}
+        found = [how for key, how in self.ran.items() if set(key[1:-1]) & keys and key[-1] in prints]
+        for engine in ("ray", "local", "cache"):
+            chosen = [how for how in found if how["engine"] == engine]
+            if chosen:
+                return max(chosen, key=lambda how: how.get("actors", 0))
+        return None
 
     def _pair_statistics(self, reference: Any, candidate: Any, eval_set: EvalSet) -> PositionStatistics:
         task = self.task_for(eval_set)
@@ -338,14 +469,15 @@ class Engine(Evidence):
         cache = self._cache
         with self.lock(key):
             found = cache.get_arrays(key, POSITION_FIELDS) if cache else None
+            where = ("pair", reference.key, candidate.key, eval_set.fingerprint)
             if found is not None and all(v is not None for v in found.values()) and \
                     len(found["token_counts"]) == len(eval_set):
                 log.info("miniature: %s against %s on %s from cache", candidate.name, reference.name, eval_set.name)
+                self.ran[where] = {"engine": "cache"}
                 return PositionStatistics(**found, task=task.name)
             if self.cache_only:
                 raise NotCached(f"{candidate.name} against {reference.name} on {eval_set.name} is not in the cache")
-            statistics = task.run_pair([self.loaded_backend(m) for m in (reference, candidate)], names, eval_set,
-                                       self.settings)
+            statistics, self.ran[where] = self._run_pair(task, reference, candidate, eval_set)
             if cache:
                 cache.put_arrays(key, {f: getattr(statistics, f) for f in POSITION_FIELDS},
                                  {"reference": reference.spec.text, "candidate": candidate.spec.text, "dataset": eval_set.name})

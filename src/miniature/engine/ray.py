@@ -17,8 +17,10 @@ raises it: its own one-line message, with the actor's traceback in a file the me
   not depend on which examples a worker saw before.
 
 Models must be readable at the same path (or hub id) on every node: a shared file system, or a hub id.
-A task whose forward passes are not padded batches (causal LMs: windows read token by token, and a pair's
-statistics need both models side by side) runs on the driver.
+- Causal-LM pairs: the driver cuts the windows into the local engine's batches from the tokenizers, and
+  actors that each hold both models (the reference and one candidate) compute the pair's statistics for
+  shards of them; the driver merges them. A single causal LM's own pass (embeddings, choice scores) reads
+  windows token by token and runs on the driver.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ from .local import Engine
 
 #: Batches per task sent to an actor: large enough to amortise a call, small enough to balance actors.
 SHARD_BATCHES = 4
+
+
+def _shards(n: int, size: int = 8) -> list[slice]:
+    """Consecutive slices of ``n`` prompts, ``size`` each (a prompt is continued alone: any split gives the same)."""
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
 
 def import_ray() -> Any:
@@ -196,6 +203,14 @@ class ModelWorker:
         backend = self._backend()
         return [forward_pooled(backend, batch, need_hidden) for batch in shard]
 
+    def generate(self, starts: list[list[int]], new_tokens: int, eval_set: Any) -> Any:
+        backend = self._backend()
+        return self.engine.task_for(eval_set).generate(backend, starts, new_tokens, eval_set)
+
+    def follow(self, starts: list[list[int]], continuations: Any, eval_set: Any) -> Any:
+        backend = self._backend()
+        return self.engine.task_for(eval_set).follow(backend, starts, continuations, eval_set)
+
     def attack(self, lm: Any, similarity: Any, attack_settings: Any, item: tuple) -> tuple[dict[str, Any], str]:
         from ..attack.offline import import_textattack
         from ..attack.runs import attack_here, follow_target
@@ -205,11 +220,34 @@ class ModelWorker:
         return next(attack_here(self.engine, self.model, lm, similarity, attack_settings, [item]))
 
 
+class PairWorker:
+    """A Ray actor holding both models of a pair (a causal LM's reference and one candidate): computes the pair's
+    statistics for shards of the batches the driver cut, as the local engine computes them for all of them."""
+
+    def __init__(self, settings: Any, specs: list[Any], places: list[tuple[str, str]]) -> None:
+        from ..models import open_backend
+
+        os.environ.pop("PYTEST_XDIST_WORKER_COUNT", None)  # Ray sized this actor's threads
+        self.engine = Engine(replace(settings, engine="local", cache_dir=None), live=False)
+        self.models = [Model(None, spec) for spec in specs]
+        for model, (device, dtype) in zip(self.models, places):
+            backend = open_backend(model.spec)
+            backend.trust_remote_code |= settings.trust_remote_code
+            backend.place(device, dtype)  # as the driver resolved it
+            self.engine.adopt(model, backend)
+
+    def shard(self, batches: list, work: Any, eval_set: Any) -> dict[int, Any]:
+        backends = [self.engine.loaded_backend(m) for m in self.models]
+        task = self.engine.task_for(eval_set)
+        return task.pair_shard(backends, [m.name for m in self.models], batches, work, eval_set)
+
+
 class RayEngine(Engine):
-    """:class:`Engine` whose forward passes and attacks run on Ray actors."""
+    """:class:`Engine` whose forward passes, causal-LM pairs and attacks run on Ray actors."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self._actors_running = 0  # how many actors the forward pass under way runs on (see how())
         self._ray = None
         self._gpu_name: str | None = None
         self._unusable: EngineError | None = None  # said once: a cluster that was not there is not waited for again
@@ -262,13 +300,50 @@ class RayEngine(Engine):
     def _workers(self, model: Any, tasks: int) -> list[Any]:
         """Actors for ``model``: ``workers``, else one per CPU (one per GPU on CUDA) of the cluster, and never more
         than ``tasks`` (each actor loads the model: one with nothing to do only costs start-up)."""
-        ray = self.ray
         backend = self.backend(model)
-        on_gpu = backend.device.startswith("cuda")
+        return self._actors(ModelWorker, backend.device.startswith("cuda"), tasks, self.settings, model.spec,
+                            backend.device, backend.dtype)
+
+    def _actors(self, worker: type, on_gpu: bool, tasks: int, *args: Any) -> list[Any]:
+        """``workers`` actors of class ``worker`` (else one per CPU of the cluster, per GPU on CUDA: one GPU each), never
+        more than ``tasks``."""
         count = self.settings.workers or max(1, self.cluster("GPU") if on_gpu else self.cluster("CPU"))
         count = max(1, min(count, tasks))
-        actor = ray.remote(num_gpus=1, num_cpus=0)(ModelWorker) if on_gpu else ray.remote(num_cpus=1)(ModelWorker)
-        return [actor.remote(self.settings, model.spec, backend.device, backend.dtype) for _ in range(count)]
+        actor = self.ray.remote(num_gpus=1, num_cpus=0)(worker) if on_gpu else self.ray.remote(num_cpus=1)(worker)
+        return [actor.remote(*args) for _ in range(count)]
+
+    def how(self, backend: Any) -> dict[str, Any]:
+        if backend.executor is not None:
+            return {"engine": "ray", "actors": self._actors_running}
+        return super().how(backend)
+
+    def attacked_how(self) -> dict[str, Any]:
+        return {"engine": "ray", "actors": self._actors_running}
+
+    def _run_pair(self, task: Any, reference: Any, candidate: Any, eval_set: Any) -> tuple[Any, dict]:
+        """The pair's statistics on actors that each hold both models: the driver cuts the batches from the
+        tokenizers (as the local engine does, so the figures are its own), actors compute shards of them, and the
+        driver merges what they return."""
+        from ray.util import ActorPool
+
+        backends = [self.backend(m) for m in (reference, candidate)]
+        for backend in backends:
+            if backend.tokenizer is None:
+                backend.load_tokenizer()
+        names = [reference.name, candidate.name]
+        plan = task.pair_plan(backends, names, eval_set, self.settings)
+        shards = [plan.batches[i : i + SHARD_BATCHES] for i in range(0, len(plan.batches), SHARD_BATCHES)]
+        workers = self._actors(PairWorker, backends[0].device.startswith("cuda"), len(shards), self.settings,
+                               [reference.spec, candidate.spec], [(b.device, b.dtype) for b in backends])
+        parts: dict[int, Any] = {}
+        try:
+            pool = ActorPool(workers)
+            for found in self._results(pool.map_unordered(
+                    lambda worker, shard: worker.shard.remote(shard, plan.work(shard), eval_set), shards), candidate):
+                parts.update(found)
+        finally:
+            self._release(workers)
+        return task.pair_merge(plan, parts), {"engine": "ray", "actors": len(workers)}
 
     def _release(self, workers: list[Any]) -> None:
         # Actors hold their CPUs and GPUs: freed as soon as a model is done, so the next model's can start.
@@ -293,6 +368,28 @@ class RayEngine(Engine):
                 raise ModelLoadError(f"A Ray actor running model {model.name!r} {what}: {_last_line(str(exc))[:300]} "
                                      f"(the actor's traceback is in {_save_actor_traceback(str(exc))})") from None
 
+    def _by_prompts(self, model: Any, calls: list, method: str) -> tuple[Any, dict]:
+        """``calls`` (each a shard of prompts: (starts, *args)) on ``model``'s actors; the rows back in order."""
+        import numpy as np
+        from ray.util import ActorPool
+
+        workers = self._workers(model, len(calls))
+        try:
+            pool = ActorPool(workers)
+            rows = list(self._results(pool.map(lambda worker, call: getattr(worker, method).remote(*call), calls), model))
+        finally:
+            self._release(workers)
+        return np.concatenate(rows), {"engine": "ray", "actors": len(workers)}
+
+    def _generate(self, task: Any, model: Any, starts: list[list[int]], new_tokens: int, eval_set: Any) -> tuple[Any, dict]:
+        """Prompts continue alone, so shards of them go to actors and come back as they would have here."""
+        shards = _shards(len(starts))
+        return self._by_prompts(model, [(starts[s], new_tokens, eval_set) for s in shards], "generate")
+
+    def _follow(self, task: Any, model: Any, starts: list[list[int]], continuations: Any, eval_set: Any) -> tuple[Any, dict]:
+        shards = _shards(len(starts))
+        return self._by_prompts(model, [(starts[s], continuations[s], eval_set) for s in shards], "follow")
+
     def _compute(self, model: Any, backend: Any, eval_set: Any, task: Any):
         from ray.util import ActorPool
 
@@ -300,6 +397,7 @@ class RayEngine(Engine):
             return super()._compute(model, backend, eval_set, task)
         batches = -(-len(eval_set) // self.settings.batch_size)
         workers = self._workers(model, -(-batches // SHARD_BATCHES))
+        self._actors_running = len(workers)
 
         def on_actors(batches: list, need_hidden: bool) -> Iterator[tuple[Any, Any]]:
             shards = [[b for _, b in batches[i : i + SHARD_BATCHES]] for i in range(0, len(batches), SHARD_BATCHES)]
@@ -328,6 +426,7 @@ class RayEngine(Engine):
         from ray.util import ActorPool
 
         workers = self._workers(target, len(todo))
+        self._actors_running = len(workers)
         pool = ActorPool(workers)
         lm, similarity = Model(None, lm.spec), Model(None, similarity.spec) if similarity is not None else None
         try:

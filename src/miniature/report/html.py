@@ -84,6 +84,14 @@ def verdicts(results: Sequence[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def computed_by(how: dict[str, Any]) -> str:
+    """``{"engine": "ray", "actors": 2}`` in words."""
+    engine = how.get("engine")
+    if engine == "ray":
+        return f"on Ray, {how.get('actors', '?')} actors"
+    return {"local": "in the run's own process", "cache": "read from the cache (no model ran)"}.get(engine, str(engine))
+
+
 def _models(report: dict[str, Any]) -> str:
     rows = []
     for name, m in report.get("models", {}).items():
@@ -198,6 +206,11 @@ def write_html(results: Sequence[Any], path: str | os.PathLike[str], *, report: 
     if plots:
         body += ["<h2>The paper's Figure 1: agreement against K</h2>",
                  *(f"<figure>{svg}<figcaption>{_e(title)}</figcaption></figure>" for title, svg in plots)]
+    computed = [[r["metric"], r["candidate"], r["dataset"], computed_by(r["computed_by"])] for r in measured
+                if r.get("computed_by")]
+    if computed:
+        body += ["<h2>Where each result was computed</h2>",
+                 _table(["check", "candidate", "data", "its outputs were computed"], computed)]
     settings = report.get("settings") or {}
     body += ["<h2>Settings and notes</h2>",
              _table(["setting", "value"], [[k, settings[k]] for k in ("thresholds", "checks", "gate", "eval", "train", "ood",

@@ -112,6 +112,7 @@ def _result(result: Any, where: str) -> None:
     if result.get("gate_mode", "point") not in ("point", "lower"):
         raise _Wrong(f"{where}.gate_mode", '"point" or "lower"', result["gate_mode"])
     _field(result, "examples", list, f"{where}.", required=False)
+    _field(result, "computed_by", dict | None, f"{where}.", required=False)
     for i, example in enumerate(result.get("examples") or []):
         _check(example, dict, f"{where}.examples[{i}]")
     for key, (kind, required) in _own_fields(result["metric"]).items():

@@ -22,7 +22,7 @@ from ..errors import NotApplicable
 
 if TYPE_CHECKING:
     from ..data import EvalSet
-    from ..evidence import Decisions, Model, PointDistributions, PositionStatistics
+    from ..evidence import Continuations, Decisions, Model, PointDistributions, PositionStatistics
     from ..outputs import ModelOutputs
 
 
@@ -37,6 +37,11 @@ class Source(Protocol):
     def backend(self, model: Model) -> Any: ...
 
     def pair_statistics(self, reference: Model, candidate: Model, eval_set: EvalSet) -> PositionStatistics: ...
+
+    def generations(self, model: Model, eval_set: EvalSet, *, prompt_tokens: int, new_tokens: int) -> dict: ...
+
+    def followed(self, reference: Model, candidate: Model, eval_set: EvalSet, *, prompt_tokens: int,
+                 new_tokens: int) -> np.ndarray: ...
 
 
 class Task(ABC):
@@ -70,6 +75,9 @@ class Task(ABC):
     class_distribution: ClassVar[bool] = False
     #: Why BERT-Attack, which flips a classifier's label, cannot attack its models (None: it can).
     unattackable: ClassVar[str | None] = None
+    #: What its models give the characteristics (a characteristic whose ``outputs`` are not all here is not run
+    #: unless asked for): "predictions", "embeddings", "generations" (greedy continuations).
+    produces: ClassVar[tuple[str, ...]] = ("predictions", "embeddings")
 
     # -- which task reads what ----------------------------------------------------------------------
 
@@ -140,10 +148,48 @@ class Task(ABC):
     def check_pair(self, backends: Sequence[Any], names: Sequence[str]) -> None:  # noqa: B027 - most tasks need no check
         """Refuse, before any weights load, a pair whose outputs cannot be compared (NotApplicable, saying why)."""
 
+    # -- a pair read side by side (tasks whose distributions are too large to keep: causal LMs) ---------------------
+
+    def pair_plan(self, backends: Sequence[Any], names: Sequence[str], eval_set: EvalSet, settings: Any) -> Any:
+        """How a pair reads ``eval_set``, from the tokenizers alone: an object with ``batches`` (the batches both
+        models read) and ``work(batches)`` (what computing some of them needs beside them)."""
+        raise NotApplicable(f"Task {self.name!r} compares the models' own outputs; it reads no pair side by side")
+
+    def pair_shard(self, backends: Sequence[Any], names: Sequence[str], batches: list, work: Any,
+                   eval_set: EvalSet) -> dict[int, Any]:
+        """The statistics of ``batches``, with both models loaded (here, or on a Ray actor that holds both)."""
+        raise NotImplementedError
+
+    def pair_merge(self, plan: Any, parts: dict[int, Any]) -> PositionStatistics:
+        """The pair's statistics from every shard's."""
+        raise NotImplementedError
+
     def run_pair(self, backends: Sequence[Any], names: Sequence[str], eval_set: EvalSet,
                  settings: Any) -> PositionStatistics:
-        """A pair's statistics from both models read side by side (tasks whose distributions are too large to keep)."""
-        raise NotApplicable(f"Task {self.name!r} compares the models' own outputs; it reads no pair side by side")
+        """The pair's statistics, every batch in this process."""
+        plan = self.pair_plan(backends, names, eval_set, settings)
+        return self.pair_merge(plan, self.pair_shard(backends, names, plan.batches, plan.work(plan.batches), eval_set))
+
+    # -- generation (generative models) ---------------------------------------------------------------------
+
+    def continuations(self, source: Source, reference: Model, candidate: Model, eval_set: EvalSet, *,
+                      prompt_tokens: int, new_tokens: int, check: str) -> Continuations:
+        """Both models' greedy continuations of ``eval_set``'s texts (see :class:`~miniature.evidence.Continuations`)."""
+        raise NotApplicable(f"{check} continues texts with a generative model; {self.title} models generate no text")
+
+    def generation_prompts(self, backend: Any, eval_set: EvalSet, settings: Any, *, prompt_tokens: int,
+                           new_tokens: int) -> list[list[int]]:
+        """Each text's prompt as token ids (the tokenizer alone)."""
+        raise NotApplicable(f"{self.title} models generate no text")
+
+    def generate(self, backend: Any, starts: Sequence[Sequence[int]], new_tokens: int, eval_set: EvalSet,
+                 progress: Any = None) -> np.ndarray:
+        """(prompts, new_tokens) token ids: each prompt's greedy continuation."""
+        raise NotApplicable(f"{self.title} models generate no text")
+
+    def follow(self, backend: Any, starts: Sequence[Sequence[int]], continuations: np.ndarray, eval_set: EvalSet) -> np.ndarray:
+        """(prompts, new_tokens): whether the model's top next token along each given continuation is its token."""
+        raise NotApplicable(f"{self.title} models generate no text")
 
     def point(self, eval_set: EvalSet, index: int) -> dict[str, str]:
         """How point ``index`` reads in an example table."""

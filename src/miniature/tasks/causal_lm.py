@@ -18,12 +18,12 @@ import numpy as np
 
 from ..data import EvalSet
 from ..errors import MissingOutput
-from ..evidence import Decisions, Model, PositionStatistics
+from ..evidence import Continuations, Decisions, Model, PositionStatistics
 from ..models.base import Backend, forward_counter
 from ..outputs import ModelOutputs
-from . import multiple_choice
+from . import generation, multiple_choice
 from .base import Source, Task, require_shared_tokenizer
-from .causal_lm_pairs import compare_side_by_side
+from .causal_lm_pairs import PairPlan, merge, plan_pair, shard_statistics
 from .token_windows import (
     chunks,
     log_probabilities,
@@ -90,6 +90,7 @@ class CausalLanguageModelling(Task):
     batched = False  # windows are read token by token, and a pair's statistics need both models side by side
     unattackable = ("The adversarial-vulnerability check attacks a classifier's predicted label (BERT-Attack); a causal "
                     "LM predicts next tokens, so it does not apply to task = \"causal-lm\"")
+    produces = ("predictions", "embeddings", "generations")
     export_axes = {"logits": {0: "batch", 1: "sequence"}}
     export_options = {"use_cache": False}  # a key/value cache is for generation; the graph maps tokens to logits
 
@@ -135,9 +136,43 @@ class CausalLanguageModelling(Task):
                 raise self.not_a_language_model(backend)
         require_shared_tokenizer(backends, names, "next-token distributions")
 
-    def run_pair(self, backends: Sequence[Any], names: Sequence[str], eval_set: EvalSet,
-                 settings: Any) -> PositionStatistics:
-        return compare_side_by_side(list(backends), list(names), eval_set, settings, self.name)
+    def continuations(self, source: Source, reference: Model, candidate: Model, eval_set: EvalSet, *,
+                      prompt_tokens: int, new_tokens: int, check: str) -> Continuations:
+        """Both models continue the same prompts: cut for the window both can read (so neither's prompt is longer)."""
+        backends = [source.backend(m) for m in (reference, candidate)]
+        self.check_pair(backends, [reference.name, candidate.name])
+        cut = min(prompt_tokens, window_size(backends, source.settings.max_length) - new_tokens + 1)
+        ref, cand = (source.generations(m, eval_set, prompt_tokens=max(1, cut), new_tokens=new_tokens)
+                     for m in (reference, candidate))
+        forced = source.followed(reference, candidate, eval_set, prompt_tokens=max(1, cut), new_tokens=new_tokens)
+        return Continuations(self.name, tuple(map(str, ref["prompt_text"])), ref["generated"], cand["generated"],
+                             tuple(map(str, ref["text"])), tuple(map(str, cand["text"])), forced)
+
+    def generation_prompts(self, backend: Any, eval_set: EvalSet, settings: Any, *, prompt_tokens: int,
+                           new_tokens: int) -> list[list[int]]:
+        return generation.prompts(backend, eval_set, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+                                  max_length=settings.max_length)
+
+    def generate(self, backend: Any, starts: Sequence[Sequence[int]], new_tokens: int, eval_set: EvalSet,
+                 progress: Any = None) -> np.ndarray:
+        if backend.task is not self and backend.spec.backend != "onnx":
+            raise self.not_a_language_model(backend)
+        return generation.generate(backend, starts, new_tokens, eval_set, progress)
+
+    def follow(self, backend: Any, starts: Sequence[Sequence[int]], continuations: np.ndarray, eval_set: EvalSet) -> np.ndarray:
+        if backend.task is not self and backend.spec.backend != "onnx":
+            raise self.not_a_language_model(backend)
+        return generation.follow(backend, starts, continuations, eval_set)
+
+    def pair_plan(self, backends: Sequence[Any], names: Sequence[str], eval_set: EvalSet, settings: Any) -> PairPlan:
+        return plan_pair(list(backends), list(names), eval_set, settings)
+
+    def pair_shard(self, backends: Sequence[Any], names: Sequence[str], batches: list, work: Any,
+                   eval_set: EvalSet) -> dict[int, Any]:
+        return shard_statistics(list(backends), list(names), batches, work, eval_set)
+
+    def pair_merge(self, plan: PairPlan, parts: dict[int, Any]) -> PositionStatistics:
+        return merge(plan, parts, self.name)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ perplexity guide; ``overlap`` = ``doc_stride``, default half a window).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,17 +110,21 @@ def segments(ids: Sequence[Sequence[int]], window: int, overlap: int) -> list[Se
             for s, e, f in windows(len(tokens), window, overlap)]
 
 
-def stream(backends: Sequence[Backend], ids: Sequence[Sequence[int]], pieces: Sequence[Segment], *, batch_size: int,
-           need_hidden: bool, model_names: Sequence[str]) -> Iterator[tuple[Segment, list[np.ndarray], list[Any]]]:
-    """Each segment with every model's logits (tokens, vocabulary) and hidden states (or None) for it.
-
-    All models read the same length-sorted, padded batches of ``batch_size`` windows (see
-    :func:`windows_per_batch`), one batch in memory at a time: the memory of a run is one batch's logits
-    per model, whatever the number of texts.
-    """
+def padded_batches(backend: Backend, ids: Sequence[Sequence[int]], pieces: Sequence[Segment],
+                   batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """The pieces' tokens in length-sorted batches of ``batch_size`` windows (see :func:`windows_per_batch`), padded
+    to their longest member: (the pieces' indices, the batch) each."""
     encoded = {"input_ids": [ids[p.text][p.start:p.end] for p in pieces]}
     encoded["attention_mask"] = [[1] * len(x) for x in encoded["input_ids"]]
-    for index, batch in backends[0].batches(encoded, ["input_ids", "attention_mask"], batch_size):
+    return backend.batches(encoded, ["input_ids", "attention_mask"], batch_size)
+
+
+def forward(backends: Sequence[Backend], batches: Iterable[tuple[np.ndarray, dict[str, np.ndarray]]], lengths: Sequence[int],
+            *, need_hidden: bool, model_names: Sequence[str]) -> Iterator[tuple[int, list[np.ndarray], list[Any]]]:
+    """Each piece (by index) of ``batches`` with every model's logits (tokens, vocabulary) and hidden states (or None),
+    cut to its ``lengths``. All models read the same batches, one batch in memory at a time: the memory of a run is
+    one batch's logits per model, whatever the number of texts."""
+    for index, batch in batches:
         results = []
         for backend, name in zip(backends, model_names):
             logits, hidden = backend.checked_forward(batch, need_hidden)
@@ -132,9 +136,18 @@ def stream(backends: Sequence[Backend], ids: Sequence[Sequence[int]], pieces: Se
                     f"?task=causal-lm to its spec if its files do not say so")
             results.append((logits, hidden))
         for row, i in enumerate(index):
-            piece, length = pieces[i], pieces[i].end - pieces[i].start
-            yield (piece, [np.asarray(r[0][row, :length]) for r in results],
+            length = lengths[i]
+            yield (int(i), [np.asarray(r[0][row, :length]) for r in results],
                    [None if r[1] is None else np.asarray(r[1][row, :length], dtype=np.float32) for r in results])
+
+
+def stream(backends: Sequence[Backend], ids: Sequence[Sequence[int]], pieces: Sequence[Segment], *, batch_size: int,
+           need_hidden: bool, model_names: Sequence[str]) -> Iterator[tuple[Segment, list[np.ndarray], list[Any]]]:
+    """Each segment with every model's logits and hidden states for it (:func:`forward` over :func:`padded_batches`)."""
+    lengths = [p.end - p.start for p in pieces]
+    for i, logits, hidden in forward(backends, padded_batches(backends[0], ids, pieces, batch_size), lengths,
+                                     need_hidden=need_hidden, model_names=model_names):
+        yield pieces[i], logits, hidden
 
 
 def _architectures(backend: Backend) -> str:
