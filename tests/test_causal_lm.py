@@ -355,7 +355,8 @@ def test_compare_runs_what_applies_and_says_why_the_rest_does_not(tiny_lms, tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "r.json").read_text())
     status = {r["metric"]: r["status"] for r in report["results"]}
-    assert status == {"kl_divergence": "ok", "top1_agreement": "ok", "knn_agreement": "ok", "error_jaccard": "not_applicable"}
+    assert status == {"kl_divergence": "ok", "top1_agreement": "ok", "knn_agreement": "ok", "generation_agreement": "ok",
+                      "error_jaccard": "not_applicable"}
     assert "has no choices, which the prediction-error check needs on a causal LM" in result.stdout
 
 
