@@ -153,7 +153,7 @@ def test_usage_errors_stop_the_run_before_any_test(project, args, message):
     ("toml", "message"),
     [
         ("[tool.miniature.thresholds]\nerror_jaccard = 1.5", "*'error_jaccard' parameter of [[]tool.miniature.thresholds[]] must be a number in the range [[]0, 1[]]. Got 1.5*"),
-        ("[tool.miniature.thresholds]\nerror_jacard = 0.5", "*Unknown threshold 'error_jacard'*expected one of error_jaccard, knn_agreement, ood_agreement, attack_robustness, top1_agreement, kl_divergence"),
+        ("[tool.miniature.thresholds]\nerror_jacard = 0.5", "*Unknown threshold 'error_jacard'*expected one of error_jaccard, knn_agreement, ood_agreement, attack_robustness, top1_agreement, kl_divergence, generation_agreement"),
         ("[tool.miniature]\ncandidate = 'x'", "*Unknown key(s) candidate in [[]tool.miniature[]]*expected*candidates*"),
         ("[tool.miniature]\nbatch_size = -1", "*'batch_size' parameter of [[]tool.miniature[]] must be an int in the range [[]1, inf). Got -1*"),
     ],

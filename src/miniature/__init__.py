@@ -37,7 +37,7 @@ _EXPORTS = {
     **dict.fromkeys(["AttackGap", "AttackOutcome", "compare_attacks", "summarize_attack"], "characteristics.adversarial"),
     **dict.fromkeys(["KlDivergence", "Top1Agreement", "compare_outputs"], "characteristics.output_agreement"),
     **dict.fromkeys(["GenerationAgreementResult", "compare_continuations", "first_divergence"],
-                    "characteristics.generation_agreement"),
+                    "characteristics.generation"),
     **dict.fromkeys(["jaccard", "kl_from_logits", "kl_statistics", "log_softmax"], "maths"),
 }
 

@@ -32,7 +32,7 @@ BUILTINS = {
     "top1_agreement": "miniature.characteristics.output_agreement:TopOneAgreement",
     "kl_divergence": "miniature.characteristics.output_agreement:OutputDivergence",
     # Generated text, not teacher-forced: greedy continuations of causal LMs.
-    "generation_agreement": "miniature.characteristics.generation_agreement:GenerationAgreement",
+    "generation_agreement": "miniature.characteristics.generation:GenerationAgreement",
 }
 
 _registry = Registry(kind="characteristic", group=GROUP, base="miniature.characteristics.base:Characteristic",

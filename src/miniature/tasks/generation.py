@@ -30,7 +30,7 @@ def prompts(backend: Backend, eval_set: EvalSet, *, prompt_tokens: int, new_toke
     if room < 1:
         raise UsageError(f"new_tokens ({new_tokens}) leaves no room for a prompt in the {window}-token window of model "
                          f"{backend.spec.name!r} (the smaller of max_length and its context): give new_tokens below "
-                         f"{window} in the generation_agreement threshold")
+                         f"{window}")
     ids = tokenize(backend, eval_set.texts, min(prompt_tokens, room))
     empty = [eval_set.ids[i] for i, tokens in enumerate(ids) if not tokens]
     if empty:
