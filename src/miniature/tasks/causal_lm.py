@@ -30,7 +30,6 @@ from .token_windows import (
     overlap_of,
     picked,
     predicted_rows,
-    require_finite,
     segments,
     stream,
     tokenize,
@@ -57,8 +56,7 @@ def run(backend: Backend, eval_set: EvalSet, settings: Any, progress: Any = None
         rows, targets = predicted_rows(piece, logits), np.asarray(ids[piece.text][piece.first:piece.stop])
         at = slice(piece.first - 1, piece.stop - 1)  # where the segment's positions go in the text's row
         for part in chunks(len(rows), logits.shape[-1]):
-            require_finite(rows[part], name, eval_set, piece.text)
-            log_p = log_probabilities(rows[part])
+            log_p = log_probabilities(rows[part], name, eval_set, piece.text)
             logprobs[piece.text, at][part] = picked(log_p, targets[part])
             tops[piece.text, at][part] = log_p.argmax(-1).numpy()
         if piece.start == 0 and hidden is not None:  # a text's embedding: its first window, as QA does

@@ -31,7 +31,6 @@ from .token_windows import (
     padded_batches,
     picked,
     predicted_rows,
-    require_finite,
     segments,
     tokenize,
     window_size,
@@ -89,10 +88,8 @@ def shard_statistics(backends: list, names: list[str], batches: list[tuple[np.nd
         kl, same = np.zeros(len(targets)), np.zeros(len(targets), dtype=bool)
         ref_logprob, cand_logprob = np.zeros(len(targets)), np.zeros(len(targets))
         for part in chunks(len(targets), ref_logits.shape[-1]):
-            for name, r in zip(names, rows):
-                require_finite(r[part], name, eval_set, piece.text)
-            log_p, log_q = log_probabilities(rows[0][part]), log_probabilities(rows[1][part])
-            kl[part] = kl_from_log_probabilities(log_p, log_q).numpy()
+            log_p, log_q = (log_probabilities(r[part], name, eval_set, piece.text) for name, r in zip(names, rows))
+            kl[part] = kl_from_log_probabilities(log_p, log_q, finite=True).numpy()
             same[part] = (log_p.argmax(-1) == log_q.argmax(-1)).numpy()
             ref_logprob[part], cand_logprob[part] = picked(log_p, targets[part]), picked(log_q, targets[part])
         out[i] = (kl, same, ref_logprob, cand_logprob)

@@ -18,7 +18,7 @@ from ..errors import DatasetError, MissingGold, MissingOutput, ModelLoadError
 from ..evidence import Decisions, Model
 from ..models.base import Backend
 from .base import Source, architectures
-from .token_windows import Segment, chunks, log_probabilities, picked, predicted_rows, require_finite, stream, windows_per_batch
+from .token_windows import Segment, chunks, log_probabilities, picked, predicted_rows, stream, windows_per_batch
 
 
 def choice_scores(backend: Backend, eval_set: EvalSet, settings: Any, window: int) -> np.ndarray:
@@ -53,8 +53,8 @@ def choice_scores(backend: Backend, eval_set: EvalSet, settings: Any, window: in
         rows, targets = predicted_rows(piece, logits), np.asarray(ids[piece.text][piece.first:piece.stop])
         total = 0.0
         for part in chunks(len(rows), logits.shape[-1]):
-            require_finite(rows[part], name, eval_set, pairs[piece.text][0])
-            total += float(picked(log_probabilities(rows[part]), targets[part]).sum())
+            log_p = log_probabilities(rows[part], name, eval_set, pairs[piece.text][0])
+            total += float(picked(log_p, targets[part]).sum())
         scores[pairs[piece.text]] = total
     return scores
 

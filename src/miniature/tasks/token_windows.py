@@ -18,7 +18,6 @@ import numpy as np
 
 from ..data import EvalSet
 from ..errors import MissingOutput, ModelLoadError, UsageError
-from ..maths import log_softmax
 from ..models.base import Backend, forward_counter
 
 #: Rows of (positions x vocabulary) turned into float64 at once: bounds the memory of one step.
@@ -166,12 +165,19 @@ def chunks(rows: int, vocabulary: int) -> Iterator[slice]:
         yield slice(start, min(rows, start + step))
 
 
-def log_probabilities(rows: np.ndarray) -> Any:
-    """The float64 log-softmax of logits ``rows`` (positions x vocabulary) as a torch tensor: torch spreads it over
-    the cores, where numpy's runs on one (it was a quarter of a causal-LM pair's time)."""
+def log_probabilities(rows: np.ndarray, model: str, eval_set: EvalSet, text: int) -> Any:
+    """The float64 log-softmax of logits ``rows`` (positions x vocabulary) as a torch tensor, refusing non-finite
+    logits as :func:`require_finite` does. torch spreads both passes over the cores, where numpy's run on one (the
+    log-softmax was a quarter of a causal-LM pair's time); the check runs on the float64 copy the log-softmax needs
+    anyway, and finite rows need no padding mask."""
     import torch
 
-    return log_softmax(torch.from_numpy(np.ascontiguousarray(rows)))
+    z = torch.from_numpy(np.ascontiguousarray(rows)).double()
+    # A row's float64 sum of float32 logits cannot overflow, so it is finite exactly when every logit is: one
+    # reduction, where an element-wise isfinite would write a vocabulary-wide mask.
+    if not bool(z.sum(-1).isfinite().all()):
+        require_finite(rows, model, eval_set, text)
+    return torch.log_softmax(z, dim=-1)
 
 
 def picked(log_p: Any, targets: np.ndarray) -> np.ndarray:
