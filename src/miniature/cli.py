@@ -57,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--steps", type=positive_int, default=200, help="distill: training steps (default 200)")
     compress.add_argument("--learning-rate", type=float, default=5e-5,
                           help="distill: AdamW learning rate (default 5e-5, for a pretrained encoder's layers; the demo's)")
+    compress.add_argument("--recipe", dest="base_recipe", choices=["onnx-int8", "torch-int8"],
+                          help="tune: the quantization to tune (onnx-int8 is static with --texts)")
+    compress.add_argument("--tune-data", metavar="DATASET",
+                          help="tune: labelled texts the gates are measured on while tuning (default: --texts); "
+                               "never the data you gate the result on")
+    compress.add_argument("--threshold", action="append", type=threshold_arg, default=[], metavar="NAME=BOUND",
+                          help="tune: a gate the tuned model must meet on the tuning data (repeatable)")
+    compress.add_argument("--max-trials", type=positive_int, default=16,
+                          help="tune: variants the search may measure after the sensitivity pass (default 16)")
+    compress.add_argument("--max-length", type=positive_int, default=128,
+                          help="tune, onnx-int8: tokens per text for calibration and tuning (default 128)")
     return parser
 
 
@@ -67,6 +78,8 @@ RECIPES = {
     "prune": "global magnitude pruning of encoder Linear weights (--sparsity)",
     "drop-layers": "keep every n-th encoder layer, no retraining (--keep-every)",
     "distill": "a student of every n-th layer trained on the model's soft labels (--texts, --steps)",
+    "tune": "quantize (--recipe) keeping in float the layers that break the gates (--tune-data, --threshold); exit 1 "
+            "when the trials (--max-trials) end first",
 }
 
 
@@ -160,6 +173,7 @@ def run_report(args: argparse.Namespace) -> int:
     print(printable(f"pytest-miniature report of {report['created']}: {report['verdict']} "
                     f"({report['gates']['failed']} of {report['gates']['total']} gates failed)"))
     for line in summary(report["results"]) + matrix_lines(report.get("matrices") or {}) + \
+            [printable(f"warning: {w}") for w in report.get("warnings") or []] + \
             error_lines(report.get("errors") or []):
         print(line)
     options = argparse.Namespace(miniature_markdown=args.markdown, miniature_html=args.html)
@@ -181,6 +195,8 @@ def run_compress(args: argparse.Namespace) -> int:
         raise UsageError(f"Expected a HF model directory to compress but got {args.source!r}")
     out = Path(args.out)
     texts = list(load_eval_set(parse_dataset_spec(args.texts)).texts) if args.texts else None
+    if args.recipe == "tune":
+        return run_tune(args, source, out, texts)
     if args.recipe == "distill" and texts is None:
         raise UsageError("The distill recipe needs --texts DATASET: unlabelled texts to distil on")
     if args.recipe == "torch-int8":
@@ -204,6 +220,68 @@ def run_compress(args: argparse.Namespace) -> int:
                                     learning_rate=args.learning_rate, progress=progress))
     print(f"wrote {args.recipe} candidate of {args.source}; gate it with: --candidate {spec}")
     return 0
+
+
+def run_tune(args: argparse.Namespace, source: Any, out: Any, texts: list[str] | None) -> int:
+    from .tune import tune
+
+    if args.base_recipe is None:
+        raise UsageError("compress tune needs --recipe onnx-int8 or --recipe torch-int8: the quantization to tune")
+    tune_data = args.tune_data or args.texts
+    if tune_data is None:
+        raise UsageError("compress tune needs --tune-data DATASET (or --texts, which then serves both): labelled "
+                         "texts to measure the gates on")
+    if args.base_recipe == "torch-int8" and args.texts and args.tune_data:
+        raise UsageError("--texts calibrates onnx-int8's static quantization; torch-int8 is dynamic and takes none "
+                         "(give the tuning data as --tune-data alone)")
+    say = lambda line: print(f"miniature: {line}", file=sys.stderr)  # noqa: E731
+    tuning = tune(source, out, recipe=args.base_recipe, tune_data=tune_data, thresholds=dict(args.threshold),
+                  calibration_texts=texts if args.base_recipe == "onnx-int8" else None, max_trials=args.max_trials,
+                  max_length=args.max_length, say=say)
+    best = tuning.best
+    spec = f"onnx:{out / 'model.onnx'}" if args.base_recipe == "onnx-int8" else str(out)
+    print(f"{tuning.recipe} of {args.source} tuned on {tune_data}: {len(tuning.layers)} layers, "
+          f"{len(tuning.sensitivity)} sensitivity trials and {len(tuning.trials) - 1 - len(tuning.sensitivity)} search "
+          f"trials")
+    if tuning.sensitivity:
+        print("the layers that cause the drift: each metric's change when that layer alone is kept in float "
+              "(most harmful first; score: the share of the plain model's drift it undoes, summed over the gates)")
+        width = max(len(row["layer"]) for row in tuning.sensitivity[:10])
+        print(f"{'layer':{width}} {'score':>8}  " + "  ".join(f"{n:>16}" for n in tuning.thresholds))
+        for row in tuning.sensitivity[:10]:
+            print(f"{row['layer']:{width}} {row['score']:8.3f}  "
+                  + "  ".join(f"{row['drift'][n]:+16.4g}" for n in tuning.thresholds))
+    if len(tuning.sensitivity) > 10:
+        print(f"... {len(tuning.sensitivity) - 10} more in the manifest")
+    for label, trial in (("plain", tuning.plain), ("tuned", best), ("float", tuning.float_model)):
+        figures = ", ".join(f"{n} {trial.values[n]:.4g}" for n in tuning.thresholds)
+        model = tuning.models.get(label, {})
+        print(f"{label:6} {len(trial.kept):3d} layers in float: {figures}"
+              + (f"; {model['points_per_second']:.1f} points/s, {model['bytes'] / 1e6:.2f} MB" if model else ""))
+    if tuning.found:
+        print(f"every gate holds on the tuning data with {len(best.kept)} of {len(tuning.layers)} layers in float; "
+              f"gate the result on held-out data (never {tune_data}): --candidate {spec}")
+        return 0
+    failing = lambda trial: "; ".join(  # noqa: E731
+        f"{n} {trial.values[n]:.4g} against {'<=' if _upper(n) else '>='} {tuning.thresholds[n]:g}"
+        for n in tuning.thresholds if not _meets(n, trial.values[n], tuning.thresholds[n]))
+    if not tuning.float_model.passed:
+        print(f"the float model itself fails the gates on {tune_data} ({failing(tuning.float_model)}), so no "
+              f"quantization of it can pass them; wrote the plain {args.base_recipe} candidate to {out}")
+    else:
+        print(f"no variant met every gate within {args.max_trials} search trials (--max-trials); wrote the nearest "
+              f"({len(best.kept)} layers in float: {failing(best)}): --candidate {spec}")
+    return 1
+
+
+def _upper(name: str) -> bool:
+    from .characteristics import registry
+
+    return registry.get(name).bound == "max"
+
+
+def _meets(name: str, value: float, bound: float) -> bool:
+    return value <= bound if _upper(name) else value >= bound
 
 
 def main(argv: list[str] | None = None) -> int:

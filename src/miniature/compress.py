@@ -106,6 +106,8 @@ def quantize_onnx(
     calibration_texts: Sequence[str] | None = None,
     max_length: int = 128,
     source: str | Path | None = None,
+    nodes_to_exclude: Sequence[str] = (),
+    calibration_cache: Path | None = None,
 ) -> Path:
     """int8 quantization of an ONNX graph with onnxruntime's quantizer.
 
@@ -115,6 +117,10 @@ def quantize_onnx(
     Without ``calibration_texts``: dynamic quantization (int8 weights; activations quantized
     on the fly). With them: static QDQ quantization, activation ranges calibrated (MinMax)
     on those texts, tokenized with the graph's tokenizer.
+
+    ``nodes_to_exclude``: graph nodes left in float (``miniature compress tune`` chooses them).
+    ``calibration_cache``: a file onnxruntime writes the activation ranges to on the first call and reads on the
+    next ones, so variants of one graph are calibrated once.
     """
     import logging
 
@@ -129,13 +135,19 @@ def quantize_onnx(
     root.setLevel(max(level, logging.ERROR))  # the quantizer's "run pre-processing first" hint
     try:
         if calibration_texts is None:
-            quantize_dynamic(str(onnx_path), str(path), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(onnx_path), str(path), weight_type=QuantType.QInt8,
+                             nodes_to_exclude=list(nodes_to_exclude))
             details = {"recipe": "onnx-dynamic-int8"}
         else:
-            reader = _CalibrationReader(onnx_path, calibration_texts, max_length)
+            cached = calibration_cache is not None and calibration_cache.is_file()
+            reader = None if cached else _CalibrationReader(onnx_path, calibration_texts, max_length)
             quantize_static(str(onnx_path), str(path), reader, quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=list(nodes_to_exclude),
+                            **({"calibration_cache_path": str(calibration_cache)} if calibration_cache else {}))
             details = {"recipe": "onnx-static-int8", "calibration_texts": len(calibration_texts), "method": "MinMax"}
+        if nodes_to_exclude:
+            details["nodes_in_float"] = list(nodes_to_exclude)
     finally:
         root.setLevel(level)
     _copy_tokenizer(onnx_path.parent, out_dir)
@@ -165,12 +177,13 @@ class _CalibrationReader:
         return next(self._feeds, None)
 
 
-def quantize_torch(model_dir: str | Path, out_dir: str | Path) -> Path:
+def quantize_torch(model_dir: str | Path, out_dir: str | Path, *, keep_float: Sequence[str] = ()) -> Path:
     """A candidate that loads with torch dynamic int8 quantization of every Linear layer.
 
     torch's dynamically quantized modules cannot be saved as safetensors, so the candidate
     is the model's files plus a manifest asking the HF backend to quantize on load (the same
     as the spec ``hf:<dir>?quantize=int8``); the int8 weights exist once it is loaded.
+    ``keep_float``: names of Linear modules left in float (``miniature compress tune`` chooses them).
     """
     import torch
 
@@ -179,7 +192,8 @@ def quantize_torch(model_dir: str | Path, out_dir: str | Path) -> Path:
     for path in model_dir.iterdir():
         if path.is_file() and path.name != MANIFEST:
             shutil.copy2(path, out_dir / path.name)
-    _write_manifest(out_dir, "torch-dynamic-int8", model_dir, torch=torch.__version__, load={"quantize": "int8"})
+    load = {"quantize": "int8", **({"keep_float": list(keep_float)} if keep_float else {})}
+    _write_manifest(out_dir, "torch-dynamic-int8", model_dir, torch=torch.__version__, load=load)
     return out_dir
 
 

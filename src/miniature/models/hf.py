@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelLoadError
+from ..manifest import read_manifest
 from .base import Backend
 from .device import dtype_argument
 from .fingerprint import directory_files
@@ -46,9 +46,19 @@ class HFBackend(Backend):
 
     def quantize(self) -> str | None:
         """``?quantize=`` of the spec, else what a candidate's miniature-manifest.json asks for on load."""
-        manifest = self.local_dir / "miniature-manifest.json"
-        on_load = json.loads(manifest.read_text()).get("load", {}) if manifest.is_file() else {}
-        return self.spec.options.get("quantize") or on_load.get("quantize")
+        return self.spec.options.get("quantize") or self._on_load().get("quantize")
+
+    def _on_load(self) -> dict:
+        """What a candidate's miniature-manifest.json asks of loading."""
+        try:
+            on_load = read_manifest(self.local_dir).get("load")
+        except ValueError as exc:
+            raise ModelLoadError(f"Model {self.spec.name!r}: its manifest says how to load it, and {exc}") from None
+        return on_load if isinstance(on_load, dict) else {}
+
+    def keep_float(self) -> list[str]:
+        """Linear modules a tuned torch-int8 candidate leaves in float (its manifest's ``load.keep_float``)."""
+        return [str(n) for n in self._on_load().get("keep_float", [])] if self.quantize() == "int8" else []
 
     def cpu_only(self) -> bool:
         return self.quantize() == "int8"
@@ -60,6 +70,8 @@ class HFBackend(Backend):
         options = super().load_options()
         if self.quantize():
             options["quantize"] = self.quantize()
+        if self.keep_float():
+            options["keep_float"] = ",".join(self.keep_float())
         return options
 
     def load(self, run: Any, declared: Any) -> None:
@@ -97,7 +109,15 @@ class HFBackend(Backend):
                                  f"?device=cpu&dtype=float32 in its spec")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.ao deprecation notices, not actionable here
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+                kept = set(self.keep_float())
+                unknown = kept - {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+                if unknown:
+                    raise ModelLoadError(f"Model {self.spec.name!r}: its manifest keeps {sorted(unknown)} in float, "
+                                         f"which are not Linear modules of the model")
+                # Every Linear but those kept in float (all of them when none are): torch matches module names.
+                spec = ({n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n not in kept}
+                        if kept else {torch.nn.Linear})
+                model = torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
         else:
             model = model.to(self.device)
         self.model = model

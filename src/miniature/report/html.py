@@ -107,6 +107,34 @@ def _models(report: dict[str, Any]) -> str:
               f"from the cache. Sizes are the weight files on disk (a torch-int8 candidate quantizes on load).</p>")
 
 
+def _tunings(report: dict[str, Any]) -> str:
+    """For each tuned candidate (``miniature compress tune``): the gates it was tuned to, the layers it keeps in
+    float, the most harmful layers, and the plain, tuned and float models' speed and size on the tuning data."""
+    out = []
+    for name, m in report.get("models", {}).items():
+        tuning = m.get("tuning")
+        if not tuning:
+            continue
+        metrics = list(tuning.get("thresholds") or {})
+        gates = ", ".join(f"{k} {_bound(k)} {v:g}" for k, v in (tuning.get("thresholds") or {}).items())
+        kept = tuning.get("float_layers") or []
+        out.append(f"<h3>{_e(name)}</h3><p>{_e(tuning.get('recipe'))} tuned on {_e(tuning.get('tune_data'))} to "
+                   f"{_e(gates)}: {'every gate held' if tuning.get('found') else 'no variant met every gate'} on the "
+                   f"tuning data with {len(kept)} of {_e(tuning.get('layers'))} layers in float "
+                   f"({_e(tuning.get('trials'))} trials).</p>")
+        rows = [[row.get("layer"), "yes" if row.get("layer") in kept else "", f"{row.get('score', 0):.3f}",
+                 *(f"{(row.get('drift') or {}).get(k, float('nan')):+.4g}" for k in metrics)]
+                for row in tuning.get("sensitivity") or []]
+        if rows:
+            out.append(_table(["layer (most harmful first)", "kept in float", "score",
+                               *(f"{k} when it alone is float" for k in metrics)], rows))
+        models = tuning.get("models") or {}
+        if models:
+            out.append(_table(["model", "points/s on the tuning data", "MB"],
+                              [[label, f"{v['points_per_second']:.1f}", f"{v['bytes'] / 1e6:.2f}"] for label, v in models.items()]))
+    return "".join(out)
+
+
 def _matrices(report: dict[str, Any]) -> str:
     out = []
     for metric, matrix in (report.get("matrices") or {}).items():
@@ -195,6 +223,10 @@ def write_html(results: Sequence[Any], path: str | os.PathLike[str], *, report: 
                                                        "not applicable"], verdicts(every), fail_column=1, classes="verdict")]
     if report.get("models"):
         body += ["<h2>Models</h2>", _models(report)]
+        if tunings := _tunings(report):
+            body += ["<h2>Tuned candidates: which layers caused the drift</h2>", tunings]
+    if report.get("warnings"):
+        body += ["<h2>Warnings</h2>", *(f"<p>{_e(w)}</p>" for w in report["warnings"])]
     for title, headers, rows in sections(every):
         body += [f"<h2>{_e(title.rstrip(':'))}</h2>", _table(headers, rows, fail_column=len(headers) - 1)]
     if report.get("matrices"):

@@ -97,7 +97,8 @@ def build_report(session: Any, *, exit_status: int | None = None, matrices: dict
     models = {
         model.name: {"spec": model.spec.text, "backend": model.spec.backend, "location": model.spec.location,
                      "fingerprint": engine.known_fingerprint(model),
-                     "trust_remote_code": engine.trusts_remote_code(model), **engine.measures(model)}
+                     "trust_remote_code": engine.trusts_remote_code(model), **engine.measures(model),
+                     **({"tuning": tuning} if (tuning := _tuning(model)) else {})}
         for model in session.known_models
     }
     datasets = {name: {"n": len(data), "fingerprint": data.fingerprint, "labelled": data.labels is not None}
@@ -122,8 +123,46 @@ def build_report(session: Any, *, exit_status: int | None = None, matrices: dict
                     "seconds_attacking": round(stats.seconds_attacking, 3)},
         "results": results,
         "errors": list(getattr(session, "errors", [])),
+        "warnings": tuning_warnings(session),
         "matrices": trim(matrices or {}),
     })
+
+
+def _tuning(model: Any) -> dict[str, Any] | None:
+    """A tuned candidate's tuning, from its manifest (None for any other model, or one whose manifest is unreadable:
+    the backend has refused that one already, if loading needed it)."""
+    from ..manifest import read_manifest, tuning_of
+
+    if not model.spec.is_local:
+        return None
+    try:
+        return tuning_of(read_manifest(model.spec.location))
+    except ValueError:
+        return None
+
+
+def tuning_warnings(session: Any) -> list[str]:
+    """A warning for each tuned candidate this run measured on texts it was tuned on: a gate on the tuning data
+    is a gate the candidate was fitted to pass, and says little about held-out data."""
+    from ..manifest import read_manifest, tuned_on
+
+    models = {m.name: m for m in session.known_models}
+    warnings = []
+    for entry in session.ledger.entries:
+        model = models.get(entry.candidate)
+        if model is None or not model.spec.is_local:
+            continue
+        try:
+            manifest = read_manifest(model.spec.location)
+        except ValueError:
+            continue
+        for data in {d.name: d for d in entry.data.values() if d is not None}.values():
+            overlap = tuned_on(manifest, data.texts)
+            line = (f"{entry.candidate} was tuned (miniature compress tune) on {overlap} of the {len(data)} texts of "
+                    f"{data.name!r}, which gates it here: gate it on held-out data")
+            if overlap and line not in warnings:
+                warnings.append(line)
+    return warnings
 
 
 def _threshold(name: str, threshold: Any) -> dict[str, Any]:
@@ -146,7 +185,7 @@ def merge_reports(reports: list[dict[str, Any]], *, exit_status: int | None = No
     from ..characteristics.registry import identity_of
 
     merged = dict(reports[0])
-    merged.update(models={}, datasets={}, results=[], errors=[], matrices={}, exit_status=exit_status,
+    merged.update(models={}, datasets={}, results=[], errors=[], warnings=[], matrices={}, exit_status=exit_status,
                   outputs={"computed": 0, "from_cache": 0, "seconds_computing": 0.0,
                            "attacked": 0, "attacks_from_cache": 0, "seconds_attacking": 0.0})
     seen = set()
@@ -160,6 +199,7 @@ def merge_reports(reports: list[dict[str, Any]], *, exit_status: int | None = No
                 seen.add(identity_of(result))
                 merged["results"].append(result)
         merged["errors"] += [e for e in report.get("errors", []) if e not in merged["errors"]]
+        merged["warnings"] += [w for w in report.get("warnings", []) if w not in merged["warnings"]]
     return _with_verdict(merged)
 
 

@@ -73,6 +73,7 @@ def _top(report: dict[str, Any]) -> None:
             _field(model, key, float | None, f"{where}.", required=False)
         for key in ("spec", "location", "fingerprint"):
             _field(model, key, str | None, f"{where}.", required=False)
+        _field(model, "tuning", dict | None, f"{where}.", required=False)
     if not isinstance(report.get("results"), list):
         raise _Wrong("results", "a list of results", report.get("results", dataclasses.MISSING))
     for i, result in enumerate(report["results"]):
@@ -85,6 +86,9 @@ def _top(report: dict[str, Any]) -> None:
             _field(error, key, kind, f"{where}.")
         if error.get("kind") not in ("usage", "model", "data"):
             raise _Wrong(f"{where}.kind", '"usage", "model" or "data"', error.get("kind", dataclasses.MISSING))
+    _field(report, "warnings", list, "", required=False)
+    for i, warning in enumerate(report.get("warnings") or []):
+        _check(warning, str, f"warnings[{i}]")
     _field(report, "matrices", dict | None, "", required=False)
     for metric, matrix in (report.get("matrices") or {}).items():
         _matrix(matrix, f"matrices[{metric!r}]")

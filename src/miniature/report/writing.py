@@ -23,7 +23,8 @@ def summary_lines(report: dict[str, Any], *, cache: str) -> list[str]:
     if outputs.get("attacked") or outputs.get("attacks_from_cache"):
         lines.append(f"attacks: {outputs['attacked']} examples attacked ({outputs['seconds_attacking']:.1f}s), "
                      f"{outputs['attacks_from_cache']} outcomes from cache")
-    return lines + error_lines(report.get("errors") or [])
+    return lines + [printable(f"warning: {w}") for w in report.get("warnings") or []] + \
+        error_lines(report.get("errors") or [])
 
 
 def legend(models: dict[str, Any]) -> list[str]:
