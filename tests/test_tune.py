@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -106,7 +107,8 @@ def tuned(tiny_models, tune_data, plain_kl, tmp_path_factory):
     return result, out, bound
 
 
-def test_the_sensitivity_order_is_the_brute_force_one(tiny_models, tune_data, tmp_path):
+@pytest.mark.parametrize("direction", ["quantize-alone", "keep-float"])
+def test_the_sensitivity_order_is_the_brute_force_one(tiny_models, tune_data, tmp_path, direction):
     from miniature.characteristics.base import Threshold
     from miniature.compress import quantize_onnx
     from miniature.tune import tune
@@ -114,22 +116,31 @@ def test_the_sensitivity_order_is_the_brute_force_one(tiny_models, tune_data, tm
     reference = reference_log_probabilities(tiny_models.teacher, tune_data.texts)
     plain = graph_kl(tiny_models.onnx_int8, reference, tune_data.texts)
     tuning = tune(tiny_models.teacher, tmp_path / "out", recipe="onnx-int8", tune_data=str(tune_data.tune),
-                  thresholds={"kl_divergence": Threshold(plain / 4)}, max_trials=2, say=lambda line: None)
+                  thresholds={"kl_divergence": Threshold(plain / 4)}, max_trials=2, say=lambda line: None,
+                  sensitivity_by=direction)
     assert len(tuning.sensitivity) == len(tuning.layers) >= 12  # 6 Linear in each of 2 layers, embeddings, head
-    # Each layer alone in float, quantized and run here without the engine: its KL change, brute force.
+    # Each layer quantized alone in the float export (or kept alone in float in the int8 one), quantized and run
+    # here without the engine: the KL it adds (or takes away), brute force.
+    alone = direction == "quantize-alone"
+    # A copy: onnxruntime's quantizer writes a temporary model beside its input, and other workers read the original.
+    float_graph = tmp_path / "float" / "model.onnx"
+    shutil.copytree(tiny_models.onnx.parent, float_graph.parent)
+    base = graph_kl(float_graph, reference, tune_data.texts) if alone else plain
     brute = {}
     for row in tuning.sensitivity:
-        graph = quantize_onnx(tiny_models.onnx, tmp_path / "brute" / str(len(brute)),
-                              nodes_to_exclude=weight_nodes(tiny_models.onnx, row["layer"]))
-        brute[row["layer"]] = graph_kl(graph, reference, tune_data.texts) - plain
+        kept = [n for other in tuning.layers if other != row["layer"] for n in weight_nodes(float_graph, other)] \
+            if alone else weight_nodes(float_graph, row["layer"])
+        graph = quantize_onnx(float_graph, tmp_path / "brute" / str(len(brute)), nodes_to_exclude=kept)
+        brute[row["layer"]] = graph_kl(graph, reference, tune_data.texts) - base
     measured = {row["layer"]: row["drift"]["kl_divergence"] for row in tuning.sensitivity}
     np.testing.assert_allclose([measured[k] for k in brute], list(brute.values()), rtol=1e-4, atol=1e-10)
-    # Most harmful first: the largest KL decrease first (layers whose decreases tie within 1e-10 may swap).
+    # Most harmful first: the largest KL a layer adds alone (or takes away alone), layers within 1e-10 may swap.
+    harm = {k: v if alone else -v for k, v in brute.items()}
     order = [row["layer"] for row in tuning.sensitivity]
-    expected = sorted(brute, key=lambda k: brute[k])
+    expected = sorted(harm, key=lambda k: -harm[k])
     for i, (got, want) in enumerate(zip(order, expected)):
-        assert got == want or abs(brute[got] - brute[want]) < 1e-10, (i, got, want)
-    assert brute[order[0]] < 0  # keeping the most harmful layer in float undoes some drift
+        assert got == want or abs(harm[got] - harm[want]) < 1e-10, (i, got, want)
+    assert harm[order[0]] > 0
 
 
 def test_a_gate_four_times_stricter_than_plain_int8_is_met_on_held_out_data(tiny_models, tune_data, plain_kl,
@@ -252,3 +263,26 @@ def test_an_unreadable_manifest_is_a_model_error_not_a_float_model(tiny_models, 
                  "--eval", str(tune_data.held_out), "--checks", "kl_divergence", "--no-cache")
     assert result.returncode == 3, result.stdout + result.stderr
     assert "miniature-manifest.json cannot be read as JSON" in result.stderr
+
+
+def test_the_full_demo_tunes_its_static_int8_candidate_to_its_own_gates(tiny_models, tune_data, tmp_path):
+    from miniature import demo
+
+    # The demo writes tune.csv beside its eval set: sentences drawn as the eval set's, none of them in it.
+    texts, labels = demo.demo_data(tmp_path, quick=True, say=lambda line: None)[:2]
+    with open(tmp_path / "tune.csv", encoding="utf-8") as handle:
+        tuned_on = list(csv.DictReader(handle))
+    with open(tmp_path / "eval.csv", encoding="utf-8") as handle:
+        evaluated = {r["text"] for r in csv.DictReader(handle)}
+    assert len(tuned_on) == demo.TUNE_TEXTS and {r["label"] for r in tuned_on} == {"negative", "positive"}
+    assert not {r["text"] for r in tuned_on} & (evaluated | set(texts))
+    lines: list[str] = []
+    demo.tune_static(tmp_path, tiny_models.teacher, tmp_path / "tuned", texts[:64], say=lines.append, step="[4/5]")
+    tuning = json.loads((tmp_path / "tuned" / MANIFEST).read_text())["tuning"]
+    assert tuning["recipe"] == "onnx-static-int8" and tuning["gate"] == "lower"
+    # The demo's gates that need eval data alone, with the demo's bounds (ood_agreement needs more).
+    assert tuning["thresholds"] == {"error_jaccard": 0.5, "knn_agreement": 0.3, "top1_agreement": 0.92,
+                                    "kl_divergence": 0.1}
+    assert tuning["threshold_params"] == {"knn_agreement": {"k": 10}}
+    assert lines[0].startswith("[4/5] tuning the static int8 candidate") and "layers in float" in lines[-1]
+    assert (tmp_path / "tuned" / "model.onnx").is_file()

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="tune: a gate the tuned model must meet on the tuning data (repeatable)")
     compress.add_argument("--max-trials", type=positive_int, default=16,
                           help="tune: variants the search may measure after the sensitivity pass (default 16)")
+    compress.add_argument("--gate", choices=["lower", "point"], default="lower",
+                          help="tune: compare each gate's bound with the cautious end of its 95%% interval (lower, "
+                               "the default: a variant must not pass by the luck of the tuning sample) or with the "
+                               "point estimate")
+    compress.add_argument("--sensitivity", choices=["quantize-alone", "keep-float"], default="quantize-alone",
+                          help="tune: measure each layer quantized alone in the float model (quantize-alone, the "
+                               "default) or kept alone in float in the quantized model (keep-float)")
     compress.add_argument("--max-length", type=positive_int, default=128,
                           help="tune, onnx-int8: tokens per text for calibration and tuning (default 128)")
     return parser
@@ -237,15 +244,18 @@ def run_tune(args: argparse.Namespace, source: Any, out: Any, texts: list[str] |
     say = lambda line: print(f"miniature: {line}", file=sys.stderr)  # noqa: E731
     tuning = tune(source, out, recipe=args.base_recipe, tune_data=tune_data, thresholds=dict(args.threshold),
                   calibration_texts=texts if args.base_recipe == "onnx-int8" else None, max_trials=args.max_trials,
-                  max_length=args.max_length, say=say)
+                  max_length=args.max_length, gate=args.gate, sensitivity_by=args.sensitivity, say=say)
     best = tuning.best
     spec = f"onnx:{out / 'model.onnx'}" if args.base_recipe == "onnx-int8" else str(out)
     print(f"{tuning.recipe} of {args.source} tuned on {tune_data}: {len(tuning.layers)} layers, "
           f"{len(tuning.sensitivity)} sensitivity trials and {len(tuning.trials) - 1 - len(tuning.sensitivity)} search "
           f"trials")
     if tuning.sensitivity:
-        print("the layers that cause the drift: each metric's change when that layer alone is kept in float "
-              "(most harmful first; score: the share of the plain model's drift it undoes, summed over the gates)")
+        alone = tuning.sensitivity_by == "quantize-alone"
+        print(f"the layers that cause the drift: each metric's change when that layer alone is "
+              f"{'quantized (from the float model)' if alone else 'kept in float (in the plain int8 model)'}; most "
+              f"harmful first; score: the share of the plain model's drift it "
+              f"{'causes' if alone else 'undoes'}, summed over the gates")
         width = max(len(row["layer"]) for row in tuning.sensitivity[:10])
         print(f"{'layer':{width}} {'score':>8}  " + "  ".join(f"{n:>16}" for n in tuning.thresholds))
         for row in tuning.sensitivity[:10]:
@@ -253,6 +263,9 @@ def run_tune(args: argparse.Namespace, source: Any, out: Any, texts: list[str] |
                   + "  ".join(f"{row['drift'][n]:+16.4g}" for n in tuning.thresholds))
     if len(tuning.sensitivity) > 10:
         print(f"... {len(tuning.sensitivity) - 10} more in the manifest")
+    if tuning.gate == "lower":
+        print("the gates compared the cautious end of each metric's 95% interval with its bound (--gate lower); "
+              "the figures below are the point estimates")
     for label, trial in (("plain", tuning.plain), ("tuned", best), ("float", tuning.float_model)):
         figures = ", ".join(f"{n} {trial.values[n]:.4g}" for n in tuning.thresholds)
         model = tuning.models.get(label, {})
@@ -263,8 +276,8 @@ def run_tune(args: argparse.Namespace, source: Any, out: Any, texts: list[str] |
               f"gate the result on held-out data (never {tune_data}): --candidate {spec}")
         return 0
     failing = lambda trial: "; ".join(  # noqa: E731
-        f"{n} {trial.values[n]:.4g} against {'<=' if _upper(n) else '>='} {tuning.thresholds[n]:g}"
-        for n in tuning.thresholds if not _meets(n, trial.values[n], tuning.thresholds[n]))
+        f"{n} {trial.compared[n]:.4g} against {'<=' if _upper(n) else '>='} {tuning.thresholds[n]:g}"
+        for n in tuning.thresholds if not _meets(n, trial.compared[n], tuning.thresholds[n]))
     if not tuning.float_model.passed:
         print(f"the float model itself fails the gates on {tune_data} ({failing(tuning.float_model)}), so no "
               f"quantization of it can pass them; wrote the plain {args.base_recipe} candidate to {out}")

@@ -49,6 +49,7 @@ def tuning_of(manifest: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(tuning, dict):
         return None
     return {"recipe": tuning.get("recipe"), "found": tuning.get("found"), "thresholds": tuning.get("thresholds"),
+            "gate": tuning.get("gate"), "sensitivity_by": tuning.get("sensitivity_by"),
             "layers": tuning.get("layers"), "float_layers": tuning.get("float_layers"),
             "trials": len(tuning.get("trials") or []), "sensitivity": (tuning.get("sensitivity") or [])[:REPORTED_LAYERS],
             "models": tuning.get("models"), "tune_data": (tuning.get("tune_data") or {}).get("spec")}

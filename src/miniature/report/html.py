@@ -126,8 +126,9 @@ def _tunings(report: dict[str, Any]) -> str:
                  *(f"{(row.get('drift') or {}).get(k, float('nan')):+.4g}" for k in metrics)]
                 for row in tuning.get("sensitivity") or []]
         if rows:
+            alone = "quantized alone" if tuning.get("sensitivity_by") == "quantize-alone" else "alone in float"
             out.append(_table(["layer (most harmful first)", "kept in float", "score",
-                               *(f"{k} when it alone is float" for k in metrics)], rows))
+                               *(f"{k} change, layer {alone}" for k in metrics)], rows))
         models = tuning.get("models") or {}
         if models:
             out.append(_table(["model", "points/s on the tuning data", "MB"],
