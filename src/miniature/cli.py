@@ -276,8 +276,7 @@ def run_tune(args: argparse.Namespace, source: Any, out: Any, texts: list[str] |
               f"gate the result on held-out data (never {tune_data}): --candidate {spec}")
         return 0
     failing = lambda trial: "; ".join(  # noqa: E731
-        f"{n} {trial.compared[n]:.4g} against {'<=' if _upper(n) else '>='} {tuning.thresholds[n]:g}"
-        for n in tuning.thresholds if not _meets(n, trial.compared[n], tuning.thresholds[n]))
+        f"{n} {trial.compared[n]:.4g} against the bound {tuning.thresholds[n]:g}" for n in trial.failed)
     if not tuning.float_model.passed:
         print(f"the float model itself fails the gates on {tune_data} ({failing(tuning.float_model)}), so no "
               f"quantization of it can pass them; wrote the plain {args.base_recipe} candidate to {out}")
@@ -285,16 +284,6 @@ def run_tune(args: argparse.Namespace, source: Any, out: Any, texts: list[str] |
         print(f"no variant met every gate within {args.max_trials} search trials (--max-trials); wrote the nearest "
               f"({len(best.kept)} layers in float: {failing(best)}): --candidate {spec}")
     return 1
-
-
-def _upper(name: str) -> bool:
-    from .characteristics import registry
-
-    return registry.get(name).bound == "max"
-
-
-def _meets(name: str, value: float, bound: float) -> bool:
-    return value <= bound if _upper(name) else value >= bound
 
 
 def main(argv: list[str] | None = None) -> int:

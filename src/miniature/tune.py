@@ -61,6 +61,8 @@ class Trial:
     label: str = ""
     #: What each gate compared with its bound: the point estimate, or the cautious end of its interval.
     compared: dict[str, float] = field(default_factory=dict)
+    #: The gates it failed.
+    failed: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"label": self.label, "float_layers": len(self.kept), "values": self.values, "compared": self.compared,
@@ -284,7 +286,8 @@ def tune(source: Path, out: Path, *, recipe: str, tune_data: str, thresholds: Ma
             shortfall = sum(abs(compared - thresholds[name].value) / (scale[name] or abs(thresholds[name].value) or 1.0)
                             for name, (_, compared, passed) in figures.items() if not passed)
             return Trial(kept, {n: v for n, (v, _, _) in figures.items()}, all(p for _, _, p in figures.values()),
-                         shortfall, label, {n: c for n, (_, c, _) in figures.items()})
+                         shortfall, label, {n: c for n, (_, c, _) in figures.items()},
+                         [n for n, (_, _, p) in figures.items() if not p])
 
         plain = trial((), "plain", plain_measured)
         float_model = trial(tuple(variants.layers), "float", float_measured)
