@@ -36,11 +36,10 @@ from typing import Any
 
 from .characteristics import registry
 from .characteristics.base import Threshold, Verdict
-from .errors import NotApplicable, UsageError
+from .errors import UsageError
 from .manifest import MANIFEST, read_manifest, text_digests
+from .maths import kl_from_logits
 
-#: Orders layers whose gated metrics move alike (see ``closeness`` in :func:`tune`).
-TIE_BREAK = "kl_divergence"
 #: The recipes a tuning run can start from.
 RECIPES = ("onnx-int8", "torch-int8")
 #: The ONNX ops whose weights the dynamic quantizer makes int8 ("layers" in the torch sense: Linear, Embedding).
@@ -87,7 +86,7 @@ class Tuning:
     gate: str = "lower"
     #: How each layer's sensitivity was measured: kept alone in float (``keep-float``) or quantized alone.
     sensitivity_by: str = "quantize-alone"
-    #: Each gate's parameters other than its bound (knn_agreement's k), where it has any.
+    #: Each gate's parameters other than its bound (a neighbour gate's K), where it has any.
     threshold_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -268,13 +267,17 @@ def tune(source: Path, out: Path, *, recipe: str, tune_data: str, thresholds: Ma
             built[kept] = variants.build(kept)
             return measured(built[kept][0])
 
+        tuning_set = session.dataset(tune_data)
+        reference_logits = session.outputs(session.model(str(source)), tuning_set).logits
+
         def closeness(kept: tuple[str, ...]) -> float | None:
-            """The variant's mean KL from the reference: a continuous tie-break for the sensitivity order, where an
-            agreement (a share of points) moves in steps and most layers alone move it by none."""
-            try:
-                return float(session.prepare(TIE_BREAK, built[kept][0]).result)
-            except (NotApplicable, UsageError):
+            """The variant's mean KL from the reference's output distribution: a continuous tie-break for the
+            sensitivity order, where an agreement (a share of points) moves in steps and most layers alone move it by
+            none. None for models without per-point logits (an encoder, a QA model's spans)."""
+            logits = session.outputs(session.model(built[kept][0]), tuning_set).logits
+            if reference_logits is None or logits is None:
                 return None
+            return float(kl_from_logits(reference_logits, logits).mean())
 
         float_measured = measured(variants.float_spec())
         plain_measured = variant(())
