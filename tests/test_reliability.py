@@ -690,6 +690,9 @@ def _fixture_report() -> dict:
     (lambda r: r["results"][2]["reference_detection"].update(auroc=[1]),
      "results[2].reference_detection.auroc: expected a number or null, got [1]"),
     (lambda r: r["gates"].update(failed="3"), "gates.failed: expected a whole number, got '3'"),
+    (lambda r: r.update(warnings=["fine", 3]), "warnings[1]: expected a string, got 3"),
+    (lambda r: next(iter(r["models"].values())).update(tuning=[]),
+     "models[{first}].tuning: expected an object or null, got []"),
 ])
 def test_the_report_command_names_the_field_a_malformed_report_has_wrong(tmp_path, spoil, said):
     report = _fixture_report()
@@ -697,6 +700,7 @@ def test_the_report_command_names_the_field_a_malformed_report_has_wrong(tmp_pat
     (tmp_path / "r.json").write_text(json.dumps(report))
     result = run(*CLI, "report", "r.json", "--markdown", "s.md", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
+    said = said.replace("{first}", repr(next(iter(report["models"]))))
     assert result.stderr.strip() == f"miniature: error: r.json: {said}"
 
 
