@@ -342,13 +342,12 @@ def tune(source: Path, out: Path, *, recipe: str, tune_data: str, thresholds: Ma
                         thresholds={n: t.value for n, t in thresholds.items()}, gate=gate,
                         sensitivity_by=sensitivity_by,
                         threshold_params={n: dict(t.params) for n, t in thresholds.items() if t.params})
-        tuning.models = _speeds_and_sizes(session, variants, {"plain": built[()], "tuned": built[best.kept]},
-                                          tune_data, say)
+        tuning.models = _speeds_and_sizes(session, variants, {"plain": built[()], "tuned": built[best.kept]}, say)
         manifest_path = out / MANIFEST
         manifest = json.loads(manifest_path.read_text())
         manifest["recipe"] = f"{variants.recipe}-tuned"
         manifest["tuning"] = {**tuning.manifest(),
-                              "tune_data": _data_identity(tune_data, session.dataset(tune_data).texts)}
+                              "tune_data": _data_identity(tune_data, tuning_set.texts)}
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         return tuning
     finally:
@@ -370,21 +369,13 @@ def _describe(trial: Trial) -> str:
     return f"{verdict} ({', '.join(f'{n} {v:.4g}' for n, v in trial.values.items())})"
 
 
-def _speeds_and_sizes(session: Any, variants: Any, built: Mapping[str, tuple[str, Path]], tune_data: str,
+def _speeds_and_sizes(session: Any, variants: Any, built: Mapping[str, tuple[str, Path]],
                       say: Callable[[str], None]) -> dict[str, dict[str, float]]:
-    """Points/s of the forward passes over the tuning data (each model in a session of its own, without a cache,
-    as a report measures them) and size of the plain, tuned and float models."""
-    from .config import Settings
-    from .session import Session
-
-    settings = session.settings
+    """Points/s and size of the plain, tuned and float models: the speed of the one forward pass over the tuning
+    data each already had in ``session`` (its cache starts empty, so each ran; as a report measures it)."""
     out = {}
     for label, (spec, directory) in [*built.items(), ("float", (variants.float_spec(), None))]:
-        timing = Session(Settings(reference=settings.reference, eval=tune_data, task=settings.task, cache_dir=None,
-                                  max_length=settings.max_length, batch_size=settings.batch_size))
-        model = timing.model(spec)
-        timing.outputs(model, timing.dataset(tune_data))
-        out[label] = {"points_per_second": timing.engine.measures(model)["points_per_second"],
+        out[label] = {"points_per_second": session.engine.measures(session.model(spec))["points_per_second"],
                       "bytes": int(variants.size(directory) if directory is not None else variants.float_size())}
     say("speed and size on the tuning data: " + "; ".join(
         f"{label} {v['points_per_second']:.1f} points/s, {v['bytes'] / 1e6:.2f} MB" for label, v in out.items()))
