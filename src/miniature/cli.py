@@ -45,11 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     compress = commands.add_parser(
         "compress", help="make a compressed candidate of a model with a real tool, ready to gate",
-        description="Write a loadable candidate (HF directory or ONNX file with its tokenizer) and a "
+        description="Write a loadable candidate (HF directory, ONNX or GGUF file with its tokenizer) and a "
                     "miniature-manifest.json saying how it was made; print the spec to gate it with.",
     )
     compress.add_argument("recipe", choices=RECIPES, help="; ".join(f"{k}: {v}" for k, v in RECIPES.items()))
-    compress.add_argument("source", help="the model to compress: a local HF directory, hf:<hub id>, or an alias")
+    compress.add_argument("source", help="the model to compress: a local HF directory, hf:<hub id>, or an alias; gguf: "
+                                         "also a .gguf file (requantized)")
     compress.add_argument("out", help="directory to write the candidate to")
     compress.add_argument("--sparsity", type=fraction, default=0.5, help="prune: share of encoder weights zeroed (default 0.5)")
     compress.add_argument("--keep-every", type=positive_int, default=2, help="drop-layers, distill: keep every n-th layer (default 2)")
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--steps", type=positive_int, default=200, help="distill: training steps (default 200)")
     compress.add_argument("--learning-rate", type=float, default=5e-5,
                           help="distill: AdamW learning rate (default 5e-5, for a pretrained encoder's layers; the demo's)")
+    compress.add_argument("--type", dest="gguf_type", default="Q8_0", metavar="TYPE",
+                          help="gguf: llama.cpp's quantization type (F16, Q8_0, Q6_K, Q5_K_M, Q5_0, Q4_K_M, Q4_K_S, Q4_1, "
+                               "Q4_0, Q3_K_M, Q2_K; default Q8_0)")
     compress.add_argument("--recipe", dest="base_recipe", choices=["onnx-int8", "torch-int8"],
                           help="tune: the quantization to tune (onnx-int8 is static with --texts)")
     compress.add_argument("--tune-data", metavar="DATASET",
@@ -82,6 +86,7 @@ RECIPES = {
     "torch-int8": "torch dynamic int8 of the Linear layers, applied on load",
     "onnx": "torch.onnx export (fp32)",
     "onnx-int8": "ONNX export + onnxruntime int8 (dynamic; static with --texts)",
+    "gguf": "a causal LM as GGUF (F16 first), quantized by llama.cpp's own quantizer (--type; the gguf extra)",
     "prune": "global magnitude pruning of encoder Linear weights (--sparsity)",
     "drop-layers": "keep every n-th encoder layer, no retraining (--keep-every)",
     "distill": "a student of every n-th layer trained on the model's soft labels (--texts, --steps)",
@@ -197,8 +202,18 @@ def run_compress(args: argparse.Namespace) -> int:
     from .data import load_eval_set, parse_dataset_spec
     from .models import open_backend, parse_model_spec
 
-    source = open_backend(parse_model_spec(args.source)).local_dir
-    if source.suffix == ".onnx" or not (source / "config.json").is_file():
+    parsed = parse_model_spec(args.source)
+    if args.recipe == "gguf":
+        from .gguf_recipe import compress_gguf
+
+        source = Path(parsed.location) if parsed.backend == "gguf" else open_backend(parsed).local_dir
+        if parsed.backend == "onnx":
+            raise UsageError(f"Expected a HF causal LM directory or a .gguf file to write as GGUF but got {args.source!r}")
+        written = compress_gguf(source, Path(args.out), args.gguf_type.upper())
+        print(f"wrote gguf {args.gguf_type.upper()} candidate of {args.source}; gate it with: --candidate gguf:{written}")
+        return 0
+    source = open_backend(parsed).local_dir
+    if parsed.backend != "hf" or not (source / "config.json").is_file():
         raise UsageError(f"Expected a HF model directory to compress but got {args.source!r}")
     out = Path(args.out)
     texts = list(load_eval_set(parse_dataset_spec(args.texts)).texts) if args.texts else None

@@ -172,8 +172,8 @@ class Engine(Derived, Evidence):
         if backend is not None:
             batching = self.batching(backend)
             ran["batching"] = (f"batches of {batching}" if batching != "alone" else
-                               "one text at a time (dynamically quantized: batch-mates would change its outputs)")
-        return {**size, "points_per_second": throughput, **ran}
+                               f"one text at a time ({backend.alone_because})")
+        return {**size, "points_per_second": throughput, **ran, **(backend.facts_for_report() if backend is not None else {})}
 
     def how(self, backend: Backend) -> dict[str, Any]:
         """How a forward pass of ``backend`` ran (see :attr:`ran`): in this process."""

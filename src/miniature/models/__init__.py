@@ -16,6 +16,10 @@ def open_backend(spec: ModelSpec) -> Backend:
         from .onnx import OnnxBackend
 
         return OnnxBackend(spec)
+    if spec.backend == "gguf":
+        from .gguf import GGUFBackend
+
+        return GGUFBackend(spec)
     from .hf import HFBackend, download
 
     local = Path(spec.location) if spec.is_local else download(spec.text, spec.location, spec.options.get("revision"))

@@ -107,6 +107,16 @@ class Backend(ABC):
 
         return [self.local_dir / n for n in VOCABULARY_FILES if (self.local_dir / n).is_file()]
 
+    def tokenizer_identity(self):
+        """What decides this model's token ids, as data (None when its vocabulary files are missing)."""
+        from .tokenizer import tokenizer_identity
+
+        return tokenizer_identity(self.local_dir)
+
+    def facts_for_report(self) -> dict[str, Any]:
+        """What the report records of this model beyond its size and speed (a GGUF's quantization types)."""
+        return {}
+
     def size(self) -> dict[str, float | int | None]:
         """What the model weighs: MB of its weight files on disk, and its parameters where the files say
         (safetensors headers, ONNX initializers; None for pickled torch files, which are not opened)."""
@@ -175,6 +185,9 @@ class Backend(ABC):
             shape = "x".join(map(str, batch["input_ids"].shape)) if "input_ids" in batch else "?"
             raise ModelLoadError(f"Model {self.spec.name!r} failed on a batch of {shape} tokens: "
                                  f"{type(exc).__name__}: {str(exc)[:500]}") from exc
+
+    #: Why a model that :meth:`runs_alone` does (the report's ``batching``).
+    alone_because = "dynamically quantized: batch-mates would change its outputs"
 
     def runs_alone(self) -> bool:
         """Whether each text runs alone, unpadded, whatever the batch size: a dynamically quantized model scales

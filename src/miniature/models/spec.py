@@ -4,10 +4,11 @@ Grammar::
 
     hf:<hub id or directory>[?quantize=int8&revision=<rev>]
     onnx:<file.onnx>[?tokenizer=<dir>&output=<name or index>&hidden=<name or index>&start=..&end=..]
+    gguf:<file.gguf>[?tokenizer=<dir>&threads=<n>]   a causal LM run by llama.cpp (the gguf extra)
     either may add ?trust_remote_code=true|false: let this model run its own Python (config.json's auto_map)
     either may add ?task=text-classification|question-answering|causal-lm when the model's files do not say
     <alias>                 a built-in or [tool.miniature.models] name
-    <directory> | <file.onnx> | <org>/<name>   the backend is inferred; a bare word must be an alias
+    <directory> | <file.onnx> | <file.gguf> | <org>/<name>   the backend is inferred; a bare word must be an alias
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ BUILTIN_ALIASES: dict[str, str] = {
 BACKEND_OPTIONS: dict[str, frozenset[str]] = {
     "hf": frozenset({"quantize", "revision", "task", "device", "dtype", "trust_remote_code"}),
     "onnx": frozenset({"tokenizer", "output", "hidden", "task", "start", "end", "device", "trust_remote_code"}),
+    "gguf": frozenset({"tokenizer", "threads", "task", "device"}),
 }
+#: The suffix of each backend's model file (a path with it needs no prefix).
+_FILE_SUFFIXES = {".onnx": "onnx", ".gguf": "gguf"}
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _QUANTIZE_VALUES = ("int8",)
@@ -99,11 +103,11 @@ def parse_model_spec(
     elif re.match(r"^[A-Za-z][\w+.-]*:", body) and not re.match(r"^[A-Za-z]:[\\/]", body):
         raise UsageError(
             f"Unknown model backend {backend!r} in model spec {text!r}: expected one of "
-            f"hf:, onnx:, a local path, or an alias ({', '.join(sorted(all_aliases))})"
+            f"hf:, onnx:, gguf:, a local path, or an alias ({', '.join(sorted(all_aliases))})"
         )
     else:
         location = body
-        backend = "onnx" if body.lower().endswith(".onnx") else "hf"
+        backend = _FILE_SUFFIXES.get(Path(body).suffix.lower(), "hf")
 
     unknown = set(options) - BACKEND_OPTIONS[backend]
     if unknown:
@@ -126,6 +130,9 @@ def parse_model_spec(
         check_device(options["device"], f"model spec {text!r} (?device=)")
     if "dtype" in options:
         check_dtype(options["dtype"], f"model spec {text!r} (?dtype=)")
+    if "threads" in options and not (options["threads"].isdigit() and int(options["threads"]) > 0):
+        raise UsageError(f"Expected threads=<a positive whole number> in model spec {text!r} but got "
+                         f"threads={options['threads']!r}")
     if "tokenizer" in options:
         tok = _resolve(options["tokenizer"], base)
         if not tok.is_dir():
@@ -133,16 +140,16 @@ def parse_model_spec(
         options["tokenizer"] = str(tok)
 
     path = _resolve(location, base)
-    name = display_name(path, backend, options) if backend == "onnx" or path.exists() else text
-    if backend == "onnx":
+    name = display_name(path, backend, options) if backend in ("onnx", "gguf") or path.exists() else text
+    if backend in ("onnx", "gguf"):
         if not path.is_file():
-            raise UsageError(f"ONNX model file {location!r} of model spec {text!r} does not exist ({path})")
+            raise UsageError(f"{backend.upper()} model file {location!r} of model spec {text!r} does not exist ({path})")
         return ModelSpec(text, name, backend, str(path), True, options)
     if path.exists():
         if not path.is_dir():
             raise UsageError(
                 f"Model path {location!r} of model spec {text!r} is a file; expected a model directory "
-                f"(with config.json) or an .onnx file"
+                f"(with config.json), an .onnx or a .gguf file"
             )
         if not (path / "config.json").is_file():
             raise UsageError(f"Model directory {location!r} of model spec {text!r} has no config.json ({path})")
@@ -162,7 +169,7 @@ def display_name(path: Path, backend: str, options: dict[str, str]) -> str:
     """A short name for a local model: its folder's name (an ONNX file: ``folder/file.onnx``), with the spec's
     options, which change what it computes. Full paths made tables 250 columns wide; the report's legend and
     its ``models`` keep the specs. Two models that would share a name are told apart by the session."""
-    short = f"{path.parent.name}/{path.name}" if backend == "onnx" else path.name
+    short = f"{path.parent.name}/{path.name}" if backend in ("onnx", "gguf") else path.name
     shown = {k: v for k, v in options.items() if k != "tokenizer"}
     return short + ("?" + "&".join(f"{k}={v}" for k, v in shown.items()) if shown else "")
 

@@ -17,12 +17,23 @@ from typing import Any
 @dataclass(frozen=True)
 class TokenizerIdentity:
     """What decides a tokenizer's ids: ``vocabulary`` (id -> token), ``merges`` (BPE rules, in order),
-    ``special`` (special token -> id), and the digest of any binary model (sentencepiece)."""
+    ``special`` (special token -> id), and the digest of any binary model (sentencepiece). ``source``: ``"files"``
+    (HF tokenizer files) or ``"gguf"`` (a GGUF's own vocabulary, which records merges but marks special tokens in
+    its own way and has no sentencepiece file)."""
 
     vocabulary: dict[int, str]
     merges: tuple[tuple[str, ...], ...]
     special: dict[str, int]
     binary: str | None = None
+    source: str = "files"
+
+    def same_ids(self, other: TokenizerIdentity) -> bool:
+        """Whether the two map text to the same ids. Between HF files, everything counts; with a GGUF's vocabulary on
+        either side, the tokens id by id and the merges where both record them (what both formats say alike)."""
+        if self.source == other.source == "files":
+            return self == other
+        both_merge = bool(self.merges) and bool(other.merges)
+        return self.vocabulary == other.vocabulary and (not both_merge or self.merges == other.merges)
 
     def differs(self, other: TokenizerIdentity) -> str:
         """Where ``other`` first differs from this one, in words ("" when they are the same)."""
@@ -30,10 +41,12 @@ class TokenizerIdentity:
             mine, theirs = self.vocabulary.get(i), other.vocabulary.get(i)
             if mine != theirs:
                 return f"token id {i} is {_said(mine)} in the first and {_said(theirs)} in the second"
-        if self.merges != other.merges:
+        if self.merges != other.merges and (self.source == other.source == "files" or self.merges and other.merges):
             at = next((i for i, (a, b) in enumerate(zip(self.merges, other.merges)) if a != b),
                       min(len(self.merges), len(other.merges)))
             return f"their merge rules differ from rule {at}"
+        if self.source != other.source:
+            return ""
         if self.special != other.special:
             name = sorted(set(self.special.items()) ^ set(other.special.items()))[0][0]
             return f"their special token {name!r} differs"

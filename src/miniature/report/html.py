@@ -99,12 +99,23 @@ def _models(report: dict[str, Any]) -> str:
         rows.append([name, m.get("location") or m.get("spec"), "-" if m.get("megabytes") is None else f"{m['megabytes']:.1f}",
                      "-" if parameters is None else f"{parameters / 1e6:.2f} M",
                      "-" if m.get("points_per_second") is None else f"{m['points_per_second']:.1f}",
-                     (m.get("fingerprint") or "-")[:12]])
+                     _runtime(m), (m.get("fingerprint") or "-")[:12]])
     platform = report.get("platform", {})
     device = f"{platform.get('cpu') or platform.get('machine', '?')}, {platform.get('cpus', '?')} cores"
-    return (_table(["model", "spec", "MB on disk", "parameters", "points/s this run", "fingerprint"], rows)
+    return (_table(["model", "spec", "MB on disk", "parameters", "points/s this run", "runtime", "fingerprint"], rows)
             + f'<p class="small">points/s: forward passes this run on {_e(device)}; "-" when its outputs came '
               f"from the cache. Sizes are the weight files on disk (a torch-int8 candidate quantizes on load).</p>")
+
+
+def _runtime(model: dict[str, Any]) -> str:
+    """What ran the model: a GGUF's llama.cpp, its file type, tensor types and tokens/s; else the provider or dtype."""
+    gguf = model.get("gguf")
+    if gguf:
+        types = ", ".join(f"{k} \u00d7{v}" for k, v in (gguf.get("tensor_types") or {}).items())
+        rate = gguf.get("tokens_per_second")
+        return (f"{model.get('provider') or 'llama.cpp'}: {gguf.get('file_type')} ({types})"
+                + (f", {rate:,.0f} tokens/s" if rate is not None else ""))
+    return str(model.get("provider") or model.get("dtype") or "-")
 
 
 def _tunings(report: dict[str, Any]) -> str:

@@ -74,6 +74,11 @@ def _top(report: dict[str, Any]) -> None:
         for key in ("spec", "location", "fingerprint"):
             _field(model, key, str | None, f"{where}.", required=False)
         _field(model, "tuning", dict | None, f"{where}.", required=False)
+        _field(model, "gguf", dict | None, f"{where}.", required=False)
+        if model.get("gguf"):
+            _field(model["gguf"], "file_type", str, f"{where}.gguf.")
+            _field(model["gguf"], "tensor_types", dict, f"{where}.gguf.")
+            _field(model["gguf"], "tokens_per_second", float | None, f"{where}.gguf.", required=False)
     if not isinstance(report.get("results"), list):
         raise _Wrong("results", "a list of results", report.get("results", dataclasses.MISSING))
     for i, result in enumerate(report["results"]):

@@ -204,14 +204,18 @@ def architectures(source: Source, model: Model) -> str:
 def require_shared_tokenizer(backends: Sequence[Any], names: Sequence[str], what: str) -> None:
     """Two models whose tokenizers map text to different ids cannot be compared token by token: NotApplicable,
     saying ``what`` cannot be compared. Tokenizers are compared as data (vocabulary, merges, special tokens),
-    not as files, so a re-indented tokenizer.json is the same tokenizer."""
-    from ..models.tokenizer import tokenizer_identity
+    not as files, so a re-indented tokenizer.json is the same tokenizer. A GGUF file carries its vocabulary: one
+    that differs from its pair's is a broken conversion (a model error naming the first differing id)."""
+    from ..errors import ModelLoadError
 
-    identities = [tokenizer_identity(b.local_dir) for b in backends]
+    identities = [b.tokenizer_identity() for b in backends]
     if identities[0] is None or identities[1] is None:
         raise NotApplicable(f"Models {names[0]!r} and {names[1]!r} cannot be shown to share a tokenizer (a "
                             f"tokenizer's vocabulary files are missing), so their {what} cannot be compared")
-    if identities[0] != identities[1]:
-        raise NotApplicable(f"Models {names[0]!r} and {names[1]!r} do not share a tokenizer ({identities[0].differs(identities[1])}), "
+    if not identities[0].same_ids(identities[1]):
+        said = identities[0].differs(identities[1])
+        if "gguf" in (identities[0].source, identities[1].source):
+            raise ModelLoadError(f"Models {names[0]!r} and {names[1]!r} are a GGUF and its pair, but their vocabularies "
+                                 f"differ ({said}): the GGUF was not converted from this model's tokenizer")
+        raise NotApplicable(f"Models {names[0]!r} and {names[1]!r} do not share a tokenizer ({said}), "
                             f"so their {what} cannot be compared")
-
