@@ -105,7 +105,7 @@ def project(reference: Path, candidate: Path, chunks: list[list[int]], n_ctx: in
     seconds = time.perf_counter() - began
     # llama-perplexity scores positions n_ctx/2 .. n_ctx-2 of each chunk (each predicting the token after it)
     scored = np.concatenate([np.arange(n_ctx // 2, n_ctx - 1) + offset for offset in plan.offsets])
-    return statistics.kl[scored], statistics.same[scored], seconds, [b.tokens_decoded for b in backends]
+    return statistics.kl[scored], statistics.same_top[scored], seconds, [b.tokens_decoded for b in backends]
 
 
 def text_file(path: Path, data: Path, reviews: int) -> None:

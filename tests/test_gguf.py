@@ -258,3 +258,21 @@ top1_agreement = 0.5
                                 "--candidate", "./q8/model.Q8_0.gguf")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*kl_divergence?q8/model.Q8_0.gguf? PASSED*"])
+
+
+def test_the_header_reader_reads_what_the_gguf_package_reads(ggufs):
+    """The fast header reader against gguf's own GGUFReader: every metadata value and every tensor's type, size
+    and data offset."""
+    import gguf
+
+    from miniature.models.gguf_header import read_header
+
+    for name in ("f16/model.F16.gguf", "q4_0/model.Q4_0.gguf"):
+        metadata, tensors = read_header(ggufs / name)
+        reader = gguf.GGUFReader(str(ggufs / name))
+        expected = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+        assert metadata.keys() == expected.keys()
+        for key, value in expected.items():
+            assert metadata[key] == (pytest.approx(value) if isinstance(value, float) else value), key
+        assert [(t.name, t.kind, t.elements, t.start, t.size) for t in tensors] == [
+            (t.name, int(t.tensor_type), int(t.n_elements), int(t.data_offset), int(t.n_bytes)) for t in reader.tensors]

@@ -7,7 +7,8 @@ llama.cpp's own quantizer; the shipped Q4_1 is a candidate as it is. transformer
 (``gguf_file=``) as an HF reference, for a cross-runtime row. Every GGUF runs in llama.cpp (the gguf extra).
 
 Gated with ``miniature compare --task causal-lm``, exit status 0 or 1 each:
-1. GGUF F16 against the four quantizations: KL and top-1 on 200 SST-2 dev sentences and on 20 IMDB reviews (256-token
+1. GGUF F16 against the four quantizations: KL and top-1 on 200 SST-2 dev sentences and on 12 IMDB reviews
+   of over 1,000 characters (256-token
    windows), perplexities beside;
 2. AG News (80 test descriptions) as zero-shot multiple choice over its four topics: error Jaccard of the picked
    topics, KL and top-1 on the prompts;
@@ -85,9 +86,9 @@ def write_data(out: Path, data: Path) -> None:
     with open(out / "sst2.csv", "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([["text"], *([t] for t in sentences[:200])])
     with open(data / "imdb_cad" / "orig_test.tsv", encoding="utf-8") as handle:
-        reviews = [r["Text"] for r in csv.DictReader(handle, delimiter="\t")]
+        reviews = [r["Text"] for r in csv.DictReader(handle, delimiter="\t") if len(r["Text"]) > 1000]
     with open(out / "imdb.csv", "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([["text"], *([t] for t in reviews[:20])])
+        csv.writer(handle).writerows([["text"], *([t] for t in reviews[:12])])
     with open(data / "agnews" / "test.tsv", encoding="utf-8") as handle:
         news = [line.rstrip("\n").split("\t") for line in handle][:80]
     with open(out / "agnews-choices.csv", "w", newline="", encoding="utf-8") as handle:

@@ -8,8 +8,8 @@ most ``n_probs`` top tokens as JSON; see ``docs/causal-lm.md``). Each window is 
 last hidden state after the final norm, the same tensor transformers' ``hidden_states[-1]`` is); rows handed to
 :meth:`GGUFBackend.forward` together are each a sequence of their own in a unified key/value cache.
 
-The file's metadata (architecture, context, vocabulary, the types of its tensors) is read with the ``gguf`` package
-without loading the weights, so a truncated or foreign file is refused before llama.cpp sees it.
+The file's metadata (architecture, context, vocabulary, the types of its tensors) is read from its header
+(:mod:`.gguf_header`) without loading the weights, so a truncated or foreign file is refused before llama.cpp sees it.
 """
 
 from __future__ import annotations
@@ -52,30 +52,21 @@ def read_facts(path: Path) -> GGUFFacts:
     except ImportError as exc:
         raise ModelLoadError(f"Reading GGUF model {path} needs the gguf extra: pip install 'pytest-miniature[gguf]' "
                              f"({exc})") from exc
+    from .gguf_header import read_header
+
     try:
-        with open(path, "rb") as handle:
-            magic = handle.read(4)
-        if magic != b"GGUF":
-            raise ValueError(f"it starts with {magic!r}, not the GGUF magic b'GGUF'")
-        reader = gguf.GGUFReader(str(path))
-        fields = reader.fields
+        fields, tensors = read_header(path)
 
         def value(key: str, default: Any = None) -> Any:
-            return fields[key].contents() if key in fields else default
+            return fields.get(key, default)
 
         architecture = value("general.architecture")
         if not isinstance(architecture, str):
             raise ValueError("it has no general.architecture")
         tensor_types: dict[str, int] = {}
-        parameters = 0
-        end = 0
-        for tensor in reader.tensors:
-            kind = gguf.GGMLQuantizationType(tensor.tensor_type).name
+        for tensor in tensors:
+            kind = gguf.GGMLQuantizationType(tensor.kind).name
             tensor_types[kind] = tensor_types.get(kind, 0) + 1
-            parameters += int(tensor.n_elements)
-            end = max(end, int(tensor.data_offset) + int(tensor.n_bytes))
-        if end > path.stat().st_size:
-            raise ValueError(f"its tensors end at byte {end} but the file has {path.stat().st_size} bytes")
         file_type = value("general.file_type")
         return GGUFFacts(
             architecture=architecture, name=value("general.name"),
@@ -84,10 +75,10 @@ def read_facts(path: Path) -> GGUFFacts:
             merges=tuple(value("tokenizer.ggml.merges", [])), tokenizer_model=value("tokenizer.ggml.model"),
             add_bos=value("tokenizer.ggml.add_bos_token"),
             file_type=_file_type_name(file_type) if file_type is not None else max(tensor_types, key=tensor_types.get),
-            tensor_types=tensor_types, parameters=parameters)
+            tensor_types=tensor_types, parameters=sum(t.elements for t in tensors))
     except ModelLoadError:
         raise
-    except Exception as exc:  # gguf raises ValueError, IndexError, KeyError... on a damaged file
+    except Exception as exc:  # ValueError, struct.error, KeyError (an unknown tensor type)... on a damaged file
         raise ModelLoadError(f"{path} is not a readable GGUF file (truncated or damaged?): {type(exc).__name__}: "
                              f"{str(exc)[:300]}") from exc
 

@@ -4,7 +4,6 @@ go into error messages), and the threads a process may give it."""
 from __future__ import annotations
 
 import collections
-import os
 from typing import Any
 
 from ..errors import ModelLoadError
@@ -50,10 +49,12 @@ def llama_cpp_module() -> Any:
 
 
 def threads_default() -> int:
-    """llama.cpp's threads: this process's share of the cores (a pytest-xdist worker's, as torch's)."""
-    from .device import xdist_workers
+    """llama.cpp's threads: as many as torch uses in this process, which is its share of the cores (a pytest-xdist
+    worker's; a Ray actor's, where Ray sets OMP_NUM_THREADS to the actor's CPUs). llama.cpp's threads wait for each
+    other spinning, so more threads than cores is far slower than fewer."""
+    import torch
 
-    return max(1, (os.cpu_count() or 1) // max(1, xdist_workers()))
+    return max(1, torch.get_num_threads())
 
 
 def binding_version() -> str:
