@@ -148,7 +148,7 @@ def test_a_gguf_against_itself_is_zero_and_gates_exit_0_and_1_through_the_cli(gg
 def test_each_window_runs_alone_so_batch_mates_change_nothing(ggufs, tiny_lms):
     """llama.cpp chooses its kernels by the tokens in a decode, so a GGUF's windows run one at a time: a text's
     logits and hidden states through the batched path the tasks call equal its decode alone, to the bit, whatever
-    shares its batch; the report says why."""
+    shares its batch, and on one thread or two; the report says why."""
     from miniature import tasks
     from miniature.models import open_backend, parse_model_spec
 
@@ -168,6 +168,9 @@ def test_each_window_runs_alone_so_batch_mates_change_nothing(ggufs, tiny_lms):
 
     together, hidden = backend.checked_forward(batch(ids))
     reordered, _ = backend.checked_forward(batch(ids[::-1]))
+    two_threads = open_backend(parse_model_spec(f"gguf:{ggufs / 'q4_0' / 'model.Q4_0.gguf'}?threads=2"))
+    two_threads.load(causal, causal)  # threads split each product, not its sums: not a cache-key part
+    np.testing.assert_array_equal(two_threads.checked_forward(batch(ids))[0], together)
     for row, tokens in enumerate(ids):
         alone, alone_hidden = backend.forward(batch([tokens]))
         np.testing.assert_array_equal(alone[0], together[row, :len(tokens)])

@@ -185,7 +185,8 @@ class GGUFBackend(Backend):
         return int(self.spec.options.get("threads") or threads_default())
 
     def load_options(self) -> dict[str, str]:
-        # threads change the split of each matmul, not its result: llama.cpp's CPU kernels reduce each row alone
+        # threads split each matmul's rows between them, not its sums: 1 and 2 threads gave the same logits to the bit
+        # (SmolLM2 Q8_0 and Q4_K_M, the tests' Q4_0), so they are not part of the cache key
         return {k: v for k, v in super().load_options().items() if k != "threads"}
 
     # Loading ------------------------------------------------------------------------------------------------------
