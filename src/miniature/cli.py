@@ -206,9 +206,9 @@ def run_compress(args: argparse.Namespace) -> int:
     if args.recipe == "gguf":
         from .gguf_recipe import compress_gguf
 
-        source = Path(parsed.location) if parsed.backend == "gguf" else open_backend(parsed).local_dir
         if parsed.backend == "onnx":
             raise UsageError(f"Expected a HF causal LM directory or a .gguf file to write as GGUF but got {args.source!r}")
+        source = Path(parsed.location) if parsed.backend == "gguf" else open_backend(parsed).local_dir
         written = compress_gguf(source, Path(args.out), args.gguf_type.upper())
         print(f"wrote gguf {args.gguf_type.upper()} candidate of {args.source}; gate it with: --candidate gguf:{written}")
         return 0

@@ -61,7 +61,7 @@ def plan_pair(backends: list, names: list[str], eval_set: EvalSet, settings: Any
     """The pair's :class:`PairPlan` on ``eval_set``; a pair that tokenizes the texts differently cannot be compared."""
     ids = tokenize(backends[0], eval_set.texts, settings.max_length)
     # A GGUF's vocabulary was compared with its pair's id by id (check_pair): both read the reference's ids, however
-    # the tokenizer converted from the GGUF would have cut the text (its settings are not the model's).
+    # the GGUF's own tokenizer (llama.cpp's, or the files beside it) would have cut the text: one tokenization.
     shared = any(getattr(b, "takes_reference_ids", False) for b in backends)
     if not shared and ids != tokenize(backends[1], eval_set.texts, settings.max_length):
         raise NotApplicable(f"Models {names[0]!r} and {names[1]!r} tokenize the texts of {eval_set.name!r} differently "
