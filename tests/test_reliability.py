@@ -384,7 +384,10 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_nothing_running(tiny_models, 
     command = subprocess.Popen([*CLI, "compare", "--reference", str(tiny_models.teacher), "--candidate",
                                 str(tiny_models.student), "--eval", "big.csv", "--checks", "error_jaccard", "--batch-size",
                                 "2", "--cache-dir", "cache", "--engine", engine], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               # a suite started in the background of a script inherits SIGINT ignored, and so would the
+                               # command (Python installs its Ctrl-C handler only where SIGINT is not ignored)
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while not list((tmp_path / "cache").glob("locks/*.lock")) and command.poll() is None and time.monotonic() < deadline:
