@@ -305,3 +305,25 @@ def tiny_lms(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Tin
     write_texts(texts, shared_data)
     return TinyLms(root / "gpt2", root / "gpt2-dropped", root / "gpt2-int8" / "model.onnx", root / "llama",
                    root / "llama-int8", texts / "texts.csv", texts / "choices.csv", texts / "long.csv")
+
+
+# -- tiny GGUF models (the gguf extra) -----------------------------------------------------------------------------
+
+def build_tiny_ggufs(root: Path, llama: Path) -> None:
+    """The tiny Llama as GGUF: F16 (HF -> GGUF by the recipe), Q8_0 and Q4_0 (llama.cpp's quantizer), and the F16 file
+    alone in a folder of its own (no tokenizer files: llama.cpp tokenizes it from its own vocabulary)."""
+    import shutil
+
+    from miniature.gguf_recipe import compress_gguf
+
+    f16 = compress_gguf(llama, root / "f16", "F16")
+    compress_gguf(f16, root / "q8_0", "Q8_0")
+    compress_gguf(f16, root / "q4_0", "Q4_0")
+    (root / "bare").mkdir()
+    shutil.copy2(f16, root / "bare" / "model.F16.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_ggufs(tiny_lms: TinyLms) -> Path:
+    pytest.importorskip("llama_cpp", reason="the gguf extra (llama-cpp-python) is not installed")
+    return cached("tiny-ggufs", build_tiny_ggufs, llama=tiny_lms.llama)

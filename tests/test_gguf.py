@@ -13,26 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_cache import cached
 from scipy.special import log_softmax, rel_entr
 
 pytest.importorskip("llama_cpp", reason="the gguf extra (llama-cpp-python) is not installed")
 
 
-def build_ggufs(root: Path, llama: Path) -> None:
-    from miniature.gguf_recipe import compress_gguf
-
-    f16 = compress_gguf(llama, root / "f16", "F16")
-    compress_gguf(f16, root / "q8_0", "Q8_0")
-    compress_gguf(f16, root / "q4_0", "Q4_0")
-    bare = root / "bare"  # the F16 file alone: tokenized by llama.cpp from its own vocabulary
-    bare.mkdir()
-    shutil.copy2(f16, bare / "model.F16.gguf")
-
-
 @pytest.fixture(scope="module")
-def ggufs(tiny_lms) -> Path:
-    return cached("tiny-ggufs", build_ggufs, llama=tiny_lms.llama)
+def ggufs(tiny_ggufs) -> Path:
+    return tiny_ggufs
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

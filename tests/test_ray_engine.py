@@ -129,6 +129,22 @@ def test_causal_lm_pairs_on_ray_actors_equal_the_local_engine_exactly(local_ray,
     assert {r["computed_by"]["engine"] for r in reports["local"]["results"]} == {"local"}
 
 
+def test_a_gguf_pair_on_ray_actors_equals_the_local_engine_exactly(local_ray, tiny_lms, tiny_ggufs):
+    """An HF reference and a GGUF candidate on actors that each hold both (llama.cpp on the actor's one CPU): the local
+    figures exactly."""
+    from miniature import kl_divergence, top1_agreement
+
+    figures = {}
+    for engine in ("local", "ray"):
+        session = _session(engine, None, task="causal-lm", max_length=200, logits_memory=1, workers=2)
+        data = session.dataset(str(tiny_lms.texts))
+        reference, candidate = session.model(str(tiny_lms.llama)), session.model(str(tiny_ggufs / "q4_0" / "model.Q4_0.gguf"))
+        figures[engine] = (kl_divergence(reference, candidate, data).as_dict(), top1_agreement(reference, candidate, data).as_dict())
+        assert engine == "local" or not session.engine.backend(candidate).loaded  # the driver held no weights
+    assert figures["ray"] == figures["local"]  # every figure, every id list, exactly
+    assert 0 < figures["local"][0]["value"]
+
+
 def test_generation_on_ray_actors_equals_the_local_engine(local_ray, tiny_lms):
     """Each prompt is continued alone, so shards of prompts go to actors and come back as they would have here."""
     from miniature import generation_agreement
