@@ -7,9 +7,8 @@ llama.cpp's own quantizer; the shipped Q4_1 is a candidate as it is. transformer
 (``gguf_file=``) as an HF reference, for a cross-runtime row. Every GGUF runs in llama.cpp (the gguf extra).
 
 Gated with ``miniature compare --task causal-lm``, exit status 0 or 1 each:
-1. GGUF F16 against the four quantizations: KL and top-1 on 200 SST-2 dev sentences and on 12 IMDB reviews
-   of over 1,000 characters (256-token
-   windows), perplexities beside;
+1. GGUF F16 against the four quantizations: KL and top-1 (and KNN agreement of embeddings on SST-2) on 200 SST-2
+   dev sentences and on 12 IMDB reviews of over 1,000 characters (256-token windows), perplexities beside;
 2. AG News (80 test descriptions) as zero-shot multiple choice over its four topics: error Jaccard of the picked
    topics, KL and top-1 on the prompts;
 3. the HF (transformers) F16 reference against the GGUF F16 and Q4_1: the same weights in two runtimes.
