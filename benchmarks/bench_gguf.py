@@ -20,7 +20,6 @@ import argparse
 import csv
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -151,7 +150,6 @@ def main() -> None:
     print(f"KL relative gap {abs(kl.mean() - tool_kl) / tool_kl:.2e} (llama.cpp stores the reference's log-probabilities "
           f"as uint16); speed: miniature {tool_seconds / seconds:.2f}x llama-perplexity's (its two runs {base_seconds:.2f} s "
           f"+ {kl_seconds:.2f} s)")
-    shutil.rmtree(Path(tempfile.gettempdir()) / "miniature-bench-gguf", ignore_errors=True)
 
 
 if __name__ == "__main__":
