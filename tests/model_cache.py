@@ -1,7 +1,7 @@
 """Models the tests build, cached on disk, so that a second run of the suite trains and compresses nothing.
 
 An entry is keyed by the source code of its builder and of the helpers it names, the library modules that
-train and compress (``miniature.finetune``, ``compress``, ``tiny_lm``), the versions of the libraries
+train and compress (``miniature.finetune``, ``compress``, ``tiny_lm``, ``gguf_recipe``), the versions of the libraries
 that write the files, and the builder's arguments: change any of them and the entry is built anew. It is
 built in a temporary folder and renamed into place under a file lock, so an interrupted build leaves
 nothing behind and pytest-xdist's workers build each entry once.
@@ -26,7 +26,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 #: The library modules whose code decides what a built model holds.
-LIBRARY = ("finetune.py", "compress.py", "tiny_lm.py")
+LIBRARY = ("finetune.py", "compress.py", "tiny_lm.py", "gguf_recipe.py")
 VERSIONS = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy", "safetensors")
 _COMPLETE = ".complete"
 

@@ -196,7 +196,7 @@ def test_a_vocabulary_mismatch_and_a_truncated_gguf_are_model_errors(ggufs, tiny
                 f"gguf:{ggufs / 'bare' / 'model.F16.gguf'}?tokenizer={tiny_lms.gpt2}", "--eval", str(tiny_lms.texts),
                 "--no-cache", "--checks", "kl_divergence", cwd=tmp_path)
     assert wrong.returncode == 3, wrong.stdout[-2000:] + wrong.stderr[-2000:]
-    assert "differ first at token id 0" in wrong.stdout + wrong.stderr
+    assert "differ: token id 0 is '<s>' in the first and '<|endoftext|>' in the second" in wrong.stdout + wrong.stderr
     # a GGUF paired with a model of another vocabulary
     other = cli("compare", "--task", "causal-lm", "--reference", str(tiny_lms.gpt2), "--candidate",
                 str(ggufs / "bare" / "model.F16.gguf"), "--eval", str(tiny_lms.texts), "--no-cache", "--checks",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -152,9 +151,7 @@ def compress_gguf(source: Path, out_dir: Path, kind: str) -> Path:
     if source.suffix == ".gguf":
         read_facts(source)  # a damaged file is named before llama.cpp reads it
         quantize(source, out_file, kind)
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json"):
-            if (source.parent / name).is_file():
-                shutil.copy2(source.parent / name, out_dir / name)
+        _copy_tokenizer(source.parent, out_dir)  # the tokenizer files beside a GGUF, where it has them
     else:
         if kind == "F16":
             hf_to_gguf(source, out_file)

@@ -5,8 +5,7 @@ binding on the package registry that hands back the full vocabulary of logits fo
 pointer to llama.cpp's own output buffer (xllamacpp's wheel wraps llama.cpp's server, whose completions return at
 most ``n_probs`` top tokens as JSON; see ``docs/causal-lm.md``). Each window is one ``llama_decode`` of its own (see
 :meth:`GGUFBackend.runs_alone`) in which every token asks for its logits (and, where the run reads embeddings, its
-last hidden state after the final norm, the same tensor transformers' ``hidden_states[-1]`` is); rows handed to
-:meth:`GGUFBackend.forward` together are each a sequence of their own in a unified key/value cache.
+last hidden state after the final norm, the same tensor transformers' ``hidden_states[-1]`` is).
 
 The file's metadata (architecture, context, vocabulary, the types of its tensors) is read from its header
 (:mod:`.gguf_header`) without loading the weights, so a truncated or foreign file is refused before llama.cpp sees it.
@@ -33,13 +32,10 @@ class GGUFFacts:
     """What a GGUF file says about itself: enough to place, key and check it before loading the weights."""
 
     architecture: str
-    name: str | None
     context: int | None
     tokens: tuple[str, ...]
     token_types: tuple[int, ...]
     merges: tuple[str, ...]
-    tokenizer_model: str | None
-    add_bos: bool | None
     file_type: str
     tensor_types: dict[str, int]
     parameters: int
@@ -69,11 +65,9 @@ def read_facts(path: Path) -> GGUFFacts:
             tensor_types[kind] = tensor_types.get(kind, 0) + 1
         file_type = value("general.file_type")
         return GGUFFacts(
-            architecture=architecture, name=value("general.name"),
-            context=value(f"{architecture}.context_length"),
+            architecture=architecture, context=value(f"{architecture}.context_length"),
             tokens=tuple(value("tokenizer.ggml.tokens", [])), token_types=tuple(value("tokenizer.ggml.token_type", [])),
-            merges=tuple(value("tokenizer.ggml.merges", [])), tokenizer_model=value("tokenizer.ggml.model"),
-            add_bos=value("tokenizer.ggml.add_bos_token"),
+            merges=tuple(value("tokenizer.ggml.merges", [])),
             file_type=_file_type_name(file_type) if file_type is not None else max(tensor_types, key=tensor_types.get),
             tensor_types=tensor_types, parameters=sum(t.elements for t in tensors))
     except ModelLoadError:
@@ -117,7 +111,7 @@ class GGUFBackend(Backend):
         decode (quantizing activations, repacked kernels), so a text's logits moved with its batch-mates: on
         SmolLM2-135M Q8_0, six SST-2 sentences decoded together against each alone differed by a KL of 0.004 nats
         (half the Q8_0 file's drift from its F16, 0.008), F16 by 5e-6. Alone, a window's outputs depend on its own
-        tokens only (two sequences of 10 and 25 tokens together still equal each alone, to the bit)."""
+        tokens only, so :meth:`forward` decodes every row alone."""
         return True
 
     def __init__(self, spec: Any) -> None:
@@ -125,7 +119,7 @@ class GGUFBackend(Backend):
         super().__init__(spec, Path(spec.options.get("tokenizer", self.model_file.parent)))
         self._facts: GGUFFacts | None = None
         self._model = self._context = None
-        self._capacity = (0, 0)  # (tokens, sequences) the context holds
+        self._capacity = 0  # tokens the context holds
         self.tokens_decoded, self.seconds_decoding = 0, 0.0
 
     # What the file says -------------------------------------------------------------------------------------------
@@ -154,9 +148,6 @@ class GGUFBackend(Backend):
 
         folder = self._tokenizer_files_dir()
         return [self.model_file, *([folder / n for n in TOKENIZER_FILES if (folder / n).is_file()] if folder else [])]
-
-    def tokenizer_files(self) -> list[Path]:
-        return [self.model_file]
 
     def tokenizer_identity(self):
         return gguf_identity(self.facts)
@@ -209,19 +200,16 @@ class GGUFBackend(Backend):
         self._check_vocabulary(folder)
 
     def _check_vocabulary(self, folder: Path) -> None:
-        """HF tokenizer files must map text to the ids the file's vocabulary means: compared token by token."""
-        vocabulary = self.tokenizer.get_vocab()
-        by_id = {i: t for t, i in vocabulary.items()}
-        tokens = self.facts.tokens
-        for i in range(max(len(tokens), len(by_id))):
-            mine = tokens[i] if i < len(tokens) else None
-            theirs = by_id.get(i)
-            if mine != theirs:
-                raise ModelLoadError(
-                    f"GGUF model {self.spec.name!r}: its vocabulary (tokenizer.ggml.tokens) and the tokenizer in {folder} "
-                    f"differ first at "
-                    f"token id {i}: {mine!r} in the GGUF, {theirs!r} in the tokenizer; give the tokenizer the model was "
-                    f"converted from (?tokenizer=<dir>)")
+        """HF tokenizer files must map text to the ids the file's vocabulary means: compared token by token, as a
+        pair's tokenizers are (:class:`~miniature.models.tokenizer.TokenizerIdentity`)."""
+        from .tokenizer import tokenizer_identity
+
+        files, own = tokenizer_identity(folder), self.tokenizer_identity()
+        if files is None or not own.same_ids(files):
+            said = own.differs(files) if files is not None else "the folder has no vocabulary file"
+            raise ModelLoadError(f"GGUF model {self.spec.name!r}: its vocabulary (tokenizer.ggml.tokens, the first) and the "
+                                 f"tokenizer in {folder} (the second) differ: {said}; give the tokenizer the model was "
+                                 f"converted from (?tokenizer=<dir>)")
 
     def load(self, run: Any, declared: Any) -> None:
         if declared is None or not run.reads_head_of(declared):
@@ -248,20 +236,18 @@ class GGUFBackend(Backend):
         self.n_vocab, self.n_embd = vocabulary, llama_cpp.llama_model_n_embd(model)
         self.loaded = True
 
-    def _context_for(self, tokens: int, sequences: int) -> Any:
-        """A context holding ``tokens`` tokens in ``sequences`` sequences (made anew when a batch needs more)."""
+    def _context_for(self, tokens: int) -> Any:
+        """A context for one sequence of ``tokens`` tokens (made anew when a window is longer than any before)."""
         llama_cpp = llama_cpp_module()
-        if self._context is not None and tokens <= self._capacity[0] and sequences <= self._capacity[1]:
+        if self._context is not None and tokens <= self._capacity:
             return self._context
         if self._context is not None:
             llama_cpp.llama_free(self._context)
             self._context = None
-        size = max(tokens, self._capacity[0], 64)
-        seqs = max(sequences, self._capacity[1])
+        size = max(tokens, self._capacity, 64)
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = params.n_batch = params.n_ubatch = size
-        params.n_seq_max = seqs
-        params.kv_unified = True  # the whole cache for each sequence's share, not n_ctx / n_seq_max each
+        params.n_ctx = params.n_batch = params.n_ubatch = size  # a window is one decode, one micro-batch
+        params.n_seq_max = 1
         params.n_threads = params.n_threads_batch = self.threads()
         params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
         params.embeddings = False
@@ -270,69 +256,51 @@ class GGUFBackend(Backend):
         if not context:
             raise ModelLoadError(f"llama.cpp could not make a context of {size} tokens for GGUF model {self.spec.name!r}: "
                                  f"{' | '.join(list(logged)[-4:]) or 'no reason logged'}")
-        self._context, self._capacity = context, (size, seqs)
+        self._context, self._capacity = context, size
         return context
 
     # Running ------------------------------------------------------------------------------------------------------
     def forward(self, batch: dict[str, np.ndarray], need_hidden: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The logits (rows, tokens, vocabulary) and, with ``need_hidden``, last hidden states of a right-padded batch:
-        the rows in one decode when they fit llama.cpp's sequence limit, else in groups that do."""
+        """The logits (rows, tokens, vocabulary) and, with ``need_hidden``, last hidden states of a right-padded batch,
+        each row decoded alone (see :meth:`runs_alone`)."""
         import time
 
-        llama_cpp = llama_cpp_module()
         ids = np.asarray(batch["input_ids"])
         mask = batch.get("attention_mask")
         lengths = (np.asarray(mask).sum(axis=1) if mask is not None else np.full(len(ids), ids.shape[1])).astype(int)
         logits = np.zeros((*ids.shape, self.n_vocab), dtype=np.float32)
         hidden = np.zeros((*ids.shape, self.n_embd), dtype=np.float32) if need_hidden else None
-        limit = max(1, int(llama_cpp.llama_max_parallel_sequences()))
         started = time.perf_counter()
-        for first in range(0, len(ids), limit):
-            rows = range(first, min(len(ids), first + limit))
-            self._decode(llama_cpp, ids, lengths, rows, logits, hidden)
+        for row, n in enumerate(lengths):
+            if n:
+                self._decode(ids[row, :n], logits[row], None if hidden is None else hidden[row])
         self.seconds_decoding += time.perf_counter() - started
         self.tokens_decoded += int(lengths.sum())
         return logits, hidden
 
-    def _decode(self, llama_cpp: Any, ids: np.ndarray, lengths: np.ndarray, rows: range, logits: np.ndarray,
-                hidden: np.ndarray | None) -> None:
-        total = int(sum(lengths[r] for r in rows))
-        if total == 0:
-            return
-        context = self._context_for(total, len(rows))
+    def _decode(self, tokens: np.ndarray, logits: np.ndarray, hidden: np.ndarray | None) -> None:
+        """One sequence through ``llama_decode``, every position's logits (and last hidden state) into the arrays."""
+        llama_cpp = llama_cpp_module()
+        n = len(tokens)
+        context = self._context_for(n)
         llama_cpp.llama_set_embeddings(context, hidden is not None)
-        batch = llama_cpp.llama_batch_init(total, 0, 1)
+        batch = llama_cpp.llama_batch_init(n, 0, 1)
         try:
-            tokens = np.ctypeslib.as_array(batch.token, shape=(total,))
-            positions = np.ctypeslib.as_array(batch.pos, shape=(total,))
-            counts = np.ctypeslib.as_array(batch.n_seq_id, shape=(total,))
-            wanted = np.ctypeslib.as_array(batch.logits, shape=(total,))
-            at = 0
-            for sequence, r in enumerate(rows):
-                n = int(lengths[r])
-                tokens[at:at + n] = ids[r, :n]
-                positions[at:at + n] = np.arange(n)
-                for i in range(at, at + n):
-                    batch.seq_id[i][0] = sequence
-                at += n
-            counts[:] = 1
-            wanted[:] = 1
-            batch.n_tokens = total
+            np.ctypeslib.as_array(batch.token, shape=(n,))[:] = tokens
+            np.ctypeslib.as_array(batch.pos, shape=(n,))[:] = np.arange(n)
+            np.ctypeslib.as_array(batch.n_seq_id, shape=(n,))[:] = 1
+            np.ctypeslib.as_array(batch.logits, shape=(n,))[:] = 1
+            for i in range(n):
+                batch.seq_id[i][0] = 0
+            batch.n_tokens = n
             status = llama_cpp.llama_decode(context, batch)
             if status != 0:
-                raise ModelLoadError(f"llama.cpp failed to decode a batch of {total} tokens of GGUF model "
+                raise ModelLoadError(f"llama.cpp failed to decode a window of {n} tokens of GGUF model "
                                      f"{self.spec.name!r} (llama_decode returned {status}): "
                                      f"{' | '.join(list(logged)[-3:]) or 'no reason logged'}")
-            out = np.ctypeslib.as_array(llama_cpp.llama_get_logits(context), shape=(total, self.n_vocab))
-            states = (np.ctypeslib.as_array(llama_cpp.llama_get_embeddings(context), shape=(total, self.n_embd))
-                      if hidden is not None else None)
-            at = 0
-            for r in rows:
-                n = int(lengths[r])
-                logits[r, :n] = out[at:at + n]
-                if states is not None:
-                    hidden[r, :n] = states[at:at + n]
-                at += n
+            logits[:n] = np.ctypeslib.as_array(llama_cpp.llama_get_logits(context), shape=(n, self.n_vocab))
+            if hidden is not None:
+                hidden[:n] = np.ctypeslib.as_array(llama_cpp.llama_get_embeddings(context), shape=(n, self.n_embd))
         finally:
             llama_cpp.llama_batch_free(batch)
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(context), True)

@@ -48,6 +48,7 @@ BACKEND_OPTIONS: dict[str, frozenset[str]] = {
 }
 #: The suffix of each backend's model file (a path with it needs no prefix).
 _FILE_SUFFIXES = {".onnx": "onnx", ".gguf": "gguf"}
+_FILE_BACKENDS = frozenset(_FILE_SUFFIXES.values())
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _QUANTIZE_VALUES = ("int8",)
@@ -140,8 +141,8 @@ def parse_model_spec(
         options["tokenizer"] = str(tok)
 
     path = _resolve(location, base)
-    name = display_name(path, backend, options) if backend in ("onnx", "gguf") or path.exists() else text
-    if backend in ("onnx", "gguf"):
+    name = display_name(path, backend, options) if backend in _FILE_BACKENDS or path.exists() else text
+    if backend in _FILE_BACKENDS:
         if not path.is_file():
             raise UsageError(f"{backend.upper()} model file {location!r} of model spec {text!r} does not exist ({path})")
         return ModelSpec(text, name, backend, str(path), True, options)
@@ -169,7 +170,7 @@ def display_name(path: Path, backend: str, options: dict[str, str]) -> str:
     """A short name for a local model: its folder's name (an ONNX file: ``folder/file.onnx``), with the spec's
     options, which change what it computes. Full paths made tables 250 columns wide; the report's legend and
     its ``models`` keep the specs. Two models that would share a name are told apart by the session."""
-    short = f"{path.parent.name}/{path.name}" if backend in ("onnx", "gguf") else path.name
+    short = f"{path.parent.name}/{path.name}" if backend in _FILE_BACKENDS else path.name
     shown = {k: v for k, v in options.items() if k != "tokenizer"}
     return short + ("?" + "&".join(f"{k}={v}" for k, v in shown.items()) if shown else "")
 
